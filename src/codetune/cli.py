@@ -1,0 +1,169 @@
+"""The `codetune` command: a dispatch table of subcommands.
+
+Each subcommand parses its flags, builds the typed config, and calls one library function.
+User errors (`CodetuneError`) print one paragraph without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from codetune import __version__
+from codetune.errors import CodetuneError
+
+SOURCE_HELP = """\
+SOURCE may be, in any mix:
+  a folder               a git work tree uses the files git tracks; else .gitignore applies
+  a git URL or bare repo https://host/org/repo.git, git@host:org/repo, file:///srv/repo.git;
+                         URL#REF picks a branch, tag or commit; cloned shallow into a cache
+  a Hub dataset          hf://datasets/OWNER/NAME (streamed; text column: --text-column)
+  dataset files          data.parquet, rows.jsonl, 'dump/*.parquet' or dataset:PATH
+"""
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="YAML", help="a YAML file with config sections")
+    p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config key, e.g. -s prepare.max_line_length=2000 "
+                        "(see `codetune config`)")
+
+
+def _build_config(args: argparse.Namespace, flag_overrides: dict[str, object]):
+    from codetune import config
+
+    # Flags are overrides too, applied after -s so an explicit flag wins.
+    items = list(args.set)
+    for key, value in flag_overrides.items():
+        if value is not None:
+            items.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    return config.load(args.config, items)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare", help="repositories in, a clean deduplicated secret-free dataset out",
+        description="Build a training dataset (parquet + manifest + report) from code.",
+        epilog=SOURCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset folder to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset folder (only once the new one is complete)")
+    p.add_argument("--valid-fraction", type=float, help="held-out share (default 0.05)")
+    p.add_argument("--split-by", choices=["file", "repo"], help="hold out files or whole repos")
+    p.add_argument("--secrets", choices=["redact", "drop-file", "off"],
+                   help="redact credentials (default), drop files holding them, or do nothing")
+    p.add_argument("--workers", type=int, help="scanning processes (default: one per core)")
+    p.add_argument("--include", action="append", metavar="GLOB", help="keep only matching paths")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="drop matching paths")
+    p.add_argument("--text-column", help="text column of dataset sources (default content)")
+    p.add_argument("--near-dup-threshold", type=float, help="Jaccard threshold (default 0.7)")
+    p.add_argument("--no-near-dedup", action="store_true", help="skip MinHash near-dedup")
+    p.add_argument("--notebook-markdown", action="store_true",
+                   help="keep notebook markdown cells as comments")
+    p.add_argument("--submodules", action="store_true", help="follow git submodules")
+    p.add_argument("--seed", type=int, help="seed of the held-out split (default 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _config_args(p)
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from codetune.data.prepare import prepare
+    from codetune.data.report import print_summary
+
+    cfg = _build_config(args, {
+        "prepare.valid_fraction": args.valid_fraction,
+        "prepare.split_by": args.split_by,
+        "prepare.secrets": args.secrets,
+        "prepare.workers": args.workers,
+        "prepare.include": args.include,
+        "prepare.exclude": args.exclude,
+        "prepare.text_column": args.text_column,
+        "prepare.near_dup_threshold": args.near_dup_threshold,
+        "prepare.dedup_near": False if args.no_near_dedup else None,
+        "prepare.notebook_markdown": True if args.notebook_markdown else None,
+        "prepare.git_submodules": True if args.submodules else None,
+        "prepare.seed": args.seed,
+    })
+    summary = prepare(args.sources, args.output, cfg.prepare, overwrite=args.overwrite,
+                      progress=not args.quiet and sys.stderr.isatty())
+    if not args.quiet:
+        print_summary(summary)
+    return 0
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _add_stats(sub) -> None:
+    p = sub.add_parser("stats", help="files, bytes, languages and token estimates of a dataset")
+    p.add_argument("dataset", metavar="DATASET", help="a folder written by `codetune prepare`")
+    p.add_argument("--tokenizer", metavar="NAME_OR_PATH",
+                   help="measure characters per token with this tokenizer (Hub id or folder)")
+    p.add_argument("--sample", type=int, default=400, help="files sampled for the token ratio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from codetune.data.stats import dataset_stats, load_tokenizer, print_stats
+
+    if args.sample < 1:
+        raise CodetuneError("--sample must be at least 1")
+    tok = load_tokenizer(args.tokenizer, args.trust_remote_code) if args.tokenizer else None
+    st = dataset_stats(args.dataset, tok, args.sample, args.seed)
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print_stats(st)
+    return 0
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="print every config key with its default and meaning")
+    _config_args(p)
+    p.set_defaults(func=_run_config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from codetune import config
+
+    print(config.describe(_build_config(args, {})))
+    return 0
+
+
+COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_config]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codetune",
+        description="Fine-tune a code LLM on your own repositories and prove it helped.")
+    parser.add_argument("--version", action="version", version=f"codetune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CodetuneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing incomplete was left behind", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Data preparation: sources, filters, dedup, secrets, splits and the dataset folder."""

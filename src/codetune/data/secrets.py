@@ -1,0 +1,671 @@
+"""Find credentials in source text and replace them with a placeholder.
+
+Every kept file goes through `scan` before it is written to a dataset; `redact` then swaps each
+secret value for a placeholder (``<SECRET>`` by default), so ``password = "hunter22"`` becomes
+``password = "<SECRET>"``: only the value changes and the code around it stays byte-identical.
+The report shows file, line, kind and a masked value (`Finding.masked`), never the secret.
+
+What is detected (the `Finding.kind` slugs):
+
+* by shape, anywhere: ``aws_access_key`` (AKIA/ASIA/ABIA/ACCA/A3T + 16), ``github_token``
+  (ghp_/gho_/ghu_/ghs_/ghr_, github_pat_), ``gitlab_token`` (glpat- and the other GitLab
+  prefixes), ``slack_token`` (xox?-, xapp-), ``slack_webhook`` (the path of a hooks.slack.com
+  URL), ``google_api_key`` (AIza + 35), ``stripe_key`` (sk_/rk_ live and test keys),
+  ``huggingface_token`` (hf_ + 34), ``openai_key`` / ``anthropic_key`` (sk-... of realistic
+  length and randomness), ``jwt`` (three base64url parts whose first two decode to JSON),
+  ``authorization_header`` (``Bearer``/``Basic`` followed by a random-looking credential);
+* ``private_key``: the whole PEM/OpenSSH/PGP block, BEGIN line to END line, because
+  detect-secrets only reports the header and the body is the secret. A block without an END
+  line is redacted to the end of the file (a truncated key is still a key);
+* ``aws_secret_key``: 40 base64 characters assigned to an ``aws_secret_access_key``-like name;
+* ``url_credentials``: the password in ``scheme://user:password@host`` (user and host stay);
+* ``password_assignment``: a string literal assigned to a name that says password / passwd /
+  pwd / passphrase / secret / token / api key / private key / credentials (``=``, ``:``,
+  ``:=``, ``=>``, keyword arguments, JSON/YAML keys, ``config["password"] = ...``), plus
+  unquoted values at the start of a line in .env / ini / YAML style (``DB_PASSWORD=s3cr3t!``);
+* ``high_entropy_string``: a quoted base64- or hex-charset string of >= 20 characters
+  assigned to any name whose Shannon entropy is above detect-secrets' defaults (base64 4.5
+  bits/char, hex 3.0 with its penalty for all-digit strings). Those defaults are what
+  detect-secrets ships after tuning on real code, and they are high: a base64 value must be
+  >= 23 characters to reach 4.5 at all, so ordinary identifiers and words never qualify. The
+  assignment requirement (a bare literal in a call or list is not flagged) and skipping names
+  that say the value is a digest/checksum/test vector keep hashes in test suites out;
+* everything else detect-secrets' regex plugins know (Twilio, SendGrid, npm, PyPI, Azure
+  storage, Mailchimp, Discord, Square, Telegram, Artifactory, IBM, Cloudant, SoftLayer, and
+  its own GitHub/GitLab/Stripe/OpenAI patterns), with slugs such as ``twilio_key``.
+
+Why it is built this way:
+
+* Speed. `prepare` must stay above 5 MB/s per core end to end, so `scan` has to be much
+  faster than that, while detect-secrets' own ``scan_line`` runs at ~0.1 MB/s. Real code has
+  almost no secrets, so `scan` first runs a handful of regexes that each begin with a literal
+  (CPython's regex engine skips to a literal prefix at memchr-like speed; one alternation of all
+  triggers would be ~10x slower) over the text and its lowercase copy, collects the lines they
+  hit, and runs the expensive checks, including detect-secrets' plugin regexes, only on those
+  lines. A trigger that misses a line loses that secret, so triggers are deliberately broader
+  than the detectors they guard.
+* Offsets. detect-secrets reports values, not positions; redaction needs exact spans, so its
+  plugins' ``denylist`` regexes are run directly and the value's span is taken from the match.
+  Its keyword and entropy plugins are replaced by our own versions (below) because they need
+  the file name to choose rules and report values we could not locate reliably.
+* False positives corrupt training data (a redacted ``key = "name"`` teaches the model
+  nonsense), so assignments are only flagged when the value is plausibly a credential. Values
+  that are skipped: empty or shorter than 4 characters (8 for tokens/keys); anything with
+  whitespace (messages, prompts, passphrases; a rare miss we accept); templates and format
+  strings (``{x}``, ``${X}``, ``$X``, ``%s``, ``%(x)s``, ``<...>``, ``[PAD]``); ALL_CAPS_NAMES
+  (an environment variable's name, not its value); URLs and file paths; the keyword itself
+  (``password_field = "password"``); common dummies (``changeme``, ``xxxx``, ``***``,
+  ``your_api_key``, ``example``, ``None``, ``null``, ...); and, for tokens and keys, plain
+  words (``token_type = "bearer"``, ``api_key = "X-Api-Key"``). Names that are about a secret
+  rather than the secret (``password_prompt``, ``token_url``, ``secret_name``, ``max_tokens``,
+  ``is_password``, ``eos_token``) are skipped too. Unquoted values in code are variables or
+  calls, so they count only at the start of a line in .env/ini/YAML form, and there a bare
+  identifier counts only in .env form (``UPPER_NAME=value``, no spaces around ``=``): in
+  Python ``password = hunter2`` reads a variable.
+* Overlaps (one secret seen by several detectors: a GitHub token in ``GITHUB_TOKEN = "..."``)
+  are merged into one finding covering the union; the widest detection names it, and on equal
+  width a specific kind beats a generic one (``github_token`` over ``password_assignment``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import NamedTuple
+
+__all__ = ["Finding", "redact", "scan"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    line: int  # 1-based line of `start`
+    kind: str  # short slug, e.g. "aws_access_key", "password_assignment"
+    start: int  # offset in the scanned text where the secret value starts
+    end: int  # offset just past its end
+    masked: str  # printable: at most 4 leading characters of the value, then its length
+
+
+# --------------------------------------------------------------------------------------------
+# Triggers, run over the whole text. Each begins with a literal because CPython's regex engine
+# then skips to candidate positions at memchr-like speed (~2 GB/s), while an alternation with
+# many first characters is tried at every position (~100 MB/s). Only the lines they hit are
+# examined further, so a trigger must be at least as broad as the detectors it guards.
+
+_TRIGGERS_CASED = [
+    re.compile(p)
+    for p in (
+        # AWS key ids, Google (AIza), Artifactory (AKC), Twilio account SIDs, Azure storage
+        r"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9]|Iza|KC[A-Za-z0-9]{10}|C[a-z0-9]{32}|ccountKey=)",
+        r"g(?:h[pousr]_|ithub_pat_|l(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-)",
+        r"x(?:ox[abposre][-.]|app-)",  # Slack
+        r"k(?:_live_|_test_|-[\w-]{20})",  # Stripe sk_/rk_, OpenAI and Anthropic sk-
+        r"S(?:G\.|K[a-z0-9]{32})",  # SendGrid, Twilio API key SIDs
+        r"yJ[\w-]{8}",  # JWT ("eyJ": "y" is rarer than "e", which makes the scan faster)
+        r"-(?:----BEGIN|--- BEGIN|us\d|AgE)",  # private keys, Mailchimp, PyPI
+        r"B(?:earer|asic)\s+[A-Za-z0-9+/_.~-]{16}",
+        r"://(?:[^\s/@]*:[^\s/@]*@|hooks\.slack\.com/)",  # user:password@, Slack webhooks
+        # quoted base64/hex-looking runs: high-entropy strings and token formats without a
+        # known prefix (Discord, Hugging Face, GitLab runner, Square, IBM, ...)
+        r'"[A-Za-z0-9+/=_-]{20}',
+        r"'[A-Za-z0-9+/=_-]{20}",
+    )
+]
+
+# On the lowercased text: a secret-sounding name followed by an assignment operator.
+_TRIGGERS_LOWER = [
+    re.compile(kw + r"""[\w-]{0,40}["'`\]]{0,2}[ \t]*(?::|=(?!=)|=>)""")
+    for kw in ("pass", "pwd", "secret", "token", "key")
+]
+
+_ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
+
+# Lines longer than this (minified code, data blobs) are examined in windows around each hit.
+_MAX_LINE = 4096
+_WINDOW_BEFORE = 512
+_WINDOW_AFTER = 2048
+
+
+# --------------------------------------------------------------------------------------------
+# Detectors run on the lines the triggers found.
+
+class _Detector(NamedTuple):
+    kind: str
+    rx: re.Pattern[str]
+    group: int | None  # the value's group; None: first non-empty group, delimiters stripped
+    check: Callable[[str], bool] | None
+    needles: tuple[str, ...]  # run only if the line contains one of these...
+    lower: bool  # ...in its lowercased form
+    minlen: int  # ...and is at least this long
+
+
+def _random_looking(v: str) -> bool:
+    """A digit and a letter, or both letter cases: what machine-made tokens have, words lack."""
+    digit = any(c.isdigit() for c in v)
+    lower = any(c.islower() for c in v)
+    upper = any(c.isupper() for c in v)
+    return (digit and (lower or upper)) or (lower and upper)
+
+
+def _strongly_random(v: str) -> bool:
+    return (any(c.isdigit() for c in v) and any(c.islower() for c in v)
+            and any(c.isupper() for c in v))
+
+
+def _jwt_valid(v: str) -> bool:
+    for part in v.split(".")[:2]:
+        part = part.rstrip("=")
+        try:
+            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("utf-8"))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return False
+    return True
+
+
+def _d(kind: str, pattern: str, group: int | None = 0, check: Callable[[str], bool] | None = None,
+       needles: tuple[str, ...] = (), lower: bool = False, minlen: int = 0) -> _Detector:
+    return _Detector(kind, re.compile(pattern), group, check, needles, lower, minlen)
+
+
+_ASSIGN_OP = r"""["'`\]]{0,2}\s*(?::=|=>|=|:)\s*["'`]?"""
+
+_SHAPES = [
+    _d("aws_access_key",
+       r"(?<![A-Za-z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
+       needles=("AKIA", "ASIA", "ABIA", "ACCA", "A3T"), minlen=20),
+    _d("aws_secret_key",
+       r"(?i)aws[\w.-]{0,20}?(?:secret|key|pwd|pw|password|pass|token)[\w.-]{0,20}?"
+       + _ASSIGN_OP + r"([0-9a-zA-Z/+]{40})(?![0-9a-zA-Z/+=])",
+       1, needles=("aws",), lower=True, minlen=44),
+    _d("aws_secret_key",
+       r"(?i)secret_?(?:access_?)?key" + _ASSIGN_OP + r"([0-9a-zA-Z/+]{40})(?![0-9a-zA-Z/+=])",
+       1, needles=("secret",), lower=True, minlen=44),
+    _d("github_token",
+       r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9_]{36,251}|github_pat_[A-Za-z0-9_]{22,255})"
+       r"(?![A-Za-z0-9_])",
+       needles=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), minlen=33),
+    _d("gitlab_token",
+       r"(?<![\w-])(?:gl(?:pat|dt|ft|soat|rt)-[\w-]{20,50}|GR1348941[\w-]{20,50}"
+       r"|glcbt-(?:[0-9a-fA-F]{2}_)?[\w-]{20,50}|glimt-[\w-]{25}|glptt-[\w-]{40}"
+       r"|glagent-[\w-]{50,1024}|gloas-[\w-]{64})(?![\w-])",
+       needles=("glpat-", "gldt-", "glft-", "glsoat-", "glrt-", "GR1348941", "glcbt-",
+                "glimt-", "glptt-", "glagent-", "gloas-"), minlen=25),
+    _d("slack_token",
+       r"(?<![\w-])(?:xox[abposre](?:\.xox[a-z])?-[A-Za-z0-9-]{10,250}"
+       r"|xapp-\d-[A-Za-z0-9-]{10,250})(?![\w-])",
+       check=_random_looking, needles=("xox", "xapp-"), minlen=15),
+    _d("slack_webhook",
+       r"hooks\.slack\.com/(?:services|workflows|triggers)/"
+       r"(T[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+)",
+       1, needles=("hooks.slack.com",)),
+    _d("google_api_key", r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])",
+       needles=("AIza",), minlen=39),
+    _d("stripe_key",
+       r"(?<![A-Za-z0-9])[sr]k_(?:live|test)_[0-9a-zA-Z]{24,247}(?![0-9a-zA-Z])",
+       needles=("k_live_", "k_test_"), minlen=32),
+    _d("huggingface_token", r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{34}(?![A-Za-z0-9])",
+       check=_random_looking, needles=("hf_",), minlen=37),
+    _d("anthropic_key",
+       r"(?<![\w-])sk-ant-(?:api|admin|oat|sid)\d\d-[A-Za-z0-9_-]{32,300}(?![\w-])",
+       needles=("sk-ant-",), minlen=45),
+    _d("openai_key",
+       r"(?<![\w-])sk-(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_-]{32,300}(?![\w-])",
+       check=_strongly_random, needles=("sk-",), minlen=35),
+    _d("jwt",
+       r"(?<![\w-])eyJ[A-Za-z0-9_-]{10,}={0,2}\.[A-Za-z0-9_-]{10,}={0,2}\.[A-Za-z0-9_-]*={0,2}",
+       check=_jwt_valid, needles=("eyJ",), minlen=25),
+    _d("authorization_header",
+       r"\b(?:Bearer|Basic)[ \t]+([A-Za-z0-9+/_.~-]{16,}={0,2})(?![\w+/.~=-])",
+       1, _random_looking, needles=("Bearer", "Basic"), minlen=22),
+]
+
+# detect-secrets' regex plugins, for breadth: (module, class, kind, needles, lower, minlen).
+# Its keyword, entropy, private-key, basic-auth and JWT plugins are replaced by this module's
+# own detectors (see the module docstring), AWS and Slack by the stricter patterns above, and
+# public IP addresses are not credentials.
+_DS_PLUGINS = (
+    ("artifactory", "ArtifactoryDetector", "artifactory_token", ("AKC", "AP"), False, 11),
+    ("azure_storage_key", "AzureStorageKeyDetector", "azure_storage_key", ("AccountKey=",),
+     False, 99),
+    ("cloudant", "CloudantDetector", "cloudant_key",
+     ("cloudant", "clou", "cl_", "cl-", "clkey", "clapi", "clpw", "clpass", "cltoken"), True, 27),
+    ("discord", "DiscordBotTokenDetector", "discord_token", (".",), False, 59),
+    ("github_token", "GitHubTokenDetector", "github_token",
+     ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), False, 40),
+    ("gitlab_token", "GitLabTokenDetector", "gitlab_token",
+     ("glpat-", "gldt-", "glft-", "glsoat-", "glrt-", "GR1348941", "glcbt-", "glimt-", "glptt-",
+      "glagent-", "gloas-"), False, 25),
+    ("ibm_cloud_iam", "IbmCloudIamDetector", "ibm_cloud_iam_key", ("key", "pwd", "pass", "token"),
+     True, 47),
+    ("ibm_cos_hmac", "IbmCosHmacDetector", "ibm_cos_hmac_key", ("secret",), True, 55),
+    ("mailchimp", "MailchimpDetector", "mailchimp_key", ("-us",), False, 36),
+    ("npm", "NpmDetector", "npm_token", ("_authToken",), False, 20),
+    ("openai", "OpenAIDetector", "openai_key", ("T3BlbkFJ",), False, 51),
+    ("pypi_token", "PypiTokenDetector", "pypi_token", ("pypi-Ag",), False, 80),
+    ("sendgrid", "SendGridDetector", "sendgrid_key", ("SG.",), False, 69),
+    ("softlayer", "SoftlayerDetector", "softlayer_key",
+     ("softlayer", "sl_", "sl-", "slapi", "slkey", "slpass", "slpwd", "sltoken"), True, 66),
+    ("square_oauth", "SquareOAuthDetector", "square_oauth_secret", ("sq0csp-",), False, 50),
+    ("stripe", "StripeDetector", "stripe_key", ("k_live_",), False, 32),
+    ("telegram_token", "TelegramBotTokenDetector", "telegram_token", (":",), False, 44),
+    ("twilio", "TwilioKeyDetector", "twilio_key", ("AC", "SK"), False, 34),
+)
+# Artifactory and npm patterns include the delimiters around the value.
+_DS_STRIP = " \t\r\n=:\"'`,;"
+
+
+def _load_ds() -> list[_Detector]:
+    out = []
+    for module, cls_name, kind, needles, lower, minlen in _DS_PLUGINS:
+        try:  # a plugin renamed or dropped by a later detect-secrets costs breadth, not a crash
+            cls = getattr(import_module(f"detect_secrets.plugins.{module}"), cls_name)
+        except (ImportError, AttributeError):
+            continue
+        out += [_Detector(kind, rx, None, None, needles, lower, minlen) for rx in cls.denylist]
+    return out
+
+
+_DETECTORS = _SHAPES + _load_ds()
+
+
+def _needle_index(lower: bool) -> tuple[re.Pattern[str], dict[str, list[int]]]:
+    """One regex finding every needle in a line, and which detectors each needle enables."""
+    by_needle: dict[str, list[int]] = {}
+    for i, d in enumerate(_DETECTORS):
+        if d.lower == lower:
+            for n in d.needles:
+                by_needle.setdefault(n, []).append(i)
+    alts = sorted(by_needle, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, alts))), by_needle
+
+
+_NEEDLES_CASED, _BY_NEEDLE_CASED = _needle_index(lower=False)
+_NEEDLES_LOWER, _BY_NEEDLE_LOWER = _needle_index(lower=True)
+
+# --------------------------------------------------------------------------------------------
+# Private keys: a header, then something that looks like key material, so that a constant
+# holding just the header line is not taken for a key and everything after it deleted.
+
+_PK_BEGIN = re.compile(r"-{4,5} ?BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
+_PK_BODY = re.compile(r"""(?:\s|\\[nr]|["'`+,(]){0,40}"""
+                      r"(?:[A-Za-z0-9+/=]{16}|Proc-Type:|Comment:|Version:)")
+_PK_END = re.compile(r"-{4,5} ?END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
+
+# --------------------------------------------------------------------------------------------
+# Assignments.
+
+_ASSIGN_QUOTED = re.compile(
+    r"""(?<![\w.$@-])(?P<key>[A-Za-z_$@][\w.$@-]{0,100}+)(?P<close>["'`]?\]?)"""
+    r"""(?::[ \t]*[A-Za-z_][\w.\[\], |]{0,60}?)?"""  # a type annotation: `pw: str = "x"`
+    r"""(?P<sp>[ \t]*)(?P<op>=>|:=|=(?!=)|:(?!:))[ \t]*(?P<pfx>@|[rRbBuUfF]{1,2})?"""
+    r"""(?:"(?P<dq>(?:[^"\\\n]|\\.)*+)"|'(?P<sq>(?:[^'\\\n]|\\.)*+)'|`(?P<bq>(?:[^`\\\n]|\\.)*+)`)"""
+)
+
+# .env / ini / YAML lines: `KEY=value`, `export KEY=value`, `key = value`, `key: value`
+_ASSIGN_LINE = re.compile(
+    r"""[ \t]*(?:(?:export|ENV|ARG|set)[ \t]+)?(?:-[ \t]+)?"""
+    r"""(?P<key>[A-Za-z_][\w.-]{0,100})(?P<sp1>[ \t]*)(?P<op>=|:)(?P<sp2>[ \t]*)"""
+    r"""(?P<val>[^\s'"`]\S*?)(?:[ \t]+#.*)?\s*$"""
+)
+
+_URL_CREDS = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://(?P<user>[^\s:/?#@\"'`<>\[\]]*):(?P<pw>[^\s/?#@\"'`<>]+)@"
+    r"(?=[\w\[.%{$-])"
+)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_KEY_SPLIT = re.compile(r"->|[.$@:]")
+_PW_KW = re.compile(r"pass(?:word|wd|phrase|wort)|pwd|(?:^|_)pass$|contrase[nñ]a")
+_SECRET_KW = re.compile(
+    r"secret|tokens?(?=_|$)|credentials?(?=_|$)"
+    r"|(?:api|auth|access|priv|private|client|service|account|db|database|signing|encryption"
+    r"|master|session|app|consumer|license|subscription)_?key(?=_|$)"
+)
+# Words in a name, after the keyword, that make it about a secret rather than the secret.
+_META_AFTER = frozenset({
+    "url", "uri", "urls", "endpoint", "endpoints", "host", "path", "paths", "file", "files",
+    "filename", "dir", "directory", "name", "names", "type", "types", "kind", "field", "fields",
+    "label", "labels", "prompt", "header", "headers", "policy", "regex", "re", "pattern",
+    "patterns", "env", "var", "vars", "variable", "length", "len", "size", "count", "format",
+    "fmt", "template", "prefix", "suffix", "param", "params", "attr", "attribute", "class",
+    "mode", "method", "source", "provider", "placeholder", "help", "msg", "message", "messages",
+    "text", "title", "description", "desc", "error", "errors", "key", "keys", "column", "col",
+    "table", "cookie", "list", "set", "validator", "validators", "expires", "expiry",
+    "expiration", "ttl", "timeout", "lifetime", "age", "version", "algorithm", "alg", "algo",
+    "scheme", "scope", "scopes", "audience", "issuer", "style", "char", "chars", "separator",
+    "sep", "delimiter", "arn", "location", "loc", "store", "storage", "manager", "ref",
+    "reference", "hint", "input", "widget", "form", "view", "route", "page", "link", "button",
+    "id", "ids", "idx", "index", "limit", "max", "min", "num", "position", "pos", "start", "end",
+    "begin", "offset",
+})
+# Words before the keyword that make it a flag, a counter or a tokenizer's special token.
+_META_BEFORE = frozenset({
+    "is", "has", "use", "uses", "using", "show", "hide", "enable", "enabled", "disable",
+    "disabled", "require", "requires", "required", "num", "n", "max", "min", "count", "forgot",
+    "reset", "validate", "verify", "check", "no", "allow", "allowed", "public", "pad", "eos",
+    "bos", "unk", "sep", "cls", "mask", "start", "end", "stop", "special", "image", "audio",
+    "video", "vision", "begin", "eot", "eom", "tool", "think",
+})
+_DUMMIES = frozenset({
+    "password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token", "tokens",
+    "apikey", "api_key", "key", "changeme", "changeit", "example", "sample", "dummy", "fake",
+    "placeholder", "redacted", "hidden", "masked", "none", "null", "nil", "undefined", "true",
+    "false", "yes", "no", "on", "off", "default", "test", "testing", "foo", "bar", "baz",
+    "foobar", "qwerty", "letmein", "admin", "empty", "notset", "todo", "tbd", "fixme", "value",
+    "hunter2", "secret123", "password123",
+})
+_TEMPLATE = re.compile(
+    r"\{[^{}]*\}|\$\{|\$\(|^\$[A-Za-z_]\w*$|%[-#0 +]*\d*(?:\.\d+)?[sdifrxXeEgGcboup]|%\(\w+\)"
+    r"|\{\{|^<.*>$|^\[.*\]$|^#\{|<SECRET>|^\*+$|^x+$|^\.+$|^-+$|^your[-_ ]|\.\.\.|…"
+    r"|^[\w.]+\(.*\)$"  # a call: `get_token()` in a comment or docstring"
+    r"|^my[-_]?(?:secret|password|token|key)|^(?:\w+[-_])?(?:here|placeholder)$",
+    re.IGNORECASE,
+)
+# A regular expression, e.g. `token_re = r"[A-Za-z_]\w*"`.
+_REGEX_LIKE = re.compile(r"\\[wdsWDSbBAZ]|\(\?[:=!<P]|\[\^|[\])][*+?]|\{\d+(?:,\d*)?\}")
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[A-Z]{2,}")
+_URL_OR_PATH = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://\S*|(?:/|~/|\.\.?/)[\w./-]*|[A-Za-z]:\\[\w.\\ -]*"
+)
+_WORDLIKE = re.compile(
+    r"(?:[a-z]+|[A-Z]+|[A-Z][a-z]+)(?:[-_.:](?:[a-z]+|[A-Z]+|[A-Z][a-z]+))*"
+)
+_NUMBER = re.compile(
+    r"[-+]?(?:0[xXoObB][\da-fA-F_]+|[\d_]*\.?[\d_]+(?:[eE][-+]?\d+)?)[jJlLuUfF]?"
+)
+_IDENT = re.compile(r"[A-Za-z_][\w.]*")
+
+# Names whose long hex/base64 values are digests, ids and test vectors, not secrets.
+_DIGEST_NAME = re.compile(
+    r"hash|digest|sha\d|md5|checksum|fingerprint|uuid|guid|commit|nonce|expected|integrity"
+    r"|(?:^|_)(?:sha|crc\d*|rev|revision|etag|want|vectors?|samples?|examples?|tests?|fixtures?"
+    r"|magic|signatures?|sig|oid|iv|ids?)(?=_|$|\d)"
+)
+# Alphabets and keyboard rows have high entropy but are the opposite of random.
+_SEQUENCE = re.compile("|".join(
+    run[i:i + 5]
+    for seq in ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
+    for run in (seq, seq[::-1])
+    for i in range(len(run) - 4)
+))
+# Hex of these lengths is a digest or an id far more often than a secret: object ids, md5 and
+# uuid, sha1 and git objects, sha224/256/384/512.
+_DIGEST_LENGTHS = frozenset({24, 32, 40, 56, 64, 96, 128})
+_PRINTABLE = frozenset(range(32, 127)) | {9, 10, 13}
+
+
+def _norm_key(key: str) -> str:
+    """The last component of a name, snake_case: `self.dbPassword` -> `db_password`."""
+    last = _KEY_SPLIT.split(key.strip("'\"`[]"))[-1]
+    return _CAMEL.sub("_", last).lower().replace("-", "_")
+
+
+def _key_class(key: str) -> str | None:
+    """'password' or 'token' when a name says its value is a credential, else None."""
+    nk = _norm_key(key)
+    hits = [(m, "password") for m in _PW_KW.finditer(nk)]
+    hits += [(m, "token") for m in _SECRET_KW.finditer(nk)]
+    if not hits:
+        return None
+    first = min(m.start() for m, _ in hits)
+    last, cls = max(hits, key=lambda h: h[0].end())
+    if set(nk[last.end():].split("_")) & _META_AFTER or set(nk[:first].split("_")) & _META_BEFORE:
+        return None
+    return cls
+
+
+def _plausible_value(value: str, key: str, cls: str) -> bool:
+    """Whether a literal assigned to a secret-sounding name looks like a real credential."""
+    if len(value) < (4 if cls == "password" else 8):
+        return False
+    if any(c.isspace() for c in value) or len(set(value)) < 3:
+        return False
+    if not any(c.isalnum() for c in value):
+        return False
+    if (_TEMPLATE.search(value) or _ENV_NAME.fullmatch(value) or _URL_OR_PATH.fullmatch(value)
+            or _REGEX_LIKE.search(value)):
+        return False
+    low = value.lower()
+    simple = re.sub(r"[^a-z0-9]", "", low)
+    name = _norm_key(key).replace("_", "")
+    # the value spells its own name: `password = "password1"`, `token = "my_token"`
+    if low in _DUMMIES or simple in _DUMMIES or (len(name) >= 4 and name in simple):
+        return False
+    if cls == "token" or name == "pass":  # a bare `pass` key is too often a plain word
+        return not _WORDLIKE.fullmatch(value)
+    return True
+
+
+def _unquoted_ok(value: str, env_style: bool) -> bool:
+    """An unquoted value is code, not a credential, when it is a number, a call, an index, a
+    statement or (outside .env files) a variable name."""
+    if value[0] in "$%{[(<!&*|>@\\~-#" or value.endswith(":"):
+        return False
+    if any(c in value for c in "()[]{};,\\") or _NUMBER.fullmatch(value):
+        return False
+    return env_style or not _IDENT.fullmatch(value)
+
+
+def _placeholder_token(value: str) -> bool:
+    """`ACxxxxxxxxxxxxxxxx`, `sk_live_0000000000000000`: documentation, not a key."""
+    return Counter(value).most_common(1)[0][1] * 2 > len(value)
+
+
+def _shannon(data: str) -> float:
+    n = len(data)
+    return -sum(c / n * math.log2(c / n) for c in Counter(data).values())
+
+
+_B64_CHARS = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+_HEX_CHARS = re.compile(r"[0-9a-fA-F]+")
+
+
+def _high_entropy(value: str) -> bool:
+    """detect-secrets' entropy test, minus the shapes that are random-looking but public."""
+    if not _B64_CHARS.fullmatch(value) or _SEQUENCE.search(value.lower()):
+        return False
+    if _HEX_CHARS.fullmatch(value):
+        if len(value) in _DIGEST_LENGTHS:
+            return False
+        entropy = _shannon(value)
+        if value.isdigit():  # detect-secrets' penalty: long numbers are seldom secrets
+            entropy -= 1.2 / math.log2(len(value))
+        return entropy > 3.0
+    if "/" in value and ("-" in value or "_" in value):
+        return False  # both base64 alphabets at once: a path or model id such as `org/my-model`
+    if _shannon(value) <= 4.5:
+        return False
+    try:  # base64 of text (an encoded message, a doc example) is not random
+        raw = base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        return True
+    return len(raw) < 8 or not set(raw) <= _PRINTABLE
+
+
+def _mask(value: str, kind: str) -> str:
+    if kind == "private_key":
+        m = _PK_BEGIN.match(value)
+        if m:  # the header says what it is and is not secret
+            return f"{m.group(0)}…({len(value)} chars)"
+    return f"{value[: min(4, len(value) // 4)]}…({len(value)} chars)"
+
+
+# --------------------------------------------------------------------------------------------
+
+def _scan_window(s: str, base: int, at_line_start: bool, out: list[tuple[int, int, str]]) -> None:
+    """Append (start, end, kind) for every detection in `s`, offsets shifted by `base`."""
+    n = len(s)
+    low = s.lower() if len(s.lower()) == n else s.translate(_ASCII_LOWER)
+    todo: set[int] = set()
+    for needle in set(_NEEDLES_CASED.findall(s)):
+        todo.update(_BY_NEEDLE_CASED[needle])
+    for needle in set(_NEEDLES_LOWER.findall(low)):
+        todo.update(_BY_NEEDLE_LOWER[needle])
+    for i in todo:
+        d = _DETECTORS[i]
+        if n < d.minlen:
+            continue
+        for m in d.rx.finditer(s):
+            if d.group is not None:
+                a, b = m.span(d.group)
+            else:
+                g = next((j for j in range(1, d.rx.groups + 1) if m.group(j)), 0)
+                a, b = m.span(g)
+                while a < b and s[a] in _DS_STRIP:
+                    a += 1
+                while b > a and s[b - 1] in _DS_STRIP:
+                    b -= 1
+                if s.startswith("AccountKey=", a):
+                    a += len("AccountKey=")
+                if b - a < 8:
+                    continue
+            value = s[a:b]
+            if _placeholder_token(value):
+                continue
+            if d.check is None or d.check(value):
+                out.append((base + a, base + b, d.kind))
+
+    if "://" in s:
+        for m in _URL_CREDS.finditer(s):
+            pw = m.group("pw")
+            # user == password is a stock demo login (postgres:postgres, guest:guest)
+            if pw != m.group("user") and "," not in pw and _plausible_value(pw, "password",
+                                                                             "password"):
+                out.append((base + m.start("pw"), base + m.end("pw"), "url_credentials"))
+
+    for m in _ASSIGN_QUOTED.finditer(s):
+        q = "dq" if m.group("dq") is not None else "sq" if m.group("sq") is not None else "bq"
+        value, key = m.group(q), m.group("key")
+        if not value:
+            continue
+        before = s[: m.start()].rstrip()
+        if before.endswith("?"):  # `c ? password : "x"` is a ternary
+            continue
+        if before.endswith(",") and m.group("sp") and m.group("op") == "=":
+            continue  # `user, password = "u", "p"`: the first value is not the password's
+        if (m.group("pfx") or "") in "rR" and m.group("pfx") and "\\" in value:
+            continue  # a raw string with backslashes is a regular expression
+        cls = _key_class(key)
+        if cls and _plausible_value(value, key, cls):
+            out.append((base + m.start(q), base + m.end(q), "password_assignment"))
+        elif (len(value) >= 20 and _high_entropy(value)
+              and not _DIGEST_NAME.search(_norm_key(key))):
+            out.append((base + m.start(q), base + m.end(q), "high_entropy_string"))
+
+    if at_line_start:
+        m = _ASSIGN_LINE.match(s)
+        if m:
+            key, value = m.group("key"), m.group("val")
+            cls = _key_class(key)
+            # .env: NAME=value with no spaces; there even a bare word is the value itself
+            env_style = (m.group("op") == "=" and not m.group("sp1") and not m.group("sp2")
+                         and key.upper() == key)
+            if cls and _plausible_value(value, key, cls) and _unquoted_ok(value, env_style):
+                out.append((base + m.start("val"), base + m.end("val"), "password_assignment"))
+
+
+def _windows(text: str) -> list[tuple[int, int, bool]]:
+    """The line (or, in very long lines, the stretch) around every trigger hit, merged:
+    (start, end, whether start is the start of a line)."""
+    hits: list[int] = []
+    for rx in _TRIGGERS_CASED:
+        hits += [m.start() for m in rx.finditer(text)]
+    low = text.lower()
+    if len(low) != len(text):  # some non-ASCII characters lowercase to two; keep offsets
+        low = text.translate(_ASCII_LOWER)
+    for rx in _TRIGGERS_LOWER:
+        hits += [m.start() for m in rx.finditer(low)]
+    if not hits:
+        return []
+    hits.sort()
+    spans: list[list] = []  # [start, end, end of its line, at line start]
+    for p in hits:
+        if spans and p < spans[-1][1]:
+            last = spans[-1]
+            last[1] = min(last[2], max(last[1], p + _WINDOW_AFTER))
+            continue
+        ls = text.rfind("\n", 0, p) + 1
+        le = text.find("\n", p)
+        if le < 0:
+            le = len(text)
+        if le - ls > _MAX_LINE:
+            ws, we = max(ls, p - _WINDOW_BEFORE), min(le, p + _WINDOW_AFTER)
+        else:
+            ws, we = ls, le
+        if spans and ws <= spans[-1][1]:
+            spans[-1][1], spans[-1][2] = we, le
+        else:
+            spans.append([ws, we, le, ws == ls])
+    return [(ws, we, at_ls) for ws, we, _, at_ls in spans]
+
+
+def _private_keys(text: str, out: list[tuple[int, int, str]]) -> None:
+    pos = 0
+    while m := _PK_BEGIN.search(text, pos):
+        if not _PK_BODY.match(text, m.end()):
+            pos = m.end()
+            continue
+        end = _PK_END.search(text, m.end())
+        stop = end.end() if end else len(text)  # unterminated: the rest is key material
+        out.append((m.start(), stop, "private_key"))
+        pos = stop
+
+
+def _merge(raw: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Overlapping detections become one span covering them all, named by the widest; on a
+    tie a specific kind beats a generic one."""
+    def rank(t: tuple[int, int, str]) -> tuple[int, int]:
+        return (t[1] - t[0], -_GENERIC_RANK.get(t[2], 0))
+
+    merged: list[tuple[int, int, str]] = []
+    best = raw[0]
+    for t in sorted(raw):
+        if merged and t[0] < merged[-1][1]:
+            if rank(t) > rank(best):
+                best = t
+            merged[-1] = (merged[-1][0], max(merged[-1][1], t[1]), best[2])
+        else:
+            best = t
+            merged.append(t)
+    return merged
+
+
+_GENERIC_RANK = {"authorization_header": 1, "url_credentials": 1, "password_assignment": 2,
+                 "high_entropy_string": 3}
+
+
+def scan(text: str) -> list[Finding]:
+    """Every secret in `text`, sorted by start, non-overlapping."""
+    raw: list[tuple[int, int, str]] = []
+    for ws, we, at_line_start in _windows(text):
+        _scan_window(text[ws:we], ws, at_line_start, raw)
+    if "PRIVATE KEY" in text:
+        _private_keys(text, raw)
+    findings = []
+    line, counted = 1, 0
+    for a, b, kind in _merge(raw) if raw else ():
+        line += text.count("\n", counted, a)
+        counted = a
+        findings.append(Finding(line, kind, a, b, _mask(text[a:b], kind)))
+    return findings
+
+
+def redact(text: str, findings: list[Finding], placeholder: str = "<SECRET>") -> str:
+    """`text` with each finding's span replaced by `placeholder`. Findings from `scan` never
+    overlap; overlapping ones from elsewhere share one placeholder."""
+    parts = []
+    pos = 0  # end of the last replaced region
+    for f in sorted(findings, key=lambda f: f.start):
+        if f.start < pos:
+            pos = max(pos, f.end)
+            continue
+        parts += [text[pos:f.start], placeholder]
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts)
