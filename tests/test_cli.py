@@ -58,5 +58,8 @@ def test_prepare_then_stats_json(tmp_path, capsys):
     assert main(["stats", str(tmp_path / "ds"), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["files"] == 4 and st["languages"]["Python"]["files"] == 4
+    assert main(["stats", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "Python" in out and "train" in out
     assert main(["config", "-s", "prepare.seed=3"]) == 0
     assert "seed: 3" in capsys.readouterr().out

@@ -118,10 +118,11 @@ _TRIGGERS_CASED = [
     )
 ]
 
-# On the lowercased text: a secret-sounding name followed by an assignment operator.
+# On the lowercased text: a secret-sounding name followed by an assignment operator. ("ken"
+# stands for "token": "k" is rarer than "t", so the scan is faster; the extra hits are cheap.)
 _TRIGGERS_LOWER = [
     re.compile(kw + r"""[\w-]{0,40}["'`\]]{0,2}[ \t]*(?::|=(?!=)|=>)""")
-    for kw in ("pass", "pwd", "secret", "token", "key")
+    for kw in ("p(?:ass|wd)", "secret", "ken", "key", "credential")
 ]
 
 _ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
@@ -323,7 +324,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_SPLIT = re.compile(r"->|[.$@:]")
 _PW_KW = re.compile(r"pass(?:word|wd|phrase|wort)|pwd|(?:^|_)pass$|contrase[nñ]a")
 _SECRET_KW = re.compile(
-    r"secret|tokens?(?=_|$)|credentials?(?=_|$)"
+    r"secret(?:_?key)?|tokens?(?=_|$)|credentials?(?=_|$)"
     r"|(?:api|auth|access|priv|private|client|service|account|db|database|signing|encryption"
     r"|master|session|app|consumer|license|subscription)_?key(?=_|$)"
 )

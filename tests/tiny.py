@@ -1,0 +1,39 @@
+"""Tiny tokenizers (and later models) built locally, so tests never need the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "class Order:\n    def __init__(self, order_id, total):\n        self.order_id = order_id\n"
+    "        self.total = total\n",
+    "for item in items:\n    if item.price > 0:\n        total += item.price * item.qty\n",
+    "import os\nimport sys\n\nprint(os.path.join('a', 'b'), sys.argv)\n",
+    "function total(items) {\n  return items.reduce((s, i) => s + i.price, 0);\n}\n",
+]
+
+STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>",
+                      "<fim_pad>", "<file_sep>", "<repo_name>"]
+
+
+def build_tokenizer(path: Path, specials: list[str] | None = None, vocab_size: int = 600,
+                    eos: str = "<|endoftext|>") -> Path:
+    """A byte-level BPE tokenizer trained on a little code, saved where AutoTokenizer loads it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(STARCODER_SPECIALS if specials is None else specials)
+    if eos not in specials:
+        specials.insert(0, eos)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos,
+                                   unk_token=eos,
+                                   extra_special_tokens=[s for s in specials if s != eos])
+    fast.save_pretrained(str(path))
+    return path
