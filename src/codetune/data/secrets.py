@@ -1,69 +1,78 @@
 """Find credentials in source text and replace them with a placeholder.
 
-Every kept file goes through `scan` before it is written to a dataset; `redact` then swaps each
+Before a dataset is written every kept file goes through `scan`; `redact` then swaps each
 secret value for a placeholder (``<SECRET>`` by default), so ``password = "hunter22"`` becomes
 ``password = "<SECRET>"``: only the value changes and the code around it stays byte-identical.
-The report shows file, line, kind and a masked value (`Finding.masked`), never the secret.
+The report gets file, line, kind and `Finding.masked`, never the value.
 
-What is detected (the `Finding.kind` slugs):
+What is detected (`Finding.kind`):
 
-* by shape, anywhere: ``aws_access_key`` (AKIA/ASIA/ABIA/ACCA/A3T + 16), ``github_token``
-  (ghp_/gho_/ghu_/ghs_/ghr_, github_pat_), ``gitlab_token`` (glpat- and the other GitLab
-  prefixes), ``slack_token`` (xox?-, xapp-), ``slack_webhook`` (the path of a hooks.slack.com
-  URL), ``google_api_key`` (AIza + 35), ``stripe_key`` (sk_/rk_ live and test keys),
-  ``huggingface_token`` (hf_ + 34), ``openai_key`` / ``anthropic_key`` (sk-... of realistic
-  length and randomness), ``jwt`` (three base64url parts whose first two decode to JSON),
-  ``authorization_header`` (``Bearer``/``Basic`` followed by a random-looking credential);
-* ``private_key``: the whole PEM/OpenSSH/PGP block, BEGIN line to END line, because
-  detect-secrets only reports the header and the body is the secret. A block without an END
-  line is redacted to the end of the file (a truncated key is still a key);
+* by shape, anywhere in the text: ``aws_access_key`` (AKIA/ASIA/ABIA/ACCA/A3T + 16),
+  ``github_token`` (ghp_/gho_/ghu_/ghs_/ghr_, github_pat_), ``gitlab_token`` (glpat- and the
+  other GitLab prefixes), ``slack_token`` (xox?-, xapp-), ``slack_webhook`` (the path of a
+  hooks.slack.com URL), ``google_api_key`` (AIza + 35), ``stripe_key`` (sk_/rk_, live and
+  test), ``huggingface_token`` (hf_ + 34), ``openai_key`` and ``anthropic_key`` (sk-... of
+  realistic length, with digits and both cases), ``jwt`` (three base64url parts whose first
+  two decode to JSON), ``authorization_header`` (``Bearer``/``Basic`` + a random-looking value);
+* ``private_key``: the whole PEM/OpenSSH/PGP block from its BEGIN line through its END line.
+  detect-secrets reports only the header, but the body is the secret. A block without an END
+  is redacted to the end of the file (a truncated key is still a key). A header that is not
+  followed by key material (``PEM_HEADER = "-----BEGIN PRIVATE KEY-----"``) is not a block:
+  treating it as one would delete the rest of the file;
 * ``aws_secret_key``: 40 base64 characters assigned to an ``aws_secret_access_key``-like name;
 * ``url_credentials``: the password in ``scheme://user:password@host`` (user and host stay);
-* ``password_assignment``: a string literal assigned to a name that says password / passwd /
-  pwd / passphrase / secret / token / api key / private key / credentials (``=``, ``:``,
-  ``:=``, ``=>``, keyword arguments, JSON/YAML keys, ``config["password"] = ...``), plus
-  unquoted values at the start of a line in .env / ini / YAML style (``DB_PASSWORD=s3cr3t!``);
-* ``high_entropy_string``: a quoted base64- or hex-charset string of >= 20 characters
-  assigned to any name whose Shannon entropy is above detect-secrets' defaults (base64 4.5
-  bits/char, hex 3.0 with its penalty for all-digit strings). Those defaults are what
-  detect-secrets ships after tuning on real code, and they are high: a base64 value must be
-  >= 23 characters to reach 4.5 at all, so ordinary identifiers and words never qualify. The
-  assignment requirement (a bare literal in a call or list is not flagged) and skipping names
-  that say the value is a digest/checksum/test vector keep hashes in test suites out;
-* everything else detect-secrets' regex plugins know (Twilio, SendGrid, npm, PyPI, Azure
-  storage, Mailchimp, Discord, Square, Telegram, Artifactory, IBM, Cloudant, SoftLayer, and
-  its own GitHub/GitLab/Stripe/OpenAI patterns), with slugs such as ``twilio_key``.
+* ``password_assignment``: a string literal assigned to a name that says password, passwd, pwd,
+  passphrase, pass, secret, token, credentials or api/auth/access/private/client/... key, with
+  ``=``, ``:``, ``:=``, ``=>``, as a keyword argument, a JSON/YAML key or ``cfg["password"]``;
+  and unquoted values at the start of a line in .env/ini/YAML form (``DB_PASSWORD=s3cr3t!``);
+* ``high_entropy_string``: a quoted base64- or hex-charset string of >= 20 characters assigned
+  to any name, with Shannon entropy above detect-secrets' defaults: 4.5 bits/char for base64,
+  3.0 for hex (less a penalty for all-digit strings). Those are the defaults detect-secrets
+  ships after tuning on real code; 4.5 is high enough that a base64 value needs >= 23
+  characters to reach it at all, so identifiers and words never do. On real code the hex
+  limit flags every digest, so hex of a digest's or an id's length (24, 32, 40, 56, 64, 96,
+  128) and values under digest-like names (``sha256``, ``checksum``, ``expected``, ``*_id``)
+  are skipped, as are alphabets and keyboard rows, ``org/model-name`` paths, and base64 that
+  decodes to printable text;
+* the rest of detect-secrets' regex plugins, run as they are: ``twilio_key``,
+  ``sendgrid_key``, ``npm_token``, ``pypi_token``, ``azure_storage_key``, ``mailchimp_key``,
+  ``discord_token``, ``square_oauth_secret``, ``telegram_token``, ``artifactory_token``,
+  ``ibm_cloud_iam_key``, ``ibm_cos_hmac_key``, ``cloudant_key``, ``softlayer_key`` (and its
+  GitHub/GitLab/Stripe/OpenAI patterns, which report under the kinds above).
 
 Why it is built this way:
 
-* Speed. `prepare` must stay above 5 MB/s per core end to end, so `scan` has to be much
-  faster than that, while detect-secrets' own ``scan_line`` runs at ~0.1 MB/s. Real code has
-  almost no secrets, so `scan` first runs a handful of regexes that each begin with a literal
-  (CPython's regex engine skips to a literal prefix at memchr-like speed; one alternation of all
-  triggers would be ~10x slower) over the text and its lowercase copy, collects the lines they
-  hit, and runs the expensive checks, including detect-secrets' plugin regexes, only on those
-  lines. A trigger that misses a line loses that secret, so triggers are deliberately broader
-  than the detectors they guard.
-* Offsets. detect-secrets reports values, not positions; redaction needs exact spans, so its
-  plugins' ``denylist`` regexes are run directly and the value's span is taken from the match.
-  Its keyword and entropy plugins are replaced by our own versions (below) because they need
-  the file name to choose rules and report values we could not locate reliably.
+* Speed. `prepare` must process >= 5 MB/s per core, and detect-secrets' ``scan_line`` runs at
+  ~0.1 MB/s. Code has almost no secrets, so `scan` first runs a few trigger regexes over the
+  text and its lowercase copy, each beginning with a literal: CPython's regex engine skips to
+  a literal prefix at memchr-like speed (~2 GB/s), while one alternation of all triggers runs
+  at ~10 MB/s. Only the lines they hit (a few per thousand) are examined, and on each line a
+  detector runs only when a substring it needs occurs. The Python standard library scans at
+  ~85 MB/s on one core. The worst case is a file where every line is a candidate
+  (``token = ...`` on each line): ~3-6 MB/s. A trigger that misses a line loses that secret,
+  so triggers are broader than the detectors behind them; formats without a fixed prefix
+  (Discord, Telegram, IBM, ...) are reached through the quoted-string and keyword triggers.
+* Offsets. detect-secrets reports values, not positions, and redaction needs exact spans, so
+  its plugins' ``denylist`` regexes are run directly and the span is read off the match. Its
+  keyword and entropy plugins are replaced because their rules depend on the file name (`scan`
+  gets only text) and are tuned for reviewing commits, not for keeping a corpus clean.
 * False positives corrupt training data (a redacted ``key = "name"`` teaches the model
-  nonsense), so assignments are only flagged when the value is plausibly a credential. Values
-  that are skipped: empty or shorter than 4 characters (8 for tokens/keys); anything with
-  whitespace (messages, prompts, passphrases; a rare miss we accept); templates and format
-  strings (``{x}``, ``${X}``, ``$X``, ``%s``, ``%(x)s``, ``<...>``, ``[PAD]``); ALL_CAPS_NAMES
-  (an environment variable's name, not its value); URLs and file paths; the keyword itself
-  (``password_field = "password"``); common dummies (``changeme``, ``xxxx``, ``***``,
-  ``your_api_key``, ``example``, ``None``, ``null``, ...); and, for tokens and keys, plain
-  words (``token_type = "bearer"``, ``api_key = "X-Api-Key"``). Names that are about a secret
-  rather than the secret (``password_prompt``, ``token_url``, ``secret_name``, ``max_tokens``,
-  ``is_password``, ``eos_token``) are skipped too. Unquoted values in code are variables or
-  calls, so they count only at the start of a line in .env/ini/YAML form, and there a bare
-  identifier counts only in .env form (``UPPER_NAME=value``, no spaces around ``=``): in
-  Python ``password = hunter2`` reads a variable.
-* Overlaps (one secret seen by several detectors: a GitHub token in ``GITHUB_TOKEN = "..."``)
-  are merged into one finding covering the union; the widest detection names it, and on equal
+  nonsense), so an assignment counts only when the value is plausibly a credential. Skipped
+  values: empty or shorter than 4 characters (8 for tokens and keys); anything containing
+  whitespace (messages, prompts; the rare passphrase is a miss we accept); templates and
+  format strings (``{x}``, ``${X}``, ``$X``, ``%s``, ``%(x)s``, ``<...>``, ``[PAD]``, ``...``);
+  calls and regular expressions; ALL_CAPS_NAMES (the name of an environment variable, not its
+  value); URLs and file paths; values that spell their own name (``password = "password1"``,
+  ``password_field = "password"``); common dummies (``changeme``, ``xxxx``, ``***``,
+  ``your_api_key``, ``example``, ``None``, ...); and, for tokens and keys, plain words
+  (``token_type = "bearer"``). Names about a secret rather than holding one are skipped too
+  (``password_prompt``, ``token_url``, ``secret_name``, ``max_tokens``, ``is_password``, and a
+  tokenizer's ``eos_token``). Unquoted values in code are variables or calls, so they count only
+  at the start of a line in .env/ini/YAML form, and a bare word only in .env form
+  (``UPPER_NAME=value``): ``password = hunter2`` in Python reads a variable. A URL password
+  equal to its user name is a stock demo login (``postgres:postgres``) and is kept.
+* Overlaps (one secret seen by several detectors, e.g. a GitHub token in ``GITHUB_TOKEN =
+  "..."``) become one finding covering their union, named by the widest detection; on equal
   width a specific kind beats a generic one (``github_token`` over ``password_assignment``).
 """
 
@@ -95,8 +104,8 @@ class Finding:
 # --------------------------------------------------------------------------------------------
 # Triggers, run over the whole text. Each begins with a literal because CPython's regex engine
 # then skips to candidate positions at memchr-like speed (~2 GB/s), while an alternation with
-# many first characters is tried at every position (~100 MB/s). Only the lines they hit are
-# examined further, so a trigger must be at least as broad as the detectors it guards.
+# many first characters is tried at every position (all of these in one: ~10 MB/s). Only the
+# lines they hit are examined further, so a trigger must be as broad as the detectors behind it.
 
 _TRIGGERS_CASED = [
     re.compile(p)
@@ -105,6 +114,7 @@ _TRIGGERS_CASED = [
         r"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9]|Iza|KC[A-Za-z0-9]{10}|C[a-z0-9]{32}|ccountKey=)",
         r"g(?:h[pousr]_|ithub_pat_|l(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-)",
         r"x(?:ox[abposre][-.]|app-)",  # Slack
+        r"hf_[A-Za-z0-9]{34}",  # Hugging Face
         r"k(?:_live_|_test_|-[\w-]{20})",  # Stripe sk_/rk_, OpenAI and Anthropic sk-
         r"S(?:G\.|K[a-z0-9]{32})",  # SendGrid, Twilio API key SIDs
         r"yJ[\w-]{8}",  # JWT ("eyJ": "y" is rarer than "e", which makes the scan faster)
@@ -112,7 +122,7 @@ _TRIGGERS_CASED = [
         r"B(?:earer|asic)\s+[A-Za-z0-9+/_.~-]{16}",
         r"://(?:[^\s/@]*:[^\s/@]*@|hooks\.slack\.com/)",  # user:password@, Slack webhooks
         # quoted base64/hex-looking runs: high-entropy strings and token formats without a
-        # known prefix (Discord, Hugging Face, GitLab runner, Square, IBM, ...)
+        # prefix worth a pass of its own (Discord, Telegram, GitLab runner, Square, IBM, ...)
         r'"[A-Za-z0-9+/=_-]{20}',
         r"'[A-Za-z0-9+/=_-]{20}",
     )
@@ -312,7 +322,7 @@ _ASSIGN_QUOTED = re.compile(
 _ASSIGN_LINE = re.compile(
     r"""[ \t]*(?:(?:export|ENV|ARG|set)[ \t]+)?(?:-[ \t]+)?"""
     r"""(?P<key>[A-Za-z_][\w.-]{0,100})(?P<sp1>[ \t]*)(?P<op>=|:)(?P<sp2>[ \t]*)"""
-    r"""(?P<val>[^\s'"`]\S*?)(?:[ \t]+#.*)?\s*$"""
+    r"""(?P<val>[^\s'"`]\S*)(?:[ \t]+#.*)?\s*$"""
 )
 
 _URL_CREDS = re.compile(
@@ -322,7 +332,7 @@ _URL_CREDS = re.compile(
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_SPLIT = re.compile(r"->|[.$@:]")
-_PW_KW = re.compile(r"pass(?:word|wd|phrase|wort)|pwd|(?:^|_)pass$|contrase[nñ]a")
+_PW_KW = re.compile(r"pass(?:word|wd|phrase|wort)|pwd|(?:^|_)pass$")
 _SECRET_KW = re.compile(
     r"secret(?:_?key)?|tokens?(?=_|$)|credentials?(?=_|$)"
     r"|(?:api|auth|access|priv|private|client|service|account|db|database|signing|encryption"
@@ -364,7 +374,7 @@ _DUMMIES = frozenset({
 _TEMPLATE = re.compile(
     r"\{[^{}]*\}|\$\{|\$\(|^\$[A-Za-z_]\w*$|%[-#0 +]*\d*(?:\.\d+)?[sdifrxXeEgGcboup]|%\(\w+\)"
     r"|\{\{|^<.*>$|^\[.*\]$|^#\{|<SECRET>|^\*+$|^x+$|^\.+$|^-+$|^your[-_ ]|\.\.\.|…"
-    r"|^[\w.]+\(.*\)$"  # a call: `get_token()` in a comment or docstring"
+    r"|^[\w.]+\(.*\)$"  # a call, e.g. `get_token()` quoted in a docstring
     r"|^my[-_]?(?:secret|password|token|key)|^(?:\w+[-_])?(?:here|placeholder)$",
     re.IGNORECASE,
 )
@@ -502,7 +512,9 @@ def _mask(value: str, kind: str) -> str:
 def _scan_window(s: str, base: int, at_line_start: bool, out: list[tuple[int, int, str]]) -> None:
     """Append (start, end, kind) for every detection in `s`, offsets shifted by `base`."""
     n = len(s)
-    low = s.lower() if len(s.lower()) == n else s.translate(_ASCII_LOWER)
+    low = s.lower()
+    if len(low) != n:
+        low = s.translate(_ASCII_LOWER)
     todo: set[int] = set()
     for needle in set(_NEEDLES_CASED.findall(s)):
         todo.update(_BY_NEEDLE_CASED[needle])
@@ -540,7 +552,7 @@ def _scan_window(s: str, base: int, at_line_start: bool, out: list[tuple[int, in
                                                                              "password"):
                 out.append((base + m.start("pw"), base + m.end("pw"), "url_credentials"))
 
-    for m in _ASSIGN_QUOTED.finditer(s):
+    for m in _ASSIGN_QUOTED.finditer(s) if ('"' in s or "'" in s or "`" in s) else ():
         q = "dq" if m.group("dq") is not None else "sq" if m.group("sq") is not None else "bq"
         value, key = m.group(q), m.group("key")
         if not value:
@@ -550,7 +562,8 @@ def _scan_window(s: str, base: int, at_line_start: bool, out: list[tuple[int, in
             continue
         if before.endswith(",") and m.group("sp") and m.group("op") == "=":
             continue  # `user, password = "u", "p"`: the first value is not the password's
-        if (m.group("pfx") or "") in "rR" and m.group("pfx") and "\\" in value:
+        pfx = m.group("pfx") or ""
+        if "r" in pfx.lower() and "\\" in value:
             continue  # a raw string with backslashes is a regular expression
         cls = _key_class(key)
         if cls and _plausible_value(value, key, cls):
@@ -589,14 +602,15 @@ def _windows(text: str) -> list[tuple[int, int, bool]]:
     for p in hits:
         if spans and p < spans[-1][1]:
             last = spans[-1]
-            last[1] = min(last[2], max(last[1], p + _WINDOW_AFTER))
+            if p + _WINDOW_AFTER > last[1]:
+                last[1] = _window_end(text, p, last[2])
             continue
         ls = text.rfind("\n", 0, p) + 1
         le = text.find("\n", p)
         if le < 0:
             le = len(text)
         if le - ls > _MAX_LINE:
-            ws, we = max(ls, p - _WINDOW_BEFORE), min(le, p + _WINDOW_AFTER)
+            ws, we = max(ls, p - _WINDOW_BEFORE), _window_end(text, p, le)
         else:
             ws, we = ls, le
         if spans and ws <= spans[-1][1]:
@@ -604,6 +618,19 @@ def _windows(text: str) -> list[tuple[int, int, bool]]:
         else:
             spans.append([ws, we, le, ws == ls])
     return [(ws, we, at_ls) for ws, we, _, at_ls in spans]
+
+
+_DELIMITER = re.compile(r"""[\s"'`,;<>]""")
+
+
+def _window_end(text: str, p: int, line_end: int) -> int:
+    """Where a window opened at `p` in a long line closes: past `_WINDOW_AFTER`, at the next
+    delimiter, so that a long token (a JWT can take kilobytes) is never cut in two."""
+    end = p + _WINDOW_AFTER
+    if end >= line_end:
+        return line_end
+    m = _DELIMITER.search(text, end, min(line_end, end + 8192))
+    return m.start() if m else min(line_end, end + 8192)
 
 
 def _private_keys(text: str, out: list[tuple[int, int, str]]) -> None:
@@ -616,6 +643,10 @@ def _private_keys(text: str, out: list[tuple[int, int, str]]) -> None:
         stop = end.end() if end else len(text)  # unterminated: the rest is key material
         out.append((m.start(), stop, "private_key"))
         pos = stop
+
+
+_GENERIC_RANK = {"authorization_header": 1, "url_credentials": 1, "password_assignment": 2,
+                 "high_entropy_string": 3}
 
 
 def _merge(raw: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -635,10 +666,6 @@ def _merge(raw: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
             best = t
             merged.append(t)
     return merged
-
-
-_GENERIC_RANK = {"authorization_header": 1, "url_credentials": 1, "password_assignment": 2,
-                 "high_entropy_string": 3}
 
 
 def scan(text: str) -> list[Finding]:
