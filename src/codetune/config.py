@@ -120,10 +120,64 @@ class PrepareConfig:
 
 
 @dataclass
+class DataConfig:
+    """The training stream: which dataset, how it is tokenized, packed and shuffled."""
+
+    dataset: str | None = _f(
+        None, "a folder written by `codetune prepare`, or parquet files with a text column")
+    text_column: str = _f("content", "column holding the text, for plain parquet files")
+    seq_length: int = _f(2048, "tokens per training sequence (the seed: 2048)")
+    packing: Literal["packed", "seed"] = _f(
+        "packed", "packed: position ids restart per document, so attention never crosses "
+        "documents; seed: the seed's packing, attention crosses documents")
+    shuffle_buffer: int = _f(5000, "documents shuffled together (the seed: 5000)")
+    tokenize_batch: int = _f(64, "documents tokenized per call (speed only)")
+    eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
+    eval_ltr: bool = _f(True, "report eval loss on plain left-to-right held-out files")
+    max_eval_sequences: int | None = _f(None, "cap on eval sequences per eval set (None: all)")
+
+    def validate(self, prefix: str = "data") -> None:
+        for name in ("seq_length", "shuffle_buffer", "tokenize_batch"):
+            if getattr(self, name) < (2 if name == "seq_length" else 1):
+                raise ConfigError(f"{prefix}.{name} is too small: {getattr(self, name)}")
+        if self.max_eval_sequences is not None and self.max_eval_sequences < 1:
+            raise ConfigError(f"{prefix}.max_eval_sequences must be at least 1 or null")
+
+
+@dataclass
+class FimConfig:
+    """Fill-in-the-Middle: how often, in which order, at which level."""
+
+    rate: float = _f(0.5, "share of documents (or contexts) turned into FIM examples; 0 = off")
+    spm_rate: float = _f(0.5, "share of FIM examples in SPM order (suffix first); rest PSM")
+    level: Literal["document", "context"] = _f(
+        "document", "document: FIM before packing (the seed); context: on each document "
+        "segment of a packed sequence, keeping its length (the FIM paper's recommendation)")
+    split: Literal["token", "char"] = _f(
+        "token", "split points on token boundaries (the seed) or on characters (then the "
+        "three parts are tokenized separately, so a middle never starts inside a token)")
+    truncate_or_pad: bool = _f(False, "keep a document's length under FIM (the seed: false)")
+    middle_loss_only: bool = _f(False, "loss on the middle only for FIM examples")
+    format: str = _f("auto", "FIM sentinel family: auto (from the tokenizer's vocabulary), "
+                             "starcoder, qwen2.5-coder, codellama, deepseek-coder")
+    add_tokens: bool = _f(False, "add StarCoder-style FIM tokens to a tokenizer without them "
+                                 "(their embeddings are trained)")
+
+    def validate(self, prefix: str = "fim") -> None:
+        _check_range(prefix, "rate", self.rate, 0.0, 1.0)
+        _check_range(prefix, "spm_rate", self.spm_rate, 0.0, 1.0)
+        if self.split == "char" and self.level == "context":
+            raise ConfigError(f"{prefix}.split=char works at document level only; set "
+                              f"{prefix}.level=document or {prefix}.split=token")
+
+
+@dataclass
 class RunConfig:
     """Everything a codetune run needs, one section per stage."""
 
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    fim: FimConfig = field(default_factory=FimConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,0 +1,1 @@
+"""Token-level data: FIM formats and transformation, packing, and the resumable stream."""

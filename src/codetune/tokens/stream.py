@@ -1,0 +1,375 @@
+"""The training and eval streams: parquet rows -> tokens -> FIM -> packed sequences.
+
+Order and resumability. The documents of a split are addressed by *position* in a per-epoch
+order that is a pure function of (seed, epoch): the parquet row groups are permuted, grouped
+into windows of at least `shuffle_buffer` documents, and the rows of each window permuted
+(a buffer shuffle that needs no buffer state). Position p goes to reader `p % R`, where
+R = world_size * num_workers and reader = rank * num_workers + worker: every rank and worker
+reads a disjoint, interleaved share. FIM randomness for a document is drawn from a generator
+seeded with (seed, epoch, position), so it is the same whenever that document is seen again.
+
+A reader's whole state is therefore {epoch, next position, pending (position, offset)}: the
+packer's leftover is always the tail of one document (see `packing.py`), re-created on resume
+by encoding that document again. `state_dict()` / `load_state_dict()` follow the protocol of
+torchdata's `StatefulDataLoader`, which calls them inside each worker, so a resumed run yields
+exactly the sequences an uninterrupted one would, with any number of workers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codetune.config import DataConfig, FimConfig
+from codetune.errors import CodetuneError
+from codetune.tokens.packing import IGNORE_INDEX, Packer, Sequence
+
+try:  # the stream is a torch IterableDataset when torch is there (always, for training)
+    from torch.utils.data import IterableDataset as _Base
+except ImportError:  # pragma: no cover - prepare-only installs
+    _Base = object  # type: ignore[assignment,misc]
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One parquet row group: the smallest piece read at once."""
+
+    file: str
+    row_group: int
+    rows: int
+
+
+def resolve_files(source: str | Path, split: str) -> tuple[list[str], str | None]:
+    """Parquet files of `split` and the text column: a prepared dataset folder (its manifest
+    names the shards) or parquet files / a glob (the split is ignored; column from config)."""
+    from codetune.data import store
+
+    path = Path(source)
+    if path.is_dir() and (path / "manifest.json").exists():
+        return [str(p) for p in store.shard_paths(path, split)], "content"
+    if path.is_dir():
+        store.load_manifest(path)  # raises the "not a prepared dataset" error with its remedy
+    files = sorted(glob.glob(str(source))) if any(c in str(source) for c in "*?[") else (
+        [str(source)] if path.is_file() else [])
+    if not files:
+        raise CodetuneError(f"no dataset at {source}: give a folder written by `codetune "
+                            "prepare`, or parquet files with a text column")
+    bad = [f for f in files if not f.endswith(".parquet")]
+    if bad:
+        raise CodetuneError(f"{bad[0]} is not a parquet file; run `codetune prepare "
+                            f"dataset:{bad[0]} -o DIR` to turn it into a dataset")
+    return files, None
+
+
+def list_units(files: list[str], column: str) -> list[Unit]:
+    import pyarrow.parquet as pq
+
+    units = []
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        if column not in meta.schema.names:
+            raise CodetuneError(f"{f} has no column '{column}' (columns: "
+                                f"{', '.join(meta.schema.names)}); set data.text_column")
+        units += [Unit(f, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)
+                  if meta.row_group(i).num_rows]
+    return units
+
+
+class EpochOrder:
+    """The document order of one epoch: permuted row groups in windows, rows permuted per
+    window. `doc(p)` -> (unit index, row) for global position p, loading nothing."""
+
+    def __init__(self, units: list[Unit], seed: int, epoch: int, window_docs: int,
+                 shuffle: bool):
+        self.units, self.seed, self.epoch, self.shuffle = units, seed, epoch, shuffle
+        order = (np.random.default_rng([seed, epoch, 0]).permutation(len(units)) if shuffle
+                 else np.arange(len(units)))
+        self.windows: list[list[int]] = []
+        current, n = [], 0
+        for u in order.tolist():
+            current.append(u)
+            n += units[u].rows
+            if n >= window_docs:
+                self.windows.append(current)
+                current, n = [], 0
+        if current:
+            self.windows.append(current)
+        sizes = [sum(units[u].rows for u in w) for w in self.windows]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
+        self.total = self.starts[-1]
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def window_of(self, p: int) -> int:
+        return bisect.bisect_right(self.starts, p) - 1
+
+    def _window(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is None or self._cache[0] != w:
+            unit_of = np.concatenate([np.full(self.units[u].rows, u) for u in self.windows[w]])
+            row_of = np.concatenate([np.arange(self.units[u].rows) for u in self.windows[w]])
+            if self.shuffle:
+                perm = np.random.default_rng([self.seed, self.epoch, 1, w]).permutation(
+                    len(unit_of))
+                unit_of, row_of = unit_of[perm], row_of[perm]
+            self._cache = (w, unit_of, row_of)
+        return self._cache[1], self._cache[2]
+
+    def doc(self, p: int) -> tuple[int, int]:
+        w = self.window_of(p)
+        unit_of, row_of = self._window(w)
+        i = p - self.starts[w]
+        return int(unit_of[i]), int(row_of[i])
+
+
+class TextCache:
+    """Text columns of recently used row groups (one window's worth is enough)."""
+
+    def __init__(self, units: list[Unit], column: str, keep: int = 64):
+        self.units, self.column, self.keep = units, column, keep
+        self._data: dict[int, list[str]] = {}
+
+    def get(self, unit: int, row: int) -> str:
+        if unit not in self._data:
+            import pyarrow.parquet as pq
+
+            if len(self._data) >= self.keep:
+                self._data.pop(next(iter(self._data)))
+            u = self.units[unit]
+            table = pq.ParquetFile(u.file).read_row_group(u.row_group, columns=[self.column])
+            self._data[unit] = table.column(0).to_pylist()
+        text = self._data[unit][row]
+        return text if isinstance(text, str) else ""
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+class Encoder:
+    """Text -> (ids, loss mask) with EOS appended and document-level FIM applied.
+
+    Document-level FIM draws from `rng_for(key)`, so a document gets the same permutation
+    every time it is encoded (which is what makes resuming inside it exact)."""
+
+    def __init__(self, tokenizer, fim_tokens, fim_cfg: FimConfig, seed: int,
+                 fim_rate: float | None = None):
+        self.tok = tokenizer
+        self.fim = fim_tokens
+        self.cfg = fim_cfg
+        self.seed = seed
+        self.rate = fim_cfg.rate if fim_rate is None else fim_rate
+        if self.rate > 0 and fim_tokens is None:
+            raise ValueError("FIM requested without FIM tokens")
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise CodetuneError("the tokenizer has no EOS token, needed between packed "
+                                "documents; set tokenizer.eos_token in its tokenizer_config")
+        self.eos = np.array([eos], dtype=np.int64)
+        self.doc_level = self.rate > 0 and fim_cfg.level == "document"
+        self.ctx_level = self.rate > 0 and fim_cfg.level == "context"
+
+    def rng_for(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, *key])
+
+    def tokenize(self, texts: list[str]) -> list[np.ndarray]:
+        # split_special_tokens: a file that *contains* the text "<|endoftext|>" or
+        # "<fim_prefix>" must not inject those control tokens into training data.
+        out = self.tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [np.asarray(ids, dtype=np.int64) for ids in out]
+
+    def encode(self, texts: list[str], keys: list[tuple[int, int]]
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Encode documents; `keys` are (epoch, position), the FIM random seed of each."""
+        from codetune.tokens import fim as F
+
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
+        plain_idx, plain_texts = [], []
+        for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
+            if self.doc_level and self.cfg.split == "char":
+                rng = self.rng_for(*key)
+                parts = F.split_chars(text, rng, self.rate)
+                if parts is not None:
+                    spm = bool(rng.binomial(1, self.cfg.spm_rate))
+                    ids, mask = F.encode_fim(self.tok, self.fim, *parts, spm=spm,
+                                             middle_loss_only=self.cfg.middle_loss_only)
+                    out[i] = (np.asarray(ids, np.int64), np.asarray(mask, bool))
+                    continue
+            plain_idx.append(i)
+            plain_texts.append(text)
+        for i, ids in zip(plain_idx, self.tokenize(plain_texts) if plain_texts else [],
+                          strict=True):
+            if self.doc_level and self.cfg.split == "token":
+                ids, mask = F.permute(ids, self.rng_for(*keys[i]), self.fim, self.rate,
+                                      self.cfg.spm_rate, self.cfg.truncate_or_pad,
+                                      self.cfg.middle_loss_only)
+            else:
+                mask = np.ones(len(ids), dtype=bool)
+            out[i] = (ids, mask)
+        return [(np.concatenate([ids, self.eos]), np.concatenate([mask, [True]]))
+                for ids, mask in out]  # type: ignore[misc]
+
+    def context_fim(self, seq: Sequence, epoch: int) -> Sequence:
+        """Context-level FIM: permute each document segment of a packed sequence in place,
+        keeping its length (truncate_or_pad), so positions and boundaries stay valid."""
+        from codetune.tokens import fim as F
+
+        ids, labels = seq.input_ids.copy(), seq.labels.copy()
+        bounds = [s[0] for s in seq.segments] + [len(ids)]
+        for (start, key, offset), end in zip(seq.segments, bounds[1:], strict=True):
+            if key is None:  # padding
+                continue
+            stop = end - 1 if ids[end - 1] == self.eos[0] else end  # keep EOS last
+            if stop - start < 4:
+                continue
+            rng = self.rng_for(epoch, int(key), int(offset), 7)
+            new, mask = F.permute(ids[start:stop], rng, self.fim, self.rate, self.cfg.spm_rate,
+                                  True, self.cfg.middle_loss_only)
+            if len(new) != stop - start:  # truncate_or_pad keeps the length by contract
+                raise AssertionError("context FIM changed the segment length")
+            ids[start:stop] = new
+            keep = labels[start:stop] != IGNORE_INDEX
+            labels[start:stop] = np.where(mask & keep, new, IGNORE_INDEX)
+        return Sequence(ids, labels, seq.position_ids, seq.pending, seq.segments)
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+def _reader() -> tuple[int, int]:
+    """(this DataLoader worker, number of workers); (0, 1) in the main process."""
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:  # pragma: no cover
+        return 0, 1
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _rank() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:  # pragma: no cover
+        pass
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class TokenStream(_Base):
+    """Packed training (infinite, shuffled) or eval (finite, in order, last sequence padded)
+    sequences from the parquet files of one split.
+
+    Yields dicts of int64 tensors: `input_ids`, `labels` and (packed mode) `position_ids`,
+    each of shape (seq_length,).
+    """
+
+    def __init__(self, files: list[str], column: str, tokenizer, fim_tokens,
+                 data_cfg: DataConfig, fim_cfg: FimConfig, seed: int = 0, train: bool = True,
+                 fim_rate: float | None = None, rank: int | None = None,
+                 world_size: int | None = None):
+        self.files, self.column = files, column
+        self.data_cfg, self.fim_cfg = data_cfg, fim_cfg
+        self.seed, self.train = seed, train
+        self.encoder = Encoder(tokenizer, fim_tokens, fim_cfg, seed, fim_rate)
+        self.units = list_units(files, column)
+        self.num_docs = sum(u.rows for u in self.units)
+        if not self.num_docs:
+            raise CodetuneError(f"the {'training' if train else 'eval'} data has no documents "
+                                f"({', '.join(files) or 'no files'})")
+        r, w = _rank()
+        self.rank = r if rank is None else rank
+        self.world_size = w if world_size is None else world_size
+        self._state: dict[str, Any] | None = None  # loaded, to resume from
+        self._live: dict[str, Any] | None = None  # after the last yielded sequence
+        self.cross_doc_share = 0.0
+
+    # -- resume protocol (torchdata StatefulDataLoader calls these inside each worker)
+    def state_dict(self) -> dict[str, Any]:
+        worker, workers = _reader()
+        if self._live is not None:
+            return dict(self._live)
+        if self._state is not None:
+            return dict(self._state)
+        return self._initial(self.rank * workers + worker, self.world_size * workers)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._state = dict(state)
+
+    @staticmethod
+    def _initial(reader: int, readers: int) -> dict[str, Any]:
+        return {"epoch": 0, "next": reader, "pending": None, "reader": reader,
+                "readers": readers}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import torch
+
+        for seq in self.sequences():
+            item = {"input_ids": torch.from_numpy(seq.input_ids),
+                    "labels": torch.from_numpy(seq.labels)}
+            if seq.position_ids is not None:
+                item["position_ids"] = torch.from_numpy(seq.position_ids)
+            yield item
+
+    def sequences(self) -> Iterator[Sequence]:
+        """The numpy sequences (what `__iter__` wraps in tensors)."""
+        worker, workers = _reader()
+        reader, readers = self.rank * workers + worker, self.world_size * workers
+        state = dict(self._state) if self._state is not None else self._initial(reader, readers)
+        if (state["reader"], state["readers"]) != (reader, readers):
+            raise CodetuneError(
+                f"this stream position was saved by reader {state['reader']} of "
+                f"{state['readers']} (ranks x DataLoader workers) but is loaded by reader "
+                f"{reader} of {readers}; resume with the same number of processes and workers")
+        cfg = self.data_cfg
+        packer = Packer(cfg.seq_length, cfg.packing)
+        cache = TextCache(self.units, self.column)
+        epoch, pos = state["epoch"], state["next"]
+        order = EpochOrder(self.units, self.seed, epoch, cfg.shuffle_buffer, self.train)
+
+        def emit(seqs: list[Sequence], next_pos: int) -> Iterator[Sequence]:
+            for seq in seqs:
+                if self.encoder.ctx_level:
+                    seq = self.encoder.context_fim(seq, epoch)
+                self._live = {"epoch": epoch, "next": next_pos, "pending": seq.pending,
+                              "reader": reader, "readers": readers}
+                self.cross_doc_share = packer.cross_doc_share
+                yield seq
+
+        if state["pending"] is not None:  # re-create the packer's leftover, then go on
+            p, offset = state["pending"]
+            (ids, mask), = self.encoder.encode([cache.get(*order.doc(p))], [(epoch, p)])
+            yield from emit(packer.add(ids, mask, key=p, offset=offset), pos)
+        tokens_at_epoch_start = -1  # the first epoch may start mid-way (resume)
+        while True:
+            while pos < order.total:
+                batch = list(range(pos, min(order.total, pos + readers * cfg.tokenize_batch),
+                                   readers))
+                texts = [cache.get(*order.doc(p)) for p in batch]
+                encoded = self.encoder.encode(texts, [(epoch, p) for p in batch])
+                for p, (ids, mask) in zip(batch, encoded, strict=True):
+                    yield from emit(packer.add(ids, mask, key=p), p + readers)
+                pos = batch[-1] + readers
+            if not self.train:
+                last = packer.flush(self.encoder.tok.pad_token_id
+                                    if self.encoder.tok.pad_token_id is not None
+                                    else int(self.encoder.eos[0]))
+                yield from emit([last] if last is not None else [], pos)
+                return
+            if packer.tokens_added == tokens_at_epoch_start:
+                raise CodetuneError("the training data produced no tokens for this reader; "
+                                    "is the dataset empty, or smaller than the number of "
+                                    "ranks x DataLoader workers?")
+            tokens_at_epoch_start = packer.tokens_added
+            # Next epoch: the leftover carries over, position restarts at this reader's slot.
+            epoch += 1
+            pos = reader
+            order = EpochOrder(self.units, self.seed, epoch, cfg.shuffle_buffer, self.train)

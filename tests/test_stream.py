@@ -1,0 +1,172 @@
+"""The training/eval stream: determinism, conservation, resume, workers and ranks."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from codetune.config import DataConfig, FimConfig
+from codetune.data.prepare import prepare
+from codetune.errors import CodetuneError
+from codetune.tokens.stream import TokenStream, resolve_files
+
+from .conftest import prep_cfg
+from .tiny import CORPUS, build_tokenizer
+
+
+def _file(i: int) -> str:
+    body = CORPUS[i % len(CORPUS)]
+    return f"# module {i}\n" + body * (1 + i % 4) + f"VALUE_{i} = {i * 7}\n"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    repo = root / "repo"
+    repo.mkdir()
+    for i in range(60):
+        (repo / f"m{i:02d}.py").write_text(_file(i))
+    # Small shards and row groups so windows, shuffling and row-group reads are exercised.
+    prepare([str(repo)], root / "ds",
+            prep_cfg(valid_fraction=0.2, seed=0, dedup_near=False, shard_bytes=2000),
+            progress=False)
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(build_tokenizer(tmp_path_factory.mktemp("tok") / "t"))
+
+
+def make(dataset, tok, split="train", fim_rate=0.0, seq=32, fim=None, **kw) -> TokenStream:
+    files, col = resolve_files(dataset, split)
+    data = dataclasses.replace(DataConfig(), seq_length=seq, shuffle_buffer=7, tokenize_batch=5)
+    fim_cfg = dataclasses.replace(FimConfig(), rate=fim_rate, **(fim or {}))
+    fim_tokens = None
+    if fim_rate > 0:
+        from codetune.tokens.fim import detect_fim
+
+        fim_tokens = detect_fim(tok)
+    return TokenStream(files, col or "content", tok, fim_tokens, data, fim_cfg, seed=3,
+                       train=split == "train", **kw)
+
+
+def take(stream, n):
+    return [s for s in itertools.islice(stream.sequences(), n)]
+
+
+def test_deterministic_per_seed_and_shuffled(dataset, tok):
+    a = [s.input_ids.tolist() for s in take(make(dataset, tok), 20)]
+    b = [s.input_ids.tolist() for s in take(make(dataset, tok), 20)]
+    assert a == b
+    other = make(dataset, tok)
+    other.seed = 4
+    assert [s.input_ids.tolist() for s in take(other, 20)] != a
+
+
+def test_eval_stream_is_finite_and_conserves_every_token(dataset, tok):
+    import pyarrow.parquet as pq
+
+    files, _ = resolve_files(dataset, "validation")
+    texts = [t for f in files for t in pq.read_table(f, columns=["content"])["content"]
+             .to_pylist()]
+    expected = np.concatenate([np.append(tok(t, add_special_tokens=False)["input_ids"],
+                                         tok.eos_token_id) for t in texts])
+    seqs = list(make(dataset, tok, "validation").sequences())
+    got = np.concatenate([s.input_ids for s in seqs])
+    assert got[: len(expected)].tolist() == expected.tolist()  # same order, nothing lost
+    assert (got[len(expected):] == tok.eos_token_id).all()  # then padding only
+    n_pad = len(got) - len(expected)
+    assert (seqs[-1].labels[len(seqs[-1].labels) - n_pad:] == -100).all()
+
+
+def test_items_are_tensors_with_positions(dataset, tok):
+    item = next(iter(make(dataset, tok)))
+    assert set(item) == {"input_ids", "labels", "position_ids"}
+    assert all(v.dtype == torch.int64 and v.shape == (32,) for v in item.values())
+    seed_mode = make(dataset, tok)
+    seed_mode.data_cfg = dataclasses.replace(seed_mode.data_cfg, packing="seed")
+    assert set(next(iter(seed_mode))) == {"input_ids", "labels"}
+
+
+def test_reports_cross_document_share(dataset, tok):
+    s = make(dataset, tok)
+    take(s, 30)
+    assert 0.05 < s.cross_doc_share < 0.95
+
+
+@pytest.mark.parametrize("fim", [0.0])
+def test_resume_mid_stream_gives_the_same_sequences(dataset, tok, fim):
+    full = [s.input_ids.tolist() for s in take(make(dataset, tok, fim_rate=fim), 60)]
+    for cut in (1, 17, 41):  # 41 is past the first epoch of this small split
+        s = make(dataset, tok, fim_rate=fim)
+        take(s, cut)
+        state = s.state_dict()
+        resumed = make(dataset, tok, fim_rate=fim)
+        resumed.load_state_dict(state)
+        rest = [x.input_ids.tolist() for x in take(resumed, 60 - cut)]
+        assert rest == full[cut:], cut
+
+
+def test_resume_with_stateful_dataloader_workers(dataset, tok):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    def loader(stream):
+        return StatefulDataLoader(stream, batch_size=2, num_workers=2)
+
+    full = [b["input_ids"] for b in itertools.islice(loader(make(dataset, tok)), 12)]
+    dl = loader(make(dataset, tok))
+    it = iter(dl)
+    head = [next(it)["input_ids"] for _ in range(5)]
+    state = dl.state_dict()
+    del it, dl
+    dl2 = loader(make(dataset, tok))
+    dl2.load_state_dict(state)
+    tail = [b["input_ids"] for b in itertools.islice(dl2, 7)]
+    assert all(torch.equal(a, b) for a, b in zip(head + tail, full, strict=True))
+
+
+def test_ranks_read_disjoint_documents(dataset, tok):
+    seen = []
+    for rank in range(2):
+        s = make(dataset, tok, "validation", rank=rank, world_size=2)
+        keys = {k for seq in s.sequences() for _, k, _ in seq.segments if k is not None}
+        seen.append(keys)
+    total = make(dataset, tok, "validation").num_docs
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(total))
+
+
+def test_resume_with_other_world_size_is_refused(dataset, tok):
+    s = make(dataset, tok, rank=0, world_size=2)
+    take(s, 3)
+    other = make(dataset, tok, rank=0, world_size=1)
+    other.load_state_dict(s.state_dict())
+    with pytest.raises(CodetuneError, match="same number of processes"):
+        take(other, 1)
+
+
+def test_text_with_control_token_strings_is_not_a_control_token(tok, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"content": ["x = '<|endoftext|><fim_prefix>'\n"] * 3}),
+                   tmp_path / "d.parquet")
+    s = make(tmp_path / "d.parquet", tok, "validation")
+    ids = np.concatenate([q.input_ids for q in s.sequences()])
+    assert (ids == tok.convert_tokens_to_ids("<fim_prefix>")).sum() == 0
+    assert (ids == tok.eos_token_id).sum() >= 3  # only the separators (and padding)
+
+
+def test_bad_dataset_paths(tmp_path, tok):
+    with pytest.raises(CodetuneError, match="not a prepared dataset"):
+        resolve_files(tmp_path, "train")
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    with pytest.raises(CodetuneError, match="not a parquet file"):
+        resolve_files(tmp_path / "x.jsonl", "train")
