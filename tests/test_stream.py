@@ -101,17 +101,42 @@ def test_reports_cross_document_share(dataset, tok):
     assert 0.05 < s.cross_doc_share < 0.95
 
 
-@pytest.mark.parametrize("fim", [0.0])
-def test_resume_mid_stream_gives_the_same_sequences(dataset, tok, fim):
-    full = [s.input_ids.tolist() for s in take(make(dataset, tok, fim_rate=fim), 60)]
+FIM_MODES = [
+    (0.0, {}),
+    (0.5, {}),  # document level, token split (the seed)
+    (0.5, {"split": "char", "middle_loss_only": True}),
+    (0.9, {"level": "context"}),
+]
+
+
+@pytest.mark.parametrize("rate, fim", FIM_MODES)
+def test_resume_mid_stream_gives_the_same_sequences(dataset, tok, rate, fim):
+    full = [(s.input_ids.tolist(), s.labels.tolist())
+            for s in take(make(dataset, tok, fim_rate=rate, fim=fim), 60)]
     for cut in (1, 17, 41):  # 41 is past the first epoch of this small split
-        s = make(dataset, tok, fim_rate=fim)
+        s = make(dataset, tok, fim_rate=rate, fim=fim)
         take(s, cut)
         state = s.state_dict()
-        resumed = make(dataset, tok, fim_rate=fim)
+        resumed = make(dataset, tok, fim_rate=rate, fim=fim)
         resumed.load_state_dict(state)
-        rest = [x.input_ids.tolist() for x in take(resumed, 60 - cut)]
+        rest = [(x.input_ids.tolist(), x.labels.tolist()) for x in take(resumed, 60 - cut)]
         assert rest == full[cut:], cut
+
+
+@pytest.mark.parametrize("rate, fim", FIM_MODES[1:])
+def test_fim_sequences_carry_sentinels(dataset, tok, rate, fim):
+    from codetune.tokens.fim import detect_fim
+
+    f = detect_fim(tok)
+    seqs = take(make(dataset, tok, fim_rate=rate, fim=fim), 40)
+    ids = np.concatenate([s.input_ids for s in seqs])
+    n_pre, n_mid = (ids == f.prefix_id).sum(), (ids == f.middle_id).sum()
+    assert n_pre > 5 and abs(int(n_pre) - int(n_mid)) <= 2  # one of each per FIM example
+    if fim.get("level") == "context":
+        assert all(len(s.input_ids) == 32 for s in seqs)
+    if fim.get("middle_loss_only"):
+        labels = np.concatenate([s.labels for s in seqs])
+        assert (labels[ids == f.prefix_id] == -100).all()
 
 
 def test_resume_with_stateful_dataloader_workers(dataset, tok):
@@ -170,3 +195,33 @@ def test_bad_dataset_paths(tmp_path, tok):
     (tmp_path / "x.jsonl").write_text("{}\n")
     with pytest.raises(CodetuneError, match="not a parquet file"):
         resolve_files(tmp_path / "x.jsonl", "train")
+
+
+def test_preview_command_shows_sentinels_and_share(dataset, tok, tmp_path, capsys):
+    from codetune.cli import main
+
+    tok.save_pretrained(str(tmp_path / "tok"))
+    assert main(["preview", str(dataset), "--tokenizer", str(tmp_path / "tok"), "-n", "1",
+                 "-s", "data.seq_length=64", "-s", "fim.rate=1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "FIM format: starcoder" in out and "<fim_prefix>" in out
+    assert "would attend across a document boundary" in out
+
+
+def test_no_fim_tokens_names_both_remedies(dataset, tmp_path):
+    from codetune import config
+    from codetune.tokens.stream import make_stream
+
+    plain = build_tokenizer(tmp_path / "plain", specials=["<|endoftext|>"])
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(plain)
+    assert len(t) == 365
+    cfg = config.load(None, [f"data.dataset={dataset}"])
+    with pytest.raises(CodetuneError, match=r"fim.rate=0.*fim.add_tokens=true|fim.add_tokens"):
+        make_stream(cfg, t, "train")
+    assert make_stream(config.load(None, [f"data.dataset={dataset}", "fim.rate=0"]), t,
+                       "train").encoder.fim is None
+    s = make_stream(config.load(None, [f"data.dataset={dataset}", "fim.add_tokens=true"]), t,
+                    "train")
+    assert s.encoder.fim.family == "starcoder" and len(t) == 369  # four sentinels added

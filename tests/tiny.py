@@ -37,3 +37,33 @@ def build_tokenizer(path: Path, specials: list[str] | None = None, vocab_size: i
                                    extra_special_tokens=[s for s in specials if s != eos])
     fast.save_pretrained(str(path))
     return path
+
+
+CODELLAMA_SPECIALS = ["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"]
+
+
+def build_codellama_tokenizer(path: Path, vocab_size: int = 700) -> Path:
+    """A SentencePiece-style (Metaspace + byte-fallback BPE) tokenizer in CodeLlama's own class.
+
+    Like CodeLlama's: `encode` prepends BOS `<s>` and a dummy leading "▁"; the FIM sentinels
+    `▁<PRE>` `▁<SUF>` `▁<MID>` `▁<EOT>` are special tokens; unknown characters fall back to
+    `<0xNN>` byte tokens; the decoder drops the first leading space.
+    """
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CodeLlamaTokenizer
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first",
+                                                 split=False)
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, max_token_length=16,
+                                  special_tokens=["<unk>", "<s>", "</s>", *byte_tokens])
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    # CodeLlamaTokenizer's defaults add the four sentinels (and <FILL_ME>) as special tokens.
+    fast = CodeLlamaTokenizer(vocab=model["vocab"], merges=merges)
+    fast.save_pretrained(str(path))
+    return path

@@ -127,6 +127,34 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- preview
+
+
+def _add_preview(sub) -> None:
+    p = sub.add_parser(
+        "preview", help="show training sequences as the model will see them (FIM, packing)",
+        description="Decode a few packed training sequences with their FIM sentinels visible, "
+                    "and report the FIM format, rates and the share of tokens that would "
+                    "attend across documents without per-document positions.")
+    p.add_argument("dataset", metavar="DATASET", help="a folder written by `codetune prepare`")
+    p.add_argument("--tokenizer", required=True, metavar="NAME_OR_PATH")
+    p.add_argument("-n", "--sequences", type=int, default=2, help="sequences to print")
+    p.add_argument("--split", default="train", choices=["train", "validation"])
+    p.add_argument("--trust-remote-code", action="store_true")
+    _config_args(p)
+    p.set_defaults(func=_run_preview)
+
+
+def _run_preview(args: argparse.Namespace) -> int:
+    from codetune.data.stats import load_tokenizer
+    from codetune.tokens.stream import preview
+
+    cfg = _build_config(args, {"data.dataset": args.dataset})
+    tok = load_tokenizer(args.tokenizer, args.trust_remote_code)
+    print(preview(cfg, tok, args.split, args.sequences))
+    return 0
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -143,7 +171,7 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_config]
+COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_config]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,7 +131,7 @@ class DataConfig:
         "packed", "packed: position ids restart per document, so attention never crosses "
         "documents; seed: the seed's packing, attention crosses documents")
     shuffle_buffer: int = _f(5000, "documents shuffled together (the seed: 5000)")
-    tokenize_batch: int = _f(64, "documents tokenized per call (speed only)")
+    tokenize_batch: int = _f(16, "documents tokenized per call (speed only)")
     eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
     eval_ltr: bool = _f(True, "report eval loss on plain left-to-right held-out files")
     max_eval_sequences: int | None = _f(None, "cap on eval sequences per eval set (None: all)")
@@ -159,7 +159,7 @@ class FimConfig:
     truncate_or_pad: bool = _f(False, "keep a document's length under FIM (the seed: false)")
     middle_loss_only: bool = _f(False, "loss on the middle only for FIM examples")
     format: str = _f("auto", "FIM sentinel family: auto (from the tokenizer's vocabulary), "
-                             "starcoder, qwen2.5-coder, codellama, deepseek-coder")
+                             "starcoder, santacoder, qwen2.5-coder, codellama, deepseek-coder")
     add_tokens: bool = _f(False, "add StarCoder-style FIM tokens to a tokenizer without them "
                                  "(their embeddings are trained)")
 

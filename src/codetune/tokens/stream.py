@@ -168,11 +168,19 @@ class Encoder:
         self.rate = fim_cfg.rate if fim_rate is None else fim_rate
         if self.rate > 0 and fim_tokens is None:
             raise ValueError("FIM requested without FIM tokens")
-        eos = tokenizer.eos_token_id
+        # The family's end-of-document token when FIM is known (an instruct tokenizer's
+        # eos_token is often an end-of-turn), else the tokenizer's EOS.
+        eos = fim_tokens.eos_id if fim_tokens is not None else tokenizer.eos_token_id
         if eos is None:
             raise CodetuneError("the tokenizer has no EOS token, needed between packed "
                                 "documents; set tokenizer.eos_token in its tokenizer_config")
         self.eos = np.array([eos], dtype=np.int64)
+        # Families whose tokenizer starts every text with BOS (Llama, DeepSeek) were trained
+        # with it at each document start; inference prompts carry it too (fim.build_prompt).
+        probe = tokenizer("a")["input_ids"]
+        bos = tokenizer.bos_token_id
+        self.bos = np.array([bos] if bos is not None and probe and probe[0] == bos else [],
+                            dtype=np.int64)
         self.doc_level = self.rate > 0 and fim_cfg.level == "document"
         self.ctx_level = self.rate > 0 and fim_cfg.level == "context"
 
@@ -213,7 +221,9 @@ class Encoder:
             else:
                 mask = np.ones(len(ids), dtype=bool)
             out[i] = (ids, mask)
-        return [(np.concatenate([ids, self.eos]), np.concatenate([mask, [True]]))
+        nb = len(self.bos)
+        return [(np.concatenate([self.bos, ids, self.eos]),
+                 np.concatenate([np.ones(nb, bool), mask, [True]]))
                 for ids, mask in out]  # type: ignore[misc]
 
     def context_fim(self, seq: Sequence, epoch: int) -> Sequence:
@@ -373,3 +383,58 @@ class TokenStream(_Base):
             epoch += 1
             pos = reader
             order = EpochOrder(self.units, self.seed, epoch, cfg.shuffle_buffer, self.train)
+
+
+def resolve_fim(tokenizer, fim_cfg: FimConfig):
+    """The FIM tokens for training, or None when FIM is off; errors name the remedy."""
+    from codetune.tokens.fim import add_fim_tokens, detect_fim
+
+    if fim_cfg.rate == 0:
+        return None
+    try:
+        return detect_fim(tokenizer, fim_cfg.format)
+    except CodetuneError:
+        if not fim_cfg.add_tokens:
+            raise
+    add_fim_tokens(tokenizer)
+    return detect_fim(tokenizer, "starcoder")
+
+
+def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | None = None,
+                fim_tokens=None, **kw) -> TokenStream:
+    """The stream of `split` of `cfg.data.dataset` (train: infinite and shuffled)."""
+    if cfg.data.dataset is None:
+        raise CodetuneError("no dataset given; pass one (a `codetune prepare` folder) or set "
+                            "data.dataset")
+    files, column = resolve_files(cfg.data.dataset, split)
+    if fim_tokens is None and (cfg.fim.rate if fim_rate is None else fim_rate) > 0:
+        fim_tokens = resolve_fim(tokenizer, cfg.fim)
+    return TokenStream(files, column or cfg.data.text_column, tokenizer, fim_tokens, cfg.data,
+                       cfg.fim, seed=seed, train=split == "train", fim_rate=fim_rate, **kw)
+
+
+def preview(cfg, tokenizer, split: str = "train", n: int = 2) -> str:
+    """Human-readable view of the first `n` sequences: what `codetune preview` prints."""
+    import itertools
+
+    stream = make_stream(cfg, tokenizer, split)
+    seqs = list(itertools.islice(stream.sequences(), max(n, 20)))
+    fim = stream.encoder.fim
+    lines = []
+    if fim is not None:
+        lines.append(f"FIM format: {fim.family} (rate {stream.encoder.rate}, SPM rate "
+                     f"{cfg.fim.spm_rate}, {cfg.fim.level} level, {cfg.fim.split} split)")
+        ids = np.concatenate([s.input_ids for s in seqs])
+        lines.append(f"FIM examples in the first {len(seqs)} sequences: "
+                     f"{int((ids == fim.middle_id).sum())}")
+    else:
+        lines.append("FIM: off (fim.rate=0)")
+    lines.append(f"{len(seqs) * cfg.data.seq_length:,} tokens; "
+                 f"{stream.cross_doc_share:.1%} of them would attend across a document "
+                 f"boundary without per-document positions (packing={cfg.data.packing})")
+    for i, seq in enumerate(seqs[:n]):
+        trained = int((seq.labels != IGNORE_INDEX).sum())
+        lines.append(f"\n===== sequence {i} ({len(seq.segments)} segments, {trained} tokens "
+                     "with loss) =====")
+        lines.append(tokenizer.decode(seq.input_ids.tolist(), skip_special_tokens=False))
+    return "\n".join(lines)
