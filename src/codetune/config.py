@@ -172,12 +172,95 @@ class FimConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The base model and how it is loaded."""
+
+    name: str | None = _f(None, "Hub id, local model folder, or local .gguf file")
+    revision: str | None = _f(None, "Hub revision (branch, tag or commit) of the model")
+    trust_remote_code: bool = _f(False, "run model code from the Hub repo (only if you trust it)")
+    quantization: Literal["4bit", "8bit", "none"] = _f(
+        "4bit", "bitsandbytes quantization of the frozen base weights (QLoRA: 4bit)")
+    quant_type: Literal["nf4", "fp4"] = _f("nf4", "4-bit data type")
+    double_quant: bool = _f(True, "quantize the 4-bit quantization constants too (~0.4 bit/param)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
+        "auto", "compute dtype: auto = bfloat16 on a GPU that has it, else float32")
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = _f(
+        "auto", "auto: flash_attention_2 when installed and supported, else sdpa, else eager")
+    finetune: Literal["lora", "full"] = _f("lora", "train LoRA adapters, or every weight")
+
+    def validate(self, prefix: str = "model") -> None:
+        if self.finetune == "full" and self.quantization != "none":
+            raise ConfigError(f"{prefix}.finetune=full cannot train quantized weights; set "
+                              f"{prefix}.quantization=none (or use {prefix}.finetune=lora)")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (the seed: r=8, alpha=32, dropout 0 on c_proj, c_attn, q_attn, c_fc)."""
+
+    r: int = _f(8, "rank of the adapters")
+    alpha: int = _f(32, "scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = _f(0.0, "dropout on the adapter input")
+    bias: Literal["none", "all", "lora_only"] = _f("none", "which biases are trained")
+    target_modules: str = _f(
+        "auto", "auto (known per architecture), all-linear, or comma-separated module names")
+
+    def validate(self, prefix: str = "lora") -> None:
+        if self.r < 1 or self.alpha < 1:
+            raise ConfigError(f"{prefix}.r and {prefix}.alpha must be at least 1")
+        _check_range(prefix, "dropout", self.dropout, 0.0, 1.0)
+        if not self.target_modules.strip():
+            raise ConfigError(f"{prefix}.target_modules is empty; use auto, all-linear or names")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation, with the seed's values as defaults."""
+
+    max_steps: int = _f(2000, "optimizer steps")
+    batch_size: int = _f(16, "sequences per device per micro-batch (train and eval)")
+    grad_accum: int = _f(1, "micro-batches per optimizer step")
+    learning_rate: float = _f(5e-4, "peak learning rate")
+    lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, ...)")
+    warmup_steps: int = _f(30, "linear warm-up steps")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    optim: str = _f("adamw_torch", "transformers optimizer name (e.g. paged_adamw_8bit)")
+    eval_steps: int = _f(100, "evaluate every N steps (0: only at the end)")
+    save_steps: int = _f(100, "checkpoint every N steps")
+    logging_steps: int = _f(25, "log every N steps")
+    save_total_limit: int | None = _f(None, "keep only the newest N checkpoints")
+    gradient_checkpointing: bool = _f(True, "recompute activations in backward (less memory)")
+    seed: int = _f(0, "seed of initialisation, data order and FIM")
+    dataloader_workers: int = _f(0, "DataLoader worker processes per rank")
+    loss_chunk_tokens: int = _f(1024, "tokens per chunk of the cross-entropy (bounds the memory "
+                                      "of the logits)")
+    report_to: str = _f("tensorboard", "transformers report_to (tensorboard, wandb, none)")
+    push_to_hub: bool = _f(False, "push the adapter to the Hub at each save (as the seed)")
+    hub_model_id: str | None = _f(None, "Hub repo for push_to_hub (default: the run folder name)")
+
+    def validate(self, prefix: str = "train") -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "save_steps", "logging_steps",
+                     "loss_chunk_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_steps", "dataloader_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{prefix}.{name} must be 0 or more")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"{prefix}.learning_rate must be positive")
+
+
+@dataclass
 class RunConfig:
     """Everything a codetune run needs, one section per stage."""
 
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     data: DataConfig = field(default_factory=DataConfig)
     fim: FimConfig = field(default_factory=FimConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
