@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from codetune import __version__
 from codetune.errors import CodetuneError
@@ -127,6 +129,68 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _split_recipe(items: list[str]) -> tuple[str | None, list[str]]:
+    """`[recipe.yaml] [section.key=value ...]` -> (recipe, overrides)."""
+    recipe, overrides = None, []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif recipe is None and item.endswith((".yaml", ".yml")):
+            recipe = item
+        else:
+            raise CodetuneError(f"unexpected argument {item!r}: give one recipe .yaml file and "
+                                "section.key=value overrides, e.g. train.max_steps=10")
+    return recipe, overrides
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="fine-tune a code model (QLoRA by default) on a prepared dataset",
+        description="Fine-tune with Fill-in-the-Middle and packing. RECIPE is a YAML preset "
+                    "(see recipes/); KEY=VALUE pairs override any config key.")
+    p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE]")
+    p.add_argument("--model", help="Hub id, local model folder or .gguf file")
+    p.add_argument("--revision", help="Hub revision of the model")
+    p.add_argument("--dataset", help="a folder written by `codetune prepare`")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--force", action="store_true",
+                   help="resume even if the base model, LoRA shape or dataset changed")
+    p.add_argument("--push-to-hub", action="store_true", help="push the adapter to the Hub")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from codetune import config
+    from codetune.train import print_summary, train
+
+    if args.resume and args.overwrite:
+        raise CodetuneError("--resume and --overwrite contradict each other; pick one")
+    recipe, overrides = _split_recipe(args.args)
+    flags = {"model.name": args.model, "model.revision": args.revision,
+             "data.dataset": args.dataset,
+             "train.push_to_hub": True if args.push_to_hub else None,
+             "model.trust_remote_code": True if args.trust_remote_code else None}
+    items = overrides + [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                         for k, v in flags.items() if v is not None]
+    if args.resume and recipe is None and not overrides and not any(
+            v is not None for v in flags.values()):
+        recipe = str(Path(args.output) / "config.yaml")  # resume with the run's own config
+    cfg = config.load(recipe, items)
+    result = train(cfg, args.output, resume=args.resume, overwrite=args.overwrite,
+                   force=args.force, progress=not args.quiet)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print_summary(result)
+    return 0
+
+
 # --------------------------------------------------------------------------- preview
 
 
@@ -171,7 +235,8 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_config]
+COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_train,
+                             _add_config]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,93 @@
+"""Checkpoints that are either complete or ignored.
+
+The Hugging Face Trainer writes `checkpoint-N/` in place, so a run killed while saving leaves a
+folder that looks like a checkpoint and is not. codetune writes each checkpoint under a hidden
+temporary name, records the size and sha256 of every file in `codetune_checkpoint.json`, and
+renames the folder to `checkpoint-N` only then. Resuming takes the newest checkpoint whose files
+all match their record; anything else (a leftover temporary folder, a truncated file) is skipped
+with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+MARKER = "codetune_checkpoint.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def tmp_name(step: int) -> str:
+    return f".tmp-checkpoint-{step}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(folder: Path, extra: dict | None = None) -> None:
+    """Record every file of `folder` (size + sha256) in the marker, written last."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MARKER:
+            files[str(p.relative_to(folder))] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"files": files, **(extra or {})}, indent=1))
+    os.replace(tmp, folder / MARKER)
+
+
+def finalize(tmp: Path, final: Path) -> None:
+    """Rename a sealed temporary checkpoint into place (replacing a stale one of that step)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+
+
+def verify(folder: Path) -> str | None:
+    """None if `folder` is a complete checkpoint, else why not."""
+    marker = folder / MARKER
+    if not marker.is_file():
+        return "no completion record (interrupted while saving?)"
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (json.JSONDecodeError, KeyError):
+        return "unreadable completion record"
+    for rel, rec in files.items():
+        p = folder / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != rec["bytes"]:
+            return f"{rel} is truncated ({p.stat().st_size} of {rec['bytes']} bytes)"
+        if _sha256(p) != rec["sha256"]:
+            return f"{rel} is corrupt (checksum mismatch)"
+    return None
+
+
+def latest(run_checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint under `run_checkpoints`, warning about skipped ones."""
+    if not run_checkpoints.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in run_checkpoints.iterdir()
+                    if (m := _NAME.match(p.name)) and p.is_dir()), reverse=True)
+    for _, path in found:
+        why = verify(path)
+        if why is None:
+            return path
+        print(f"warning: skipping {path.name}: {why}", file=sys.stderr)
+    return None
+
+
+def clean_partial(run_checkpoints: Path) -> None:
+    """Remove temporary folders of saves that never completed."""
+    if run_checkpoints.is_dir():
+        for p in run_checkpoints.glob(".tmp-checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)

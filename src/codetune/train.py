@@ -1,0 +1,406 @@
+"""`codetune train`: fine-tune a base model on a prepared dataset, resumably.
+
+The run folder is self-describing, so `eval`, `merge`, `complete` and `serve` need nothing
+else:
+
+    RUN/adapter_model.safetensors, adapter_config.json   (peft.PeftModel.from_pretrained(base, RUN))
+    RUN/tokenizer files                                  (with FIM tokens, if they were added)
+    RUN/config.yaml      the resolved configuration
+    RUN/run.json         base model identity (Hub id + revision, or file hash), dataset content
+                         hash, FIM format, LoRA shape, versions: what --resume checks
+    RUN/metrics.json     every logged value (losses, tokens/s, MFU) and the summary
+    RUN/loss_curve.png   train loss and both eval losses
+    RUN/checkpoints/checkpoint-N/   complete checkpoints (see checkpoints.py)
+    RUN/logs/            TensorBoard
+
+Training is the Hugging Face Trainer with three changes: the loss is computed without
+materialising full-vocabulary logits (`loss.py`), checkpoints are atomic and carry the exact
+position of every rank's data stream, and the DataLoader is torchdata's StatefulDataLoader over
+codetune's stream (each rank reads its own disjoint share: no dispatching from rank 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codetune import __version__, checkpoints
+from codetune.config import RunConfig, dump
+from codetune.errors import CodetuneError
+
+RUN_RECORD = "run.json"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    seconds: float
+    train_loss: float | None
+    eval_losses: dict[str, float] = field(default_factory=dict)
+    tokens_per_second: float | None = None
+    resumed_from: str | None = None
+    loss_path: str = ""
+    trainable_params: int = 0
+    total_params: int = 0
+    log_history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    model: Any = field(default=None, repr=False)  # the trained model, for notebook users
+
+    def summary(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+                if k not in ("log_history", "model")}
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def check_output(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / RUN_RECORD).is_file():
+            raise CodetuneError(f"nothing to resume in {out} (no {RUN_RECORD}); start a new run "
+                                "without --resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise CodetuneError(f"{out} already exists; pass --resume to continue that run, "
+                                "--overwrite to start over, or choose another -o folder")
+        if not (out / RUN_RECORD).is_file():
+            raise CodetuneError(f"{out} is not a codetune run folder (no {RUN_RECORD}); refusing "
+                                "to delete it even with --overwrite. Choose another -o folder.")
+        if _rank()[0] == 0:
+            shutil.rmtree(out)
+
+
+def _dataset_identity(cfg: RunConfig) -> dict[str, Any]:
+    from codetune.data import store
+
+    path = Path(cfg.data.dataset or "")
+    if path.is_dir():
+        man = store.load_manifest(path)
+        return {"path": str(path.resolve()), "content_hash": man["content_hash"]}
+    return {"path": str(cfg.data.dataset), "content_hash": None}
+
+
+def _run_record(cfg: RunConfig, source, fim_tokens, dataset: dict, counts: dict) -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "codetune_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
+        "base_model": source.record() if hasattr(source, "record") else asdict(source),
+        "dataset": dataset,
+        "fim_format": fim_tokens.family if fim_tokens is not None else None,
+        "finetune": cfg.model.finetune,
+        "lora": asdict(cfg.lora) if cfg.model.finetune == "lora" else None,
+        "quantization": cfg.model.quantization,
+        "seq_length": cfg.data.seq_length,
+        "params": counts,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": peft.__version__},
+    }
+
+
+def _check_resume_compatible(out: Path, record: dict, force: bool) -> None:
+    old = json.loads((out / RUN_RECORD).read_text())
+    problems = []
+    for key, what in (("base_model", "base model"), ("dataset", "dataset"),
+                      ("lora", "LoRA shape"), ("finetune", "fine-tuning mode"),
+                      ("seq_length", "sequence length"), ("fim_format", "FIM format")):
+        if old.get(key) != record.get(key):
+            problems.append(f"{what}: was {old.get(key)!r}, now {record.get(key)!r}")
+    if problems and not force:
+        raise CodetuneError(
+            "refusing to resume: this run was started with a different setup ("
+            + "; ".join(problems) + "). Resume with the original settings, start a new run in "
+            "another folder, or pass --force to resume anyway.")
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _trainer_class():
+    """The Trainer subclass (built lazily: transformers is imported only when training)."""
+    import torch
+    from transformers import Trainer
+
+    class CodetuneTrainer(Trainer):
+        stream_state: dict | None = None
+        throughput = None
+        _train_dl = None
+
+        def get_train_dataloader(self):
+            from torch.utils.data import default_collate
+            from torchdata.stateful_dataloader import StatefulDataLoader
+
+            # Not passed through accelerator.prepare: the stream already gives each rank its
+            # own share, and a prepared loader would dispatch or re-shard batches.
+            workers = self.args.dataloader_num_workers
+            # A generator of its own: creating the iterator must not draw from torch's global
+            # RNG, or a resumed run (iterator created after the RNG state is restored) would
+            # get different dropout masks from the uninterrupted one.
+            dl = StatefulDataLoader(
+                self.train_dataset, batch_size=self.args.per_device_train_batch_size,
+                num_workers=workers, collate_fn=default_collate, drop_last=True,
+                generator=torch.Generator().manual_seed(self.args.seed),
+                pin_memory=torch.cuda.is_available(),
+                persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+            if self.stream_state is not None:
+                dl.load_state_dict(self.stream_state)
+            self._train_dl = dl
+            return dl
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            from torch.utils.data import DataLoader, default_collate
+
+            ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+            if isinstance(ds, str):
+                ds = self.eval_dataset[ds]
+            return DataLoader(ds, batch_size=self.args.per_device_eval_batch_size,
+                              collate_fn=default_collate)
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs and self.throughput is not None:
+                logs.update(self.throughput.measure(self.state.global_step))
+            super().log(logs, start_time)
+
+        def _save_checkpoint(self, model, trial) -> None:
+            # HF writes checkpoint-N in place; here it is written under a temporary name,
+            # sealed with checksums, and renamed only when complete (see checkpoints.py).
+            step = self.state.global_step
+            root = Path(self.args.output_dir)
+            tmp, final = root / checkpoints.tmp_name(step), root / f"checkpoint-{step}"
+            if self.args.should_save:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self.store_flos()
+            self.save_model(str(tmp), _internal_call=True)
+            if not self.args.save_only_model:
+                self._save_optimizer_and_scheduler(str(tmp))
+                self._save_scaler(str(tmp))
+                self._save_rng_state(str(tmp))
+            if self._train_dl is not None:
+                rank = self.args.process_index
+                (tmp / f"stream_rank{rank}.json").write_text(
+                    json.dumps(self._train_dl.state_dict()))
+            if self.args.should_save:
+                self.state.save_to_json(str(tmp / "trainer_state.json"))
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                checkpoints.seal(tmp, {"step": step, "world_size": self.args.world_size})
+                checkpoints.finalize(tmp, final)
+                limit = self.args.save_total_limit
+                if limit:
+                    done = sorted((int(p.name.split("-")[1]), p) for p in root.glob("checkpoint-*"))
+                    for _, old in done[:-limit]:
+                        shutil.rmtree(old, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            if self.args.push_to_hub:
+                self._push_from_checkpoint(str(final))
+
+    return CodetuneTrainer
+
+
+class _Capped:
+    """An eval stream limited to `n` sequences (a torch IterableDataset)."""
+
+    def __new__(cls, stream, n: int | None):
+        if n is None:
+            return stream
+        import itertools
+
+        from torch.utils.data import IterableDataset
+
+        class Capped(IterableDataset):
+            def __iter__(self):
+                return itertools.islice(iter(stream), n)
+
+        return Capped()
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
+          force: bool = False, progress: bool = True) -> TrainResult:
+    """Fine-tune `cfg.model.name` on `cfg.data.dataset` into `out_dir` (see module docstring)."""
+    import torch
+    from transformers import TrainingArguments
+
+    from codetune import model as M
+    from codetune.loss import enable_efficient_loss
+    from codetune.metrics import Throughput, plot_losses, write_metrics
+    from codetune.tokens.stream import make_stream, resolve_files, resolve_fim
+
+    out = Path(out_dir).absolute()
+    rank, world = _rank()
+    if cfg.model.name is None:
+        raise CodetuneError("no base model given: pass --model (a Hub id, a local folder or a "
+                            ".gguf file), e.g. the seed's recipe recipes/starcoderbase-1b-qlora.yaml")
+    if cfg.data.dataset is None:
+        raise CodetuneError("no dataset given: pass --dataset DIR (a folder written by "
+                            "`codetune prepare`)")
+    if rank == 0:  # other ranks would see the folder rank 0 is creating
+        check_output(out, resume, overwrite)
+    resolve_files(cfg.data.dataset, "train")  # fail early on a bad dataset, before loading
+    dataset = _dataset_identity(cfg)
+    source = M.resolve_source(cfg.model.name, cfg.model.revision)
+    started = time.perf_counter()
+    t = cfg.train
+
+    from transformers import set_seed
+
+    set_seed(t.seed)  # LoRA initialisation, dropout and the Trainer's RNG
+    tokenizer = M.load_tokenizer(cfg.model)
+    n_vocab = len(tokenizer)
+    fim_tokens = resolve_fim(tokenizer, cfg.fim)
+    new_ids = list(range(n_vocab, len(tokenizer)))
+    model = M.load_model(cfg, tokenizer)
+    if new_ids:
+        model.resize_token_embeddings(len(tokenizer))
+    model = M.prepare_for_training(model, cfg, new_ids)
+    loss_path = enable_efficient_loss(model, cfg.train.loss_chunk_tokens)
+    counts = M.count_params(model)
+    record = _run_record(cfg, source, fim_tokens, dataset, counts)
+
+    ckpt_root = out / "checkpoints"
+    resume_from = None
+    if resume:
+        _check_resume_compatible(out, record, force)
+        if rank == 0:
+            checkpoints.clean_partial(ckpt_root)
+        resume_from = checkpoints.latest(ckpt_root)
+        if resume_from is None:
+            print("note: no complete checkpoint yet; starting this run from step 0",
+                  file=sys.stderr)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        dump(cfg, out / "config.yaml")
+        (out / RUN_RECORD).write_text(json.dumps(record, indent=1))
+
+    train_stream = make_stream(cfg, tokenizer, "train", seed=cfg.train.seed,
+                               fim_tokens=fim_tokens)
+    evals = {}
+    if resolve_files(cfg.data.dataset, "validation")[0]:
+        # Every rank evaluates all held-out sequences (rank=0 of 1): equal batch counts on
+        # every rank keep the loss gather of distributed evaluation in step.
+        if cfg.data.eval_ltr:
+            evals["ltr"] = _Capped(make_stream(cfg, tokenizer, "validation", fim_rate=0.0,
+                                               rank=0, world_size=1), cfg.data.max_eval_sequences)
+        if cfg.data.eval_fim and fim_tokens is not None:
+            evals["fim"] = _Capped(make_stream(cfg, tokenizer, "validation",
+                                               fim_tokens=fim_tokens, rank=0, world_size=1),
+                                   cfg.data.max_eval_sequences)
+    elif rank == 0:
+        print("note: the dataset has no validation split; training without evaluation",
+              file=sys.stderr)
+
+    cuda = torch.cuda.is_available()
+    dtype = M.compute_dtype(cfg.model)
+    do_eval = bool(evals) and t.eval_steps > 0
+    args = TrainingArguments(
+        output_dir=str(ckpt_root), max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
+        eval_strategy="steps" if do_eval else "no", eval_steps=t.eval_steps or None,
+        save_strategy="steps", save_steps=t.save_steps, logging_steps=t.logging_steps,
+        save_total_limit=t.save_total_limit, seed=t.seed, data_seed=t.seed,
+        # Checkpointing is switched on (non-reentrant) by model.prepare_for_training.
+        bf16=dtype == torch.bfloat16 and cuda, fp16=dtype == torch.float16 and cuda,
+        use_cpu=not cuda, dataloader_num_workers=t.dataloader_workers,
+        dataloader_drop_last=True, remove_unused_columns=False, label_names=["labels"],
+        prediction_loss_only=True, ignore_data_skip=True, report_to="none",
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if world > 1 and not cuda else None,
+        accelerator_config={"dispatch_batches": False, "split_batches": False},
+        push_to_hub=t.push_to_hub, hub_model_id=t.hub_model_id or out.name,
+        disable_tqdm=not progress, logging_first_step=True,
+    )
+    callbacks = []
+    if t.report_to == "tensorboard" and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs"))))
+    elif t.report_to not in ("none", "tensorboard"):
+        args.report_to = [t.report_to]
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_stream,
+                               eval_dataset=evals or None, callbacks=callbacks)
+    tokens_per_step = t.batch_size * cfg.data.seq_length * t.grad_accum * world
+    trainer.throughput = Throughput(tokens_per_step,
+                                    M.flops_per_token(model, counts, cfg.data.seq_length),
+                                    world)
+    if resume_from is not None:
+        state_file = resume_from / f"stream_rank{rank}.json"
+        if not state_file.is_file():
+            raise CodetuneError(f"{resume_from} has no stream position for rank {rank}; it was "
+                                "saved with a different number of processes. Resume with the "
+                                "same number of processes.")
+        trainer.stream_state = json.loads(state_file.read_text())
+        trainer.throughput.reset(int(resume_from.name.split("-")[1]))
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except torch.cuda.OutOfMemoryError:
+        raise CodetuneError(
+            "out of GPU memory. Lower train.batch_size (raise train.grad_accum to keep the "
+            "effective batch), lower data.seq_length, keep train.gradient_checkpointing=true, "
+            "or load the base in 4 bits (model.quantization=4bit).") from None
+
+    history = trainer.state.log_history
+    train_losses = [r["loss"] for r in history if "loss" in r]
+    evals_final = {k: v for r in history for k, v in r.items()
+                   if k.startswith("eval_") and k.endswith("_loss")}
+    tps = trainer.throughput.history
+    result = TrainResult(
+        out_dir=out, steps=trainer.state.global_step, seconds=time.perf_counter() - started,
+        train_loss=train_losses[-1] if train_losses else None, eval_losses=evals_final,
+        tokens_per_second=sum(tps) / len(tps) if tps else None,
+        resumed_from=str(resume_from) if resume_from else None, loss_path=loss_path,
+        trainable_params=counts.get("trainable", 0), total_params=counts.get("total", 0),
+        log_history=history, model=trainer.model)
+    trainer.save_model(str(out))  # every rank: under FSDP the weights are gathered
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+        write_metrics(out / "metrics.json", history, result.summary())
+        plot_losses(history, out / "loss_curve.png")
+        if t.push_to_hub:
+            trainer.push_to_hub()
+    return result
+
+
+def print_summary(r: TrainResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"codetune train -> {r.out_dir}", show_edge=False, show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("steps", str(r.steps))
+    table.add_row("time", f"{r.seconds / 60:.1f} min")
+    if r.train_loss is not None:
+        table.add_row("last train loss", f"{r.train_loss:.4f}")
+    for k, v in r.eval_losses.items():
+        table.add_row(k.replace("_", " "), f"{v:.4f}")
+    if r.tokens_per_second:
+        table.add_row("tokens/s (mean)", f"{r.tokens_per_second:,.0f}")
+    table.add_row("trainable params", f"{r.trainable_params:,} of {r.total_params:,}")
+    table.add_row("loss", r.loss_path)
+    if r.resumed_from:
+        table.add_row("resumed from", Path(r.resumed_from).name)
+    Console().print(table)
+    print(f"next: codetune eval {r.out_dir}   (base vs fine-tuned on your held-out code)")
