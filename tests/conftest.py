@@ -45,3 +45,42 @@ def nasty_prepared(nasty, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out") / "ds"
     prepare([str(repo)], out, prep_cfg(valid_fraction=0.0), progress=False)
     return out
+
+
+TINY_CORPUS_FILE = '''def handle_{i}(request):
+    user = request.user
+    if not user.is_authenticated:
+        return redirect("/login")
+    orders = Order.objects.filter(owner=user).order_by("-created")
+    return render(request, "orders/list.html", {{"orders": orders, "page": {i}}})
+'''
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict[str, Path]:
+    """A prepared dataset, a tiny GPT-BigCode base with a StarCoder-FIM tokenizer, and a LoRA
+    run folder trained on it for a few steps: what eval/merge/complete/serve tests start from."""
+    from codetune import config
+    from codetune.data.prepare import prepare
+    from codetune.train import train
+
+    from .tiny import build_model, build_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    repo = root / "repo"
+    repo.mkdir()
+    for i in range(40):
+        (repo / f"views_{i}.py").write_text(TINY_CORPUS_FILE.format(i=i))
+    prepare([str(repo)], root / "ds", prep_cfg(valid_fraction=0.15, dedup_near=False),
+            progress=False)
+    tok = build_tokenizer(root / "tok")
+    base = build_model(root / "base", "gpt_bigcode", tok)
+    items = {"model.name": str(base), "data.dataset": str(root / "ds"),
+             "model.quantization": "none", "model.dtype": "float32", "data.seq_length": 64,
+             "data.max_eval_sequences": 4, "train.batch_size": 4, "train.max_steps": 8,
+             "train.save_steps": 8, "train.eval_steps": 8, "train.logging_steps": 2,
+             "train.learning_rate": 5e-3, "train.report_to": "none"}
+    cfg = config.load(None, [f"{k}={v}" for k, v in items.items()])
+    train(cfg, root / "run", progress=False)
+    return {"root": root, "run": root / "run", "base": base, "ds": root / "ds",
+            "tok": tok, "repo": repo}

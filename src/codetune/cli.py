@@ -191,6 +191,61 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- eval, merge
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="base vs fine-tuned on held-out files: infilling and bits per byte",
+        description="Evaluate a run folder (its base model vs base + adapter) on the held-out "
+                    "split of its dataset, or --model [--adapter] on --dataset.")
+    p.add_argument("target", nargs="?", metavar="RUN_DIR",
+                   help="a folder written by `codetune train`")
+    p.add_argument("--model", help="evaluate this model instead of a run folder")
+    p.add_argument("--adapter", help="a LoRA adapter folder to apply to --model")
+    p.add_argument("--dataset", help="a `codetune prepare` folder (default: the run's)")
+    p.add_argument("-o", "--output", help="report folder (default RUN_DIR/eval)")
+    p.add_argument("--forgetting", metavar="JSONL",
+                   help="a local FIM benchmark to check the model did not forget general code")
+    p.add_argument("-q", "--quiet", action="store_true")
+    _config_args(p)
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from codetune.evaluate import evaluate, print_summary
+
+    target = args.model or args.target
+    if target is None:
+        raise CodetuneError("give a run folder (codetune eval runs/x) or --model")
+    if args.model and args.target:
+        raise CodetuneError("give either a run folder or --model, not both")
+    cfg = _build_config(args, {"eval.forgetting": args.forgetting})
+    result = evaluate(target, cfg.eval, args.output, dataset=args.dataset,
+                      adapter=args.adapter, progress=not args.quiet)
+    print_summary(result)
+    return 0
+
+
+def _add_merge(sub) -> None:
+    p = sub.add_parser("merge", help="fold a run's adapter into its base model (safetensors)")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from codetune.export import merge
+
+    r = merge(args.run, args.output, args.dtype, args.overwrite)
+    print(f"merged into {r['out_dir']} ({r['dtype']}); logits match base + adapter within "
+          f"{r['max_abs_logit_diff']:.2g} (tolerance {r['tolerance']}) on "
+          f"{r['verified_inputs']} held-out inputs")
+    return 0
+
+
 # --------------------------------------------------------------------------- preview
 
 
@@ -235,8 +290,8 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_train,
-                             _add_config]
+COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_train, _add_eval,
+                             _add_merge, _add_config]
 
 
 def build_parser() -> argparse.ArgumentParser:

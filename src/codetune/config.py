@@ -252,6 +252,36 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`codetune eval`: infilling tasks and bits per byte on held-out files."""
+
+    single_line_per_file: int = _f(2, "single-line infilling tasks cut from each held-out file")
+    multi_line_per_file: int = _f(1, "multi-line (block body) tasks cut from each file")
+    max_tasks: int = _f(300, "cap on tasks in total (a seeded sample when there are more)")
+    max_files: int | None = _f(None, "cap on held-out files used (None: all)")
+    context_tokens: int = _f(1536, "prompt budget around the hole (3/4 prefix, 1/4 suffix)")
+    max_new_tokens_single: int = _f(48, "generation budget of a single-line task")
+    max_new_tokens_multi: int = _f(192, "generation budget of a multi-line task")
+    max_block_lines: int = _f(8, "longest block body used as a multi-line hole")
+    batch_size: int = _f(8, "prompts generated together (greedy, KV cache)")
+    bpb: bool = _f(True, "also measure bits per byte, left-to-right and FIM")
+    bpb_window: int = _f(1024, "tokens per scoring window for bits per byte")
+    bootstrap: int = _f(1000, "bootstrap resamples for the 95 % intervals")
+    seed: int = _f(0, "seed of task sampling and of the bootstrap")
+    forgetting: str | None = _f(None, "a local FIM benchmark (.jsonl with prefix/suffix/middle "
+                                      "or prompt/suffix/canonical_solution) to check forgetting")
+
+    def validate(self, prefix: str = "eval") -> None:
+        for name in ("max_tasks", "context_tokens", "max_new_tokens_single",
+                     "max_new_tokens_multi", "batch_size", "bpb_window", "bootstrap",
+                     "max_block_lines"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}.{name} must be at least 1")
+        if self.single_line_per_file < 0 or self.multi_line_per_file < 0:
+            raise ConfigError(f"{prefix}: tasks per file must be 0 or more")
+
+
+@dataclass
 class RunConfig:
     """Everything a codetune run needs, one section per stage."""
 
@@ -261,6 +291,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

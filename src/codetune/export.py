@@ -1,0 +1,112 @@
+"""`codetune merge`: a run's adapter folded into its base, as a plain model folder.
+
+The base is reloaded unquantized (bf16 by default, as the seed did; merging into 4-bit weights
+would round the adapter away), the adapter applied and merged, and the result saved as
+safetensors with the tokenizer and a `generation_config.json` whose `eos_token_id` lists the
+FIM stop tokens, so plain `generate()` stops where codetune's does. Before saving, the merged
+model's logits are compared with base + adapter on a few held-out snippets; the largest
+difference is printed and recorded. The folder is written under a temporary name and renamed
+when complete, so an interrupted merge never leaves a folder that looks like a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import CodetuneError
+
+# Largest |logit difference| accepted between merged and base+adapter, per dtype: merging
+# rounds W + BA once into the weight dtype (bf16 keeps ~3 significant digits).
+TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
+
+
+def _probe_inputs(loaded, n: int = 3, length: int = 64) -> list[list[int]]:
+    """Token ids of a few held-out snippets (or the tokenizer's own vocabulary order)."""
+    texts = []
+    if loaded.run_dir is not None:
+        try:
+            from codetune import inference
+            from codetune.evaluate import held_out_files
+
+            rows = held_out_files(inference.run_config(loaded.run_dir).data.dataset, n)
+            texts = [r["content"] for r in rows]
+        except CodetuneError:
+            texts = []
+    tok = loaded.tokenizer
+    ids = [tok(t, add_special_tokens=False)["input_ids"][:length] for t in texts]
+    ids = [i for i in ids if len(i) >= 2]
+    if not ids:
+        ids = [list(range(10, 10 + length))]
+    return ids
+
+
+def _logits(model, inputs: list[list[int]]):
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return [model(input_ids=torch.tensor([i], device=device)).logits.float().cpu()
+                for i in inputs]
+
+
+def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
+          overwrite: bool = False) -> dict[str, Any]:
+    """Merge the adapter of `run_dir` into its base and save to `out_dir`."""
+    from codetune import inference
+
+    run_dir, out = Path(run_dir), Path(out_dir).absolute()
+    if not inference.is_run_dir(run_dir):
+        raise CodetuneError(f"{run_dir} is not a codetune run folder (no run.json / "
+                            "config.yaml); give the folder written by `codetune train`")
+    cfg = inference.run_config(run_dir)
+    if cfg.model.finetune != "lora":
+        raise CodetuneError(f"{run_dir} is a full fine-tuning run: the folder already holds "
+                            "the whole model, there is no adapter to merge")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise CodetuneError(f"{out} already exists; pass --overwrite or choose another -o")
+        if not (out / "codetune_merge.json").is_file():
+            raise CodetuneError(f"{out} is not a merged codetune model; refusing to delete it "
+                                "even with --overwrite. Choose another -o folder.")
+    if dtype not in TOLERANCE:
+        raise CodetuneError(f"--dtype must be one of {', '.join(TOLERANCE)}")
+    loaded = inference.load(str(run_dir), quantization="none", dtype=dtype)
+    inputs = _probe_inputs(loaded)
+    before = _logits(loaded.model, inputs)
+    merged = loaded.model.merge_and_unload()
+    after = _logits(merged, inputs)
+    diff = max(float((a - b).abs().max()) for a, b in zip(before, after, strict=True))
+    ok = diff <= TOLERANCE[dtype]
+    if not ok:
+        raise CodetuneError(
+            f"the merged model's logits differ from base + adapter by up to {diff:.4g} "
+            f"(tolerance {TOLERANCE[dtype]} for {dtype}); nothing was written. Try "
+            "--dtype float32, or use the run folder with its adapter instead.")
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        loaded.tokenizer.save_pretrained(str(tmp))
+        gen = merged.generation_config
+        if loaded.fim is not None:
+            gen.eos_token_id = list(loaded.fim.stop_ids)
+        gen.pad_token_id = loaded.tokenizer.pad_token_id
+        gen.save_pretrained(str(tmp))
+        record = {"run": str(run_dir.resolve()), "base_model": cfg.model.name,
+                  "revision": cfg.model.revision, "dtype": dtype,
+                  "fim_format": loaded.fim.family if loaded.fim else None,
+                  "verified_inputs": len(inputs), "max_abs_logit_diff": diff,
+                  "tolerance": TOLERANCE[dtype]}
+        (tmp / "codetune_merge.json").write_text(json.dumps(record, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**record, "out_dir": str(out)}

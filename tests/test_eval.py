@@ -1,0 +1,191 @@
+"""`codetune eval` and `codetune merge`: hand-checked metrics, tasks, reports, equivalence."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from codetune.cli import main
+from codetune.config import EvalConfig
+from codetune.errors import CodetuneError
+from codetune.evaltasks import (
+    block_candidates,
+    edit_similarity,
+    exact_match,
+    make_tasks,
+    paired_bootstrap,
+)
+
+SRC = """import os
+
+
+def load(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    with open(path) as fh:
+        return fh.read()
+
+
+class Store:
+    def __init__(self, root):
+        self.root = root
+"""
+
+
+def test_metrics_by_hand():
+    assert exact_match("  return x\n", "return x") == 1.0
+    assert exact_match("return y", "return x") == 0.0
+    assert edit_similarity("return x", "return x") == 1.0
+    assert edit_similarity("abcd", "abce") == pytest.approx(0.75)  # 1 edit in 4 characters
+    assert edit_similarity("", "abc") == 0.0
+    assert edit_similarity("  ", "") == 1.0
+
+
+def test_paired_bootstrap_interval():
+    a = np.zeros(200)
+    b = np.r_[np.ones(100), np.zeros(100)]
+    d, lo, hi = paired_bootstrap(a, b, n=2000, seed=1)
+    assert d == pytest.approx(0.5) and lo < 0.5 < hi and lo > 0.35 and hi < 0.65
+    d, lo, hi = paired_bootstrap(np.ones(50), np.ones(50))
+    assert (d, lo, hi) == (0.0, 0.0, 0.0)
+    # Weighted (bytes): the statistic is the difference of the pooled ratio.
+    d, _, _ = paired_bootstrap(np.array([1.0, 3.0]), np.array([0.0, 2.0]), weights=[1, 3])
+    assert d == pytest.approx(-1.0)
+
+
+def test_tasks_are_deterministic_and_reassemble():
+    tasks = make_tasks("r", "a.py", SRC, seed=0, single=3, multi=2)
+    assert tasks == make_tasks("r", "a.py", SRC, seed=0, single=3, multi=2)
+    assert tasks != make_tasks("r", "a.py", SRC, seed=1, single=3, multi=2)
+    for t in tasks:
+        assert t.prefix + t.middle + t.suffix == SRC
+        if t.kind == "single_line":
+            assert "\n" not in t.middle and t.middle.strip() and not t.middle[0].isspace()
+            assert t.suffix.startswith("\n")
+        else:
+            assert t.middle.endswith("\n") and t.prefix.endswith(":\n")
+    kinds = [t.kind for t in tasks]
+    assert kinds.count("single_line") == 3 and kinds.count("multi_line") == 2
+
+
+def test_block_candidates_follow_indentation():
+    lines = SRC.splitlines(keepends=True)
+    bodies = {"".join(lines[a:b]) for a, b in block_candidates(lines, 8)}
+    assert "        raise FileNotFoundError(path)\n" in bodies
+    assert "        self.root = root\n" in bodies
+    assert any(b.startswith("    if not os.path.exists") for b in bodies)
+
+
+class _Uniform(torch.nn.Module):
+    """A 'model' whose next-token distribution is uniform over V: every token costs ln V."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids):
+        class Out:
+            logits = torch.zeros(*input_ids.shape, self.vocab)
+        return Out()
+
+
+def test_bits_per_byte_by_hand(tiny_run):
+    from transformers import AutoTokenizer
+
+    from codetune.evaluate import ltr_nll
+    from codetune.inference import Loaded
+    from codetune.tokens.fim import detect_fim
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_run["tok"]))
+    loaded = Loaded(_Uniform(len(tok)), tok, detect_fim(tok), "uniform")
+    text = "def add(a, b):\n    return a + b\n" * 3
+    n_tok = len(tok(text, add_special_tokens=False)["input_ids"])
+    for window in (7, 1000):  # windowing must not change the count of scored tokens
+        nats = ltr_nll(loaded, text, window)
+        assert nats == pytest.approx(n_tok * math.log(len(tok)), rel=1e-5)
+    bpb = nats / math.log(2) / len(text.encode())
+    assert bpb == pytest.approx(n_tok * math.log2(len(tok)) / len(text.encode()), rel=1e-5)
+
+
+def test_eval_run_folder_reports_and_tuned_beats_base(tiny_run, tmp_path):
+    from codetune.evaluate import evaluate
+
+    out = tmp_path / "eval"
+    cfg = EvalConfig(max_new_tokens_single=8, max_new_tokens_multi=16, bootstrap=300)
+    res = evaluate(str(tiny_run["run"]), cfg, out, progress=False)
+    for f in ("report.md", "eval.json", "eval.png"):
+        assert (out / f).is_file()
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["models"] == ["base", "tuned"]
+    assert len(doc["task_records"]) == res["tasks"] > 0
+    rec = doc["task_records"][0]
+    assert {"prefix", "middle", "suffix", "base", "tuned"} <= set(rec)
+    assert "output" in rec["base"] and "output" in rec["tuned"]
+    m = res["metrics"]
+    assert {"single_line_exact_match", "multi_line_edit_similarity", "bits_per_byte_ltr",
+            "bits_per_byte_fim"} <= set(m)
+    # Trained on this repetitive corpus: held-out bits per byte fall, outside the interval.
+    for k in ("bits_per_byte_ltr", "bits_per_byte_fim"):
+        assert m[k]["tuned"] < m[k]["base"] and m[k]["ci95"][1] < 0, m[k]
+    assert "helped" in res["verdict"]
+    report = (out / "report.md").read_text()
+    assert "bits per byte ltr" in report and "95 % CI" in report
+
+
+def test_eval_cli_and_forgetting_benchmark(tiny_run, tmp_path, capsys):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n".join(json.dumps({"prompt": "def f(x):\n    ", "suffix": "\n",
+                                           "canonical_solution": f"return x + {i}"})
+                               for i in range(3)) + "\n")
+    assert main(["eval", str(tiny_run["run"]), "-o", str(tmp_path / "e"), "-q",
+                 "--forgetting", str(bench), "-s", "eval.bpb=false",
+                 "-s", "eval.max_new_tokens_multi=8"]) == 0
+    assert "codetune eval" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert doc["metrics"]["benchmark_single_line_exact_match"]["n"] == 3
+    assert len(doc["benchmark_records"]) == 3
+    assert main(["eval", "--model", str(tiny_run["base"]), "-q"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    with pytest.raises(CodetuneError, match="forgetting benchmark"):
+        from codetune.evaluate import load_benchmark
+
+        load_benchmark(str(tmp_path / "missing.jsonl"))
+
+
+def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from codetune.export import merge
+    from codetune.inference import load
+
+    out = tmp_path / "merged"
+    r = merge(tiny_run["run"], out, dtype="float32")
+    assert r["max_abs_logit_diff"] <= 1e-3
+    for f in ("model.safetensors", "tokenizer_config.json", "generation_config.json",
+              "codetune_merge.json"):
+        assert (out / f).is_file(), f
+    merged = AutoModelForCausalLM.from_pretrained(str(out))
+    ref = load(str(tiny_run["run"]), dtype="float32")
+    ids = torch.tensor([[3, 17, 42, 99, 7]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, ref.model(ids).logits, atol=1e-4)
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert ref.fim.middle_id in gen["eos_token_id"]  # plain generate() stops like codetune
+    with pytest.raises(CodetuneError, match="already exists"):
+        merge(tiny_run["run"], out)
+    assert not list(tmp_path.glob(".merged.partial-*"))
+    # bf16, as the seed merged: within bf16 tolerance, and said so.
+    r16 = merge(tiny_run["run"], tmp_path / "m16")
+    assert r16["dtype"] == "bfloat16" and r16["max_abs_logit_diff"] <= r16["tolerance"]
+
+
+def test_merge_refuses_non_runs(tmp_path):
+    from codetune.export import merge
+
+    with pytest.raises(CodetuneError, match="not a codetune run folder"):
+        merge(tmp_path, tmp_path / "out")
