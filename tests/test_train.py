@@ -18,16 +18,9 @@ from codetune.data.prepare import prepare
 from codetune.errors import CodetuneError
 from codetune.train import train
 
+from .conftest import TINY_CORPUS_FILE as REPETITIVE
 from .conftest import prep_cfg
 from .tiny import build_model, build_tokenizer
-
-REPETITIVE = '''def handle_{i}(request):
-    user = request.user
-    if not user.is_authenticated:
-        return redirect("/login")
-    orders = Order.objects.filter(owner=user).order_by("-created")
-    return render(request, "orders/list.html", {{"orders": orders, "page": {i}}})
-'''
 
 
 @pytest.fixture(scope="module")
