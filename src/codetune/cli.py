@@ -290,8 +290,23 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- complete / serve
+
+
+def _add_complete(sub) -> None:
+    from codetune.complete import add_parser
+
+    add_parser(sub)
+
+
+def _add_serve(sub) -> None:  # serve and editor-config
+    from codetune.serve import add_parser
+
+    add_parser(sub)
+
+
 COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_train, _add_eval,
-                             _add_merge, _add_config]
+                             _add_merge, _add_complete, _add_serve, _add_config]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,3 +171,206 @@ def generate(loaded: Loaded, prompts: list[list[int]], params: GenParams) -> lis
 
 def describe_run(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "run.json").read_text())
+
+
+# --------------------------------------------------------------------------- one prompt, streamed
+# `generate` above is the batched path (eval). `TokenStream` below generates for ONE prompt token
+# by token with the KV cache, so that a caller can stream the text, cancel between tokens (a client
+# that went away), enforce a deadline, and share one model between threads by taking `lock` around
+# each forward pass. complete and serve both use it; greedy output equals `generate`'s.
+
+
+def context_window(loaded: Loaded) -> int | None:
+    """The model's maximum sequence length in tokens (prompt + generated), from its config."""
+    cfg = getattr(loaded.model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
+def _bos(loaded: Loaded) -> list[int]:
+    from codetune.tokens.fim import _auto_bos
+
+    bos = _auto_bos(loaded.tokenizer)
+    return [] if bos is None else [bos]
+
+
+def plain_prompt(loaded: Loaded, text: str) -> list[int]:
+    """Left-to-right prompt: `text` taken literally (a "<fim_prefix>" in it stays text), with BOS
+    when the tokenizer uses one."""
+    ids = loaded.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+    return _bos(loaded) + list(ids)
+
+
+def raw_prompt(loaded: Loaded, text: str) -> list[int]:
+    """A prompt the client formatted itself (llm-vscode, Continue templates send
+    "<fim_prefix>...<fim_suffix>...<fim_middle>"): special tokens in `text` ARE recognised."""
+    ids = list(loaded.tokenizer.encode(text, add_special_tokens=False))
+    bos = _bos(loaded)
+    return ids if ids[:1] == bos else bos + ids
+
+
+def completion_prompt(loaded: Loaded, prefix: str, suffix: str | None) -> tuple[list[int], str]:
+    """(prompt ids, mode): a FIM prompt when the model has FIM tokens ("fim"); with no suffix and
+    no FIM tokens, plain left-to-right completion of `prefix` ("plain")."""
+    if loaded.fim is None and not suffix:
+        return plain_prompt(loaded, prefix), "plain"
+    return fim_prompt(loaded, prefix, suffix or ""), "fim"
+
+
+def _holdback(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of `text` must not be shown yet: the longest tail that could
+    still grow into a stop string, and an unfinished UTF-8 character (decoded as U+FFFD)."""
+    keep = len(text) - len(text.rstrip("\ufffd"))
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                keep = max(keep, k)
+                break
+    return keep
+
+
+class TokenStream:
+    """Generate for one prompt; iterate to get the text in pieces (never past a stop).
+
+    After iteration: `text` (the whole completion), `finish_reason` ("stop": a stop token or
+    string; "length": max_new_tokens or the context window; "cancelled": `cancel` was set;
+    "timeout": `deadline` (time.monotonic()) passed), `prompt_tokens`, `completion_tokens`.
+
+    The prompt plus max_new_tokens is clamped to the context window; a prompt that fills it is a
+    CodetuneError. Sampling draws from a per-stream torch.Generator, so a seed reproduces a stream
+    even when other threads generate in between.
+    """
+
+    def __init__(self, loaded: Loaded, prompt: list[int], params: GenParams, *,
+                 cancel: Any = None, deadline: float | None = None, lock: Any = None) -> None:
+        if not prompt:
+            raise CodetuneError("the prompt is empty; give some text to complete")
+        window = context_window(loaded)
+        budget = params.max_new_tokens
+        if window is not None:
+            if len(prompt) >= window:
+                raise CodetuneError(
+                    f"the prompt is {len(prompt)} tokens; this model's context window is {window} "
+                    "tokens; shorten the prefix/suffix")
+            budget = min(budget, window - len(prompt))
+        self.loaded, self.prompt, self.params, self.budget = loaded, prompt, params, budget
+        self.cancel, self.deadline, self.lock = cancel, deadline, lock
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.prompt_tokens = len(prompt)
+        self.completion_tokens = 0
+
+    def __iter__(self):
+        import contextlib
+        import time
+
+        import torch
+
+        loaded, params = self.loaded, self.params
+        model = loaded.model
+        device = getattr(model, "device", None) or next(model.parameters()).device
+        stops = set(stop_ids(loaded))
+        strings = tuple(s for s in params.stop if s)
+        greedy = params.greedy or params.temperature <= 0
+        warp = None if greedy else _warpers(params)
+        gen = torch.Generator(device=device)
+        if params.seed is not None:
+            gen.manual_seed(params.seed)
+        else:
+            gen.seed()
+        lock = self.lock if self.lock is not None else contextlib.nullcontext()
+        cache_kw = _cache_name(model)
+        ids = torch.tensor([self.prompt], dtype=torch.long, device=device)
+        cache, new, shown = None, [], 0
+        self.finish_reason = "length"
+        for _ in range(self.budget):
+            if self.cancel is not None and self.cancel.is_set():
+                self.finish_reason = "cancelled"
+                break
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.finish_reason = "timeout"
+                break
+            with lock, torch.inference_mode():
+                out = model(input_ids=ids, use_cache=True, **{cache_kw: cache})
+                logits = out.logits[:, -1, :].float()  # (1, vocab)
+                cache = getattr(out, cache_kw)
+                if greedy:
+                    token = int(logits.argmax(-1))
+                else:
+                    probs = torch.softmax(warp(ids, logits), dim=-1)
+                    token = int(torch.multinomial(probs, 1, generator=gen))
+            if token in stops:
+                self.finish_reason = "stop"
+                break
+            new.append(token)
+            self.completion_tokens = len(new)
+            text, hit = cut_at_stops(_decode(loaded, new), strings)
+            self.text = text
+            if hit:
+                self.finish_reason = "stop"
+                break
+            ready = len(text) - _holdback(text, strings)
+            if ready > shown:
+                yield text[shown:ready]
+                shown = ready
+            ids = torch.tensor([[token]], dtype=torch.long, device=device)
+        if len(self.text) > shown and self.finish_reason in ("stop", "length"):
+            yield self.text[shown:]
+
+    def run(self) -> str:
+        """Generate to the end; returns `text`."""
+        for _ in self:
+            pass
+        return self.text
+
+
+def _cache_name(model: Any) -> str:
+    """The KV-cache argument of the model's forward: `cache` in recent transformers (5.2x),
+    `past_key_values` before (still accepted there, with a deprecation warning per process)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _warpers(params: GenParams):
+    """The sampling warpers in `model.generate`'s order: temperature, top-k, top-p."""
+    from transformers import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warp = LogitsProcessorList()
+    if params.temperature != 1.0:
+        warp.append(TemperatureLogitsWarper(params.temperature))
+    if params.top_k and params.top_k > 0:
+        warp.append(TopKLogitsWarper(params.top_k))
+    if params.top_p < 1.0:
+        warp.append(TopPLogitsWarper(params.top_p))
+    return warp
+
+
+def load_tokenizer(target: str) -> tuple[Any, Any]:
+    """(tokenizer, FimTokens or None) of a target, without loading the weights: a run folder's
+    own tokenizer and FIM format, else the model's."""
+    from codetune.tokens.fim import detect_fim
+
+    if is_run_dir(target):
+        from transformers import AutoTokenizer
+
+        tokenizer, fmt = AutoTokenizer.from_pretrained(str(target)), run_config(target).fim.format
+    else:
+        from codetune import model as M
+        from codetune.config import ModelConfig
+
+        tokenizer, fmt = M.load_tokenizer(ModelConfig(name=target)), "auto"
+    try:
+        return tokenizer, detect_fim(tokenizer, fmt)
+    except CodetuneError:
+        return tokenizer, None

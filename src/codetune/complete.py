@@ -1,0 +1,156 @@
+"""`codetune complete`: fill one hole (or continue one prefix) from the command line.
+
+    complete(loaded, prefix, suffix, params)  -> Completion    (a notebook can call this too)
+    hole_in_file(path, line, column)          -> (prefix, suffix) at a cursor position
+
+The prompt is the family's FIM prompt (`inference.completion_prompt`); a prefix alone, on a model
+without FIM tokens, is completed left to right. Generation stops at EOS, every FIM sentinel and
+file separator, and any `--stop` string; only the new text is returned, never the prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import CodetuneError
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (stop token or string) or "length" (max_new_tokens / context)
+    mode: str  # "fim" or "plain" (left-to-right)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def complete(loaded: Any, prefix: str, suffix: str | None = None, params: Any = None,
+             on_text: Any = None) -> Completion:
+    """Complete the hole between `prefix` and `suffix` with `loaded` (`inference.load`).
+
+    `on_text(piece)` is called with the text as it is generated (pieces never run past a stop).
+    """
+    from codetune.inference import GenParams, TokenStream, completion_prompt
+
+    params = params or GenParams()
+    prompt, mode = completion_prompt(loaded, prefix, suffix)
+    stream = TokenStream(loaded, prompt, params)
+    for piece in stream:
+        if on_text is not None:
+            on_text(piece)
+    return Completion(stream.text, stream.finish_reason or "length", mode, stream.prompt_tokens,
+                      stream.completion_tokens)
+
+
+def hole_in_file(path: str | Path, line: int, column: int | None = None) -> tuple[str, str]:
+    """(prefix, suffix) of a file split at a cursor: `line` and `column` count from 1, in
+    characters, as editors show them; no column = the end of that line (before its newline)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodetuneError(f"file {path} does not exist (or is not a file); check the path")
+    try:
+        text = path.read_bytes().decode("utf-8")  # not read_text: keep "\r\n" as it is
+    except UnicodeDecodeError:
+        raise CodetuneError(f"{path} is not UTF-8 text; complete works on source files") from None
+    lines = text.split("\n")  # a file ending in "\n" has an empty last line: the cursor can go there
+    if not 1 <= line <= len(lines):
+        raise CodetuneError(f"--line {line} is out of range: {path} has lines 1 to {len(lines)}")
+    content = lines[line - 1].removesuffix("\r")
+    if column is None:
+        column = len(content) + 1
+    if not 1 <= column <= len(content) + 1:
+        raise CodetuneError(f"--column {column} is out of range: line {line} of {path} has "
+                            f"columns 1 to {len(content) + 1}")
+    offset = sum(len(x) + 1 for x in lines[:line - 1]) + column - 1
+    return text[:offset], text[offset:]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """TARGET and how to load it: shared by complete and serve."""
+    p.add_argument("target", metavar="TARGET",
+                   help="a run folder (base + adapter), a merged model folder, or a base model "
+                        "(Hub id or folder)")
+    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply to a base model")
+    p.add_argument("--no-adapter", action="store_true",
+                   help="use a run folder's base model without its adapter (to compare)")
+    p.add_argument("--quantization", choices=["none", "8bit", "4bit"], default="none",
+                   help="load the weights quantized (default: none)")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto")
+
+
+def load_target(args: argparse.Namespace) -> Any:
+    from codetune.inference import load
+
+    return load(args.target, adapter=args.adapter, quantization=args.quantization,
+                dtype=args.dtype, with_adapter=not args.no_adapter)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "complete", help="fill in the middle (or continue a prefix) with a model or run",
+        description="Complete code at a hole: --prefix/--suffix text, or --file/--line/--column "
+                    "(the hole at that cursor). Prints only the generated text.")
+    add_model_args(p)
+    p.add_argument("--prefix", help="the code before the hole")
+    p.add_argument("--suffix", help="the code after the hole (default: none)")
+    p.add_argument("--file", metavar="PATH", help="a source file; the hole is at --line/--column")
+    p.add_argument("--line", type=int, metavar="N", help="cursor line, from 1")
+    p.add_argument("--column", type=int, metavar="C",
+                   help="cursor column, from 1 (default: the end of the line)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="default 128")
+    p.add_argument("--temperature", type=float, default=0.2, help="default 0.2")
+    p.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
+    p.add_argument("--top-k", type=int, default=50, help="default 50 (0: off)")
+    p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    p.add_argument("--seed", type=int, help="sampling seed (reproducible output)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="also stop at this text (repeatable), e.g. --stop $'\\n' for one line")
+    p.add_argument("--json", action="store_true",
+                   help="print {text, finish_reason, mode, prompt_tokens, completion_tokens}")
+    p.set_defaults(func=run)
+
+
+def gen_params(args: argparse.Namespace) -> Any:
+    from codetune.inference import GenParams
+
+    if args.max_new_tokens < 1:
+        raise CodetuneError("--max-new-tokens must be at least 1")
+    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
+        raise CodetuneError("--temperature must be >= 0, --top-p in (0, 1] and --top-k >= 0")
+    return GenParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
+                     stop=tuple(args.stop), seed=args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        if args.prefix is not None or args.suffix is not None:
+            raise CodetuneError("give either --file/--line or --prefix/--suffix, not both")
+        if args.line is None:
+            raise CodetuneError("--file needs --line N (and optionally --column C)")
+        prefix, suffix = hole_in_file(args.file, args.line, args.column)
+    elif args.prefix is None:
+        raise CodetuneError("nothing to complete: give --prefix TEXT [--suffix TEXT], or "
+                            "--file PATH --line N [--column C]")
+    else:
+        if args.line is not None or args.column is not None:
+            raise CodetuneError("--line/--column go with --file")
+        prefix, suffix = args.prefix, args.suffix
+    params = gen_params(args)  # checked before the (slow) model load
+    loaded = load_target(args)
+    out = sys.stdout
+    echo = None if args.json else (lambda piece: (out.write(piece), out.flush()))
+    result = complete(loaded, prefix, suffix, params, on_text=echo)
+    if args.json:
+        print(json.dumps({**asdict(result), "model": loaded.description}, ensure_ascii=False))
+    elif not result.text.endswith("\n"):
+        out.write("\n")
+    return 0

@@ -1,0 +1,749 @@
+"""`codetune serve`: a local completion server for editors and the OpenAI client.
+
+    POST /v1/completions   OpenAI legacy completions: prompt (+ suffix = FIM), max_tokens,
+                           temperature, top_p, top_k, stop, seed, stream (SSE)
+    POST /generate         TGI / llm-ls: {"inputs", "parameters"} -> {"generated_text"}
+    GET  /v1/models        the one model served (with its FIM tokens, for `editor-config`)
+    GET  /health           liveness and load; the only route without the API key
+
+Prompts: with `suffix`, the server builds the family's FIM prompt from prompt (the prefix) and
+suffix, exactly as in training. Without it the prompt is tokenized as given, special tokens
+recognised, so editors that format FIM themselves ("<fim_prefix>...<fim_middle>") work.
+
+Limits and status codes (each a flag of `codetune serve`):
+  401  API key missing or wrong (bearer). Required to bind a non-loopback address.
+  413  body over --max-body-bytes (default 1 MiB).   415  body not application/json.
+  400  malformed JSON, wrong types, unsupported options (n > 1, echo), a prompt over
+       --max-prompt-tokens (default: the context window minus one): rejected, never truncated,
+       since cutting a FIM prompt would corrupt it. max_tokens is clamped to --max-tokens
+       (default 512) and to what the context window leaves (finish_reason "length").
+  429  all --slots generating and --queue waiting (Retry-After: 1).
+  503  shutting down, or waited in the queue past --request-timeout (overloaded).
+  504  generation ran past --request-timeout (streams end with an error event instead).
+A client that disconnects stops its generation at the next token and frees its slot. Prompts
+and completions are not logged unless --log-prompts.
+
+Concurrency: one model; each slot runs in a worker thread (the event loop never blocks) and the
+forward passes of all slots are serialised by one lock, interleaving token by token. That bounds
+memory and latency, not throughput: for many users serve with vLLM (see the README).
+"""
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import CodetuneError
+
+log = logging.getLogger("codetune.serve")
+
+API_KEY_ENV = "CODETUNE_API_KEY"
+
+
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    model_name: str = "codetune"
+    slots: int = 2  # requests generating at once
+    queue: int = 16  # requests waiting for a slot; beyond that: 429
+    max_body_bytes: int = 1 << 20
+    max_prompt_tokens: int | None = None  # None: the context window minus one
+    max_tokens: int = 512  # cap on max_tokens / max_new_tokens
+    default_max_tokens: int = 128  # when the request gives none (the seed's value)
+    request_timeout: float = 60.0  # seconds, queueing included
+    log_prompts: bool = False
+
+    def validate(self) -> None:
+        if not is_loopback(self.host) and not self.api_key:
+            raise CodetuneError(
+                f"refusing to serve on {self.host} without an API key: anyone who can reach "
+                f"this address could use the model. Set {API_KEY_ENV} (or --api-key), or bind "
+                "127.0.0.1 and reach it through an SSH tunnel.")
+        for name in ("slots", "max_body_bytes", "max_tokens", "default_max_tokens"):
+            if getattr(self, name) < 1:
+                raise CodetuneError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.queue < 0 or self.request_timeout <= 0:
+            raise CodetuneError("--queue must be >= 0 and --request-timeout > 0")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers
+
+
+def error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any]:
+    if path.startswith("/generate"):  # TGI's shape, which llm-ls parses
+        return {"error": message, "error_type": kind}
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Engine:
+    """Admission (slots + queue), the worker threads and the model lock. Counters are touched
+    only on the event loop thread; workers report back through `call_soon_threadsafe`."""
+
+    def __init__(self, loaded: Any, settings: ServeSettings) -> None:
+        from codetune.inference import context_window
+
+        self.loaded, self.settings = loaded, settings
+        self.lock = threading.Lock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(settings.slots, "codetune-gen")
+        self.active = self.queued = 0
+        self.running: set[Any] = set()  # the TokenStreams of busy workers
+        self.closing = False
+        self.stats: Counter[str] = Counter()
+        self._freed: asyncio.Event | None = None
+        self.window = context_window(loaded)
+        limit = settings.max_prompt_tokens
+        self.max_prompt = limit if limit is not None else (self.window or 1 << 31) - 1
+
+    async def acquire(self, deadline: float, disconnected: Any) -> None:
+        if self.closing:
+            raise ApiError(503, "the server is shutting down", "unavailable")
+        if self.active < self.settings.slots:
+            self.active += 1
+            return
+        if self.queued >= self.settings.queue:
+            self.stats["rejected"] += 1
+            raise ApiError(429, f"busy: {self.active} requests generating and {self.queued} "
+                           "queued; retry shortly", "rate_limit_error", {"Retry-After": "1"})
+        self.queued += 1
+        try:
+            while self.active >= self.settings.slots:
+                if self.closing or time.monotonic() > deadline:
+                    self.stats["rejected"] += 1
+                    raise ApiError(503, "overloaded: no generation slot came free within "
+                                   f"{self.settings.request_timeout:g} s", "unavailable",
+                                   {"Retry-After": "1"})
+                self._freed = self._freed or asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), 0.2)
+                if await disconnected():
+                    raise ApiError(499, "client disconnected", "cancelled")
+            self.active += 1
+        finally:
+            self.queued -= 1
+
+    def start(self, stream: Any, on_piece: Any = None) -> concurrent.futures.Future:
+        """Run `stream` (an acquired slot) in a worker; the slot is freed when the worker ends,
+        not when the request does: a cancelled request holds it until its thread stops."""
+        loop = asyncio.get_running_loop()
+
+        def work() -> Any:
+            for piece in stream:
+                if on_piece is not None:
+                    on_piece(piece)
+            return stream
+
+        self.running.add(stream)
+        fut = self.pool.submit(work)
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._release, stream, f))
+        return fut
+
+    def _release(self, stream: Any, fut: concurrent.futures.Future) -> None:
+        self.active -= 1
+        self.running.discard(stream)
+        failed = fut.cancelled() or fut.exception() is not None
+        self.stats["error" if failed else stream.finish_reason] += 1
+        if self._freed is not None:
+            self._freed.set()  # wake every waiter; each re-checks, one wins the slot
+            self._freed = None
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "shutting down" if self.closing else "ok", "active": self.active,
+                "queued": self.queued, "slots": self.settings.slots, **self.stats}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _schemas():
+    from pydantic import BaseModel, ConfigDict, Field
+
+    strict = ConfigDict(strict=True, extra="ignore")
+
+    class Completions(BaseModel):
+        model_config = strict
+        model: str | None = None
+        prompt: str | list[str]
+        suffix: str | None = None
+        max_tokens: int | None = Field(None, ge=1)
+        temperature: float | None = Field(None, ge=0, le=2)
+        top_p: float | None = Field(None, gt=0, le=1)
+        top_k: int | None = None  # vLLM's extension; 0 or -1: off
+        stop: str | list[str] | None = None
+        seed: int | None = None
+        stream: bool = False
+        stream_options: dict[str, Any] | None = None
+        n: int = 1
+        echo: bool = False
+
+    class Parameters(BaseModel):
+        model_config = strict
+        max_new_tokens: int | None = Field(None, ge=1)
+        temperature: float | None = Field(None, ge=0)
+        top_p: float | None = Field(None, gt=0, le=1)
+        top_k: int | None = None
+        stop: str | list[str] | None = None
+        do_sample: bool | None = None
+        seed: int | None = None
+        return_full_text: bool | None = None
+
+    class Generate(BaseModel):
+        model_config = strict
+        inputs: str
+        parameters: Parameters = Field(default_factory=Parameters)
+        stream: bool = False
+
+    return Completions, Generate
+
+
+async def _parse(request: Any, schema: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate_json(await request.body())
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [str(x) for x in err["loc"]]  # ("prompt", "str") for a union member: keep the field
+        where = ".".join(loc[:2] if loc[:1] == ["parameters"] else loc[:1])
+        raise ApiError(400, f"{where + ': ' if where else ''}{err['msg']}") from None
+
+
+def _gen_params(settings: ServeSettings, max_tokens: int | None, temperature: float | None,
+                top_p: float | None, top_k: int | None, stop: Any, seed: int | None,
+                do_sample: bool | None = None) -> Any:
+    """Omitted fields take codetune's defaults (the seed's: temperature 0.2, top-p 0.95,
+    top-k 50), not OpenAI's temperature 1. temperature 0 is greedy; so is TGI's do_sample=false
+    when no sampling field is given (TGI samples whenever one is)."""
+    from codetune.inference import GenParams
+
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if len(stops) > 32 or any(len(s) > 500 for s in stops):
+        raise ApiError(400, "stop: at most 32 strings of at most 500 characters")
+    d = GenParams()
+    greedy = temperature == 0 or (do_sample is False and temperature is None
+                                  and top_p is None and top_k is None)
+    cap = min(max_tokens or settings.default_max_tokens, settings.max_tokens)
+    return GenParams(max_new_tokens=cap, temperature=d.temperature if temperature is None
+                     else temperature, top_p=top_p or d.top_p,
+                     top_k=d.top_k if top_k is None else max(top_k, 0), greedy=greedy,
+                     stop=stops, seed=seed)
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def fim_info(fim: Any) -> dict[str, Any] | None:
+    """The FIM sentinels as prompt text for editors that format the prompt themselves: the
+    vocabulary strings (each encodes to its one token). SentencePiece families (CodeLlama) get
+    a space after the prefix sentinel, their reference layout "<PRE> {prefix} <SUF>{suffix} <MID>",
+    so the prefix is encoded with its leading "▁" as in training."""
+    if fim is None:
+        return None
+    f = fim.format
+    return {"family": f.family, "prefix": f.prefix + (" " if f.sentencepiece_spacing else ""),
+            "suffix": f.suffix, "middle": f.middle, "stop": list(fim.stop_strings)}
+
+
+def create_app(loaded: Any, settings: ServeSettings | None = None):
+    """The FastAPI app serving `loaded` (from `inference.load`). Tests run it with uvicorn on
+    an ephemeral port (`BackgroundServer`)."""
+    from contextlib import asynccontextmanager
+
+    # (no `from __future__ import annotations` in this module: FastAPI reads the handlers'
+    # annotations, and `Request` is imported here, not at module level)
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException
+
+    from codetune.inference import TokenStream, raw_prompt
+
+    settings = settings or ServeSettings()
+    engine = Engine(loaded, settings)
+    Completions, Generate = _schemas()
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        engine.closing = True
+        for stream in list(engine.running):
+            stream.cancel.set()
+        engine.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="codetune", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.engine = engine
+    app.add_middleware(Guard, settings=settings)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError):
+        return JSONResponse(error_body(request.url.path, e.status, e.message, e.kind),
+                            e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, e: HTTPException):
+        return JSONResponse(error_body(request.url.path, e.status_code, str(e.detail),
+                                       "invalid_request_error"), e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, e: Exception):
+        log.exception("request failed")
+        return JSONResponse(error_body(request.url.path, 500, "internal error (see the server "
+                                       "log)", "server_error"), 500)
+
+    def prepare(ids: list[int], params: Any) -> Any:
+        if len(ids) > engine.max_prompt:
+            raise ApiError(400, f"the prompt is {len(ids)} tokens; this server accepts at most "
+                           f"{engine.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
+        try:
+            return TokenStream(loaded, ids, params, lock=engine.lock)
+        except CodetuneError as e:  # an empty prompt, or one that fills the context window
+            raise ApiError(400, str(e)) from None
+
+    async def admit(request: Request, stream: Any) -> threading.Event:
+        deadline = time.monotonic() + settings.request_timeout
+        await engine.acquire(deadline, request.is_disconnected)
+        stream.cancel, stream.deadline = threading.Event(), deadline
+        return stream.cancel
+
+    async def run_to_end(request: Request, stream: Any, route: str) -> Any:
+        cancel = await admit(request, stream)
+        t0 = time.monotonic()
+        fut = asyncio.wrap_future(engine.start(stream))
+        try:
+            while not fut.done():
+                await asyncio.wait({fut}, timeout=0.2)
+                if not fut.done() and await request.is_disconnected():
+                    cancel.set()  # the worker stops at its next token
+        finally:
+            if not fut.done():
+                cancel.set()
+        fut.result()
+        _log(route, stream, t0)
+        if stream.finish_reason == "timeout":
+            raise ApiError(504, f"generation ran past {settings.request_timeout:g} s "
+                           "(--request-timeout)", "timeout")
+        return stream
+
+    def _log(route: str, stream: Any, t0: float) -> None:
+        log.info("%s prompt=%d completion=%d finish=%s %.2fs", route, stream.prompt_tokens,
+                 stream.completion_tokens, stream.finish_reason, time.monotonic() - t0)
+        if settings.log_prompts:
+            log.info("prompt=%r completion=%r", loaded.tokenizer.decode(stream.prompt),
+                     stream.text)
+
+    @app.get("/health")
+    async def health():
+        return JSONResponse(engine.health(), 503 if engine.closing else 200)
+
+    @app.get("/v1/models")
+    async def models():
+        from codetune.inference import stop_ids
+
+        stops = [loaded.tokenizer.decode([i]) for i in stop_ids(loaded)]
+        return {"object": "list", "data": [{
+            "id": settings.model_name, "object": "model", "created": created,
+            "owned_by": "codetune", "max_model_len": engine.window,
+            "codetune": {"fim": fim_info(loaded.fim), "stop": stops,
+                         "max_prompt_tokens": engine.max_prompt, "max_tokens": settings.max_tokens}}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await _parse(request, Completions)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(prompts) != 1 or body.n != 1:
+            raise ApiError(400, "one prompt and n=1 per request (send several requests)")
+        if body.echo:
+            raise ApiError(400, "echo is not supported: only the completion is returned")
+        params = _gen_params(settings, body.max_tokens, body.temperature, body.top_p, body.top_k,
+                             body.stop, body.seed)
+        if body.suffix is not None:
+            from codetune.inference import fim_prompt
+
+            try:
+                ids = fim_prompt(loaded, prompts[0], body.suffix)
+            except CodetuneError as e:
+                raise ApiError(400, f"suffix given, but {e}") from None
+        else:
+            ids = raw_prompt(loaded, prompts[0])
+        stream = prepare(ids, params)
+        rid, model = f"cmpl-{uuid.uuid4().hex}", settings.model_name
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            return {"id": rid, "object": "text_completion", "created": int(time.time()),
+                    "model": model, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                                 "finish_reason": finish}]}
+
+        def usage() -> dict[str, int]:
+            return {"prompt_tokens": stream.prompt_tokens,
+                    "completion_tokens": stream.completion_tokens,
+                    "total_tokens": stream.prompt_tokens + stream.completion_tokens}
+
+        if not body.stream:
+            await run_to_end(request, stream, "/v1/completions")
+            return {**chunk(stream.text, stream.finish_reason), "usage": usage()}
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        cancel = await admit(request, stream)
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        fut = engine.start(stream, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        t0 = time.monotonic()
+
+        async def events():
+            try:
+                while (piece := await pieces.get()) is not None:
+                    yield _sse(chunk(piece, None))
+                _log("/v1/completions (stream)", stream, t0)
+                failed = fut.cancelled() or fut.exception() is not None
+                if failed or stream.finish_reason == "timeout":
+                    status, kind = (500, "error") if failed else (504, "timeout")
+                    yield _sse(error_body("", status, f"generation failed ({kind})", kind))
+                else:
+                    yield _sse(chunk("", stream.finish_reason))
+                    if include_usage:
+                        yield _sse({**chunk("", None), "choices": [], "usage": usage()})
+                yield "data: [DONE]\n\n"
+            finally:
+                cancel.set()  # the client went away (or we are done): stop generating
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @app.post("/generate")
+    async def generate(request: Request):
+        body = await _parse(request, Generate)
+        if body.stream:
+            raise ApiError(400, "stream is not supported on /generate; use /v1/completions")
+        p = body.parameters
+        params = _gen_params(settings, p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.stop,
+                             p.seed, p.do_sample)
+        stream = prepare(raw_prompt(loaded, body.inputs), params)
+        await run_to_end(request, stream, "/generate")
+        text = body.inputs + stream.text if p.return_full_text else stream.text
+        return {"generated_text": text}
+
+    return app
+
+
+class Guard:
+    """ASGI middleware in front of every route: API key (all but /health), JSON content type
+    and the body size limit, answered before the body is parsed or a slot is taken."""
+
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
+        self.app, self.settings = app, settings
+        self.key = settings.api_key.encode() if settings.api_key else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.key is not None and path != "/health":
+            auth = headers.get("authorization", "")
+            given = auth[7:].strip().encode() if auth.lower().startswith("bearer ") else b""
+            if not hmac.compare_digest(given, self.key):
+                return await self._reply(send, path, 401, "missing or wrong API key: send "
+                                         "'Authorization: Bearer <key>'", "authentication_error",
+                                         {"WWW-Authenticate": "Bearer"})
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            # also keeps web pages from posting here (a JSON POST needs a CORS preflight)
+            return await self._reply(send, path, 415, "send the body as application/json",
+                                     "invalid_request_error")
+        limit = self.settings.max_body_bytes
+        too_big = (413, f"request body over {limit} bytes (--max-body-bytes)",
+                   "invalid_request_error")
+        if int(headers.get("content-length", "0") or 0) > limit:
+            return await self._reply(send, path, *too_big)
+        body, more = bytearray(), True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > limit:
+                return await self._reply(send, path, *too_big)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # then the disconnect, for streaming and cancellation
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reply(send: Any, path: str, status: int, message: str, kind: str,
+                     headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(error_body(path, status, message, kind)).encode()
+        raw = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(data)).encode()), (b"connection", b"close")]
+        raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
+
+
+# --------------------------------------------------------------------------- running it
+
+
+class BackgroundServer:
+    """uvicorn in a daemon thread on an ephemeral loopback port (tests, benchmarks):
+
+        with BackgroundServer(create_app(loaded, settings)) as url: ...
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        self.app, self.host = app, host
+
+    def __enter__(self) -> str:
+        import socket
+
+        import uvicorn
+
+        # proto IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that
+        # say they are TCP, and without it every keep-alive response waits ~40 ms (Nagle and
+        # delayed ACK)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind((self.host, 0))
+        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return f"http://{self.host}:{sock.getsockname()[1]}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def serve(loaded: Any, settings: ServeSettings) -> None:
+    """Serve until interrupted (Ctrl-C: in-flight requests get up to 5 s to finish)."""
+    import uvicorn
+
+    settings.validate()
+    app = create_app(loaded, settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def closing(*a: Any) -> None:  # queued and new requests get 503 while in-flight ones finish
+        app.state.engine.closing = True
+        handle_exit(*a)
+
+    server.handle_exit = closing
+    print(f"serving {loaded.description} as {settings.model_name!r} on "
+          f"http://{settings.host}:{settings.port} (OpenAI /v1/completions, TGI /generate); "
+          f"API key {'required' if settings.api_key else 'off'}", flush=True)
+    server.run()
+
+
+# --------------------------------------------------------------------------- editor configs
+
+
+def editor_config(editor: str, url: str, model: str, fim: dict[str, Any] | None,
+                  api_key_env: str | None = None, context: int | None = None) -> str:
+    """A configuration snippet for `editor` ("continue" or "llm-vscode") pointing at `url`;
+    `context`: the tokens a prompt plus its completion may use on the server."""
+    url = url.rstrip("/")
+    if fim is None:
+        raise CodetuneError(f"model {model} has no FIM tokens, so editors cannot infill with it")
+    template = fim["prefix"] + "{{{prefix}}}" + fim["suffix"] + "{{{suffix}}}" + fim["middle"]
+    if editor == "continue":
+        # Continue's config.yaml (docs.continue.dev/reference: models, roles, promptTemplates,
+        # defaultCompletionOptions; apiBase + useLegacyCompletionsEndpoint from
+        # docs.continue.dev/customize/model-providers/top-level/openai, "OpenAI API compatible
+        # providers"; ${{ secrets.X }} is read from ~/.continue/.env).
+        lines = [
+            "# ~/.continue/config.yaml (or merge the model into yours)",
+            "name: codetune", "version: 0.0.1", "schema: v1", "models:",
+            f"  - name: {model} (codetune)", "    provider: openai", f"    model: {model}",
+            f"    apiBase: {url}/v1",
+            "    useLegacyCompletionsEndpoint: true", "    roles:", "      - autocomplete",
+            "    promptTemplates:", f"      autocomplete: {json.dumps(template)}",
+            "    defaultCompletionOptions:", "      temperature: 0.2", "      topP: 0.95",
+            "      maxTokens: 128", f"      stop: {json.dumps(fim['stop'], ensure_ascii=False)}"]
+        if context:
+            lines.append(f"      contextLength: {context}")
+        if api_key_env:
+            lines.insert(1, f"# put {api_key_env}=<the server's key> in ~/.continue/.env")
+            lines.insert(lines.index("    useLegacyCompletionsEndpoint: true"),
+                         f"    apiKey: ${{{{ secrets.{api_key_env} }}}}")
+        return "\n".join(lines) + "\n"
+    if editor == "llm-vscode":
+        # llm-vscode's settings (huggingface/llm-vscode README "Backend", "URL construction"),
+        # sent by llm-ls as TGI's {"inputs", "parameters"} -> {"generated_text"}
+        # (huggingface/llm-ls crates/llm-ls/src/backend.rs, build_body / parse_tgi_text).
+        settings = {
+            "llm.backend": "tgi", "llm.url": f"{url}/generate", "llm.modelId": model,
+            "llm.fillInTheMiddle.enabled": True, "llm.fillInTheMiddle.prefix": fim["prefix"],
+            "llm.fillInTheMiddle.suffix": fim["suffix"],
+            "llm.fillInTheMiddle.middle": fim["middle"],
+            "llm.requestBody": {"parameters": {"max_new_tokens": 60, "temperature": 0.2,
+                                               "top_p": 0.95}},
+            # llm-ls fits the prompt into contextWindow; leave room for max_new_tokens
+            "llm.tokensToClear": fim["stop"],
+            "llm.contextWindow": max(context - 61, 64) if context else 2048,
+            "llm.tokenizer": None}
+        head = ["// VS Code settings.json (llm-vscode). llm.tokenizer null: llm-ls counts "
+                "characters, which keeps the prompt within llm.contextWindow tokens."]
+        if api_key_env:
+            head.append(f"// API key: run 'Llm: Login' and paste the value of ${api_key_env}; "
+                        "llm-ls sends it as 'Authorization: Bearer'.")
+        return "\n".join(head) + "\n" + json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+    raise CodetuneError(f"unknown editor {editor!r}; choose continue or llm-vscode")
+
+
+def _model_info(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, int | None]:
+    """(model id, FIM tokens, context window) from --family, TARGET, or the running server."""
+    from codetune.tokens.fim import FIM_FORMATS
+
+    if args.family:
+        if args.family not in FIM_FORMATS:
+            raise CodetuneError(f"unknown FIM family {args.family!r}; choose one of: "
+                                f"{', '.join(FIM_FORMATS)}")
+        f = FIM_FORMATS[args.family]
+        stop = [s for s in (f.eos, f.eot, f.file_sep, f.repo_name, f.prefix, f.suffix, f.middle,
+                            f.pad) if s]
+        fim = {"family": f.family, "prefix": f.prefix + (" " if f.sentencepiece_spacing else ""),
+               "suffix": f.suffix, "middle": f.middle, "stop": stop}
+        return args.model_name or "codetune", fim, None
+    if args.target:
+        from codetune.inference import load_tokenizer
+
+        _, fim = load_tokenizer(args.target)
+        return args.model_name or model_name_of(args.target), fim_info(fim), None
+    import urllib.request
+
+    req = urllib.request.Request(args.url.rstrip("/") + "/v1/models")
+    if args.api_key_env and os.environ.get(args.api_key_env):
+        req.add_header("Authorization", f"Bearer {os.environ[args.api_key_env]}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            entry = json.load(r)["data"][0]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise CodetuneError(
+            f"could not ask the server at {args.url} which model it serves ({e}); start "
+            "`codetune serve` first, or give the TARGET or --family") from None
+    info = entry.get("codetune", {})
+    limit = info.get("max_prompt_tokens")  # the prompt may use the whole window but one token
+    return args.model_name or entry["id"], info.get("fim"), limit + 1 if limit else None
+
+
+def model_name_of(target: str) -> str:
+    path = Path(target)
+    return path.resolve().name if path.exists() else target
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(sub) -> None:
+    from codetune.complete import add_model_args
+
+    p = sub.add_parser(
+        "serve", help="an OpenAI-compatible (and TGI/llm-ls) completion server for editors",
+        description="Serve a run folder (base + adapter), a merged model or a base model over "
+                    "HTTP: POST /v1/completions (OpenAI, with suffix = FIM, streaming), POST "
+                    "/generate (TGI, llm-vscode), GET /v1/models, GET /health.")
+    add_model_args(p)
+    d = ServeSettings()
+    p.add_argument("--host", default=d.host,
+                   help="address to bind (default 127.0.0.1; any other needs an API key)")
+    p.add_argument("--port", type=int, default=d.port, help=f"default {d.port}")
+    p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV};"
+                                     " prefer the variable: flags show in `ps`)")
+    p.add_argument("--model-name", help="the model id clients send and see (default: TARGET's "
+                                        "folder name)")
+    p.add_argument("--slots", type=int, default=d.slots, help=f"requests generating at once "
+                                                             f"(default {d.slots})")
+    p.add_argument("--queue", type=int, default=d.queue, help=f"requests waiting for a slot "
+                                                             f"before 429 (default {d.queue})")
+    p.add_argument("--max-prompt-tokens", type=int,
+                   help="longer prompts get 400 (default: the context window minus one)")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help=f"max_tokens is clamped to this (default {d.max_tokens})")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help="larger request bodies get 413 (default 1 MiB)")
+    p.add_argument("--request-timeout", type=float, default=d.request_timeout,
+                   help=f"seconds per request, queueing included (default {d.request_timeout:g})")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="log prompts and completions (off: only sizes and timings)")
+    p.set_defaults(func=run)
+
+    e = sub.add_parser(
+        "editor-config", help="print a Continue or llm-vscode config for `codetune serve`",
+        description="Print a configuration snippet for an editor plugin. The FIM tokens come "
+                    "from --family, from TARGET, or else from the server at --url.")
+    e.add_argument("editor", choices=["continue", "llm-vscode"])
+    e.add_argument("target", nargs="?", metavar="TARGET", help="the served run or model")
+    e.add_argument("--url", default=f"http://127.0.0.1:{d.port}", help="the server's address")
+    e.add_argument("--api-key-env", metavar="NAME",
+                   help=f"the variable holding the API key (e.g. {API_KEY_ENV})")
+    e.add_argument("--model-name", help="the model id (default: as the server reports it)")
+    e.add_argument("--family", help="FIM tokens of this family (starcoder, qwen2.5-coder, "
+                                    "codellama, deepseek-coder, ...)")
+    e.set_defaults(func=run_editor_config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from codetune.complete import load_target
+
+    settings = ServeSettings(
+        host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
+        model_name=args.model_name or model_name_of(args.target), slots=args.slots,
+        queue=args.queue, max_body_bytes=args.max_body_bytes,
+        max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+        request_timeout=args.request_timeout, log_prompts=args.log_prompts)
+    settings.validate()  # before the (slow) model load
+    serve(load_target(args), settings)
+    return 0
+
+
+def run_editor_config(args: argparse.Namespace) -> int:
+    model, fim, context = _model_info(args)
+    print(editor_config(args.editor, args.url, model, fim, args.api_key_env, context), end="")
+    return 0

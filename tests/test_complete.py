@@ -1,0 +1,203 @@
+"""codetune complete: prompts, stops, the hole at a cursor, the CLI. The tiny run from conftest
+plus a scripted stub model (a forward pass that returns chosen tokens) for exact stop cases."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from codetune import cli, inference
+from codetune.complete import complete, hole_in_file
+from codetune.errors import CodetuneError
+from codetune.inference import GenParams, TokenStream
+
+PREFIX = "def handle_3(request):\n    user = request.user\n    if not user.is_authenticated:\n"
+SUFFIX = "\n    return render(request, \"orders/list.html\")\n"
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return inference.load(str(tiny_run["run"]))
+
+
+class Scripted(torch.nn.Module):
+    """A causal LM stub: step i predicts `script[i]` (the last entry repeats). `gate`, when
+    given, must be set before each forward pass returns; `delay` slows each pass."""
+
+    def __init__(self, script: list[int], vocab: int, gate: threading.Event | None = None,
+                 delay: float = 0.0) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.script, self.vocab, self.gate, self.delay = script, vocab, gate, delay
+        self.config = SimpleNamespace(max_position_embeddings=512)
+        self.calls = 0
+
+    def forward(self, input_ids, cache=None, use_cache=True, **kw):
+        self.calls += 1
+        if self.gate is not None:
+            assert self.gate.wait(20), "test gate never opened"
+        time.sleep(self.delay)
+        step = cache or 0
+        logits = torch.full((1, input_ids.shape[1], self.vocab), -1e9)
+        logits[0, -1, self.script[min(step, len(self.script) - 1)]] = 0.0
+        return SimpleNamespace(logits=logits, cache=step + 1)
+
+
+def scripted(loaded, text_or_ids: list, **kw) -> inference.Loaded:
+    """`loaded` with its model replaced by a stub that generates `text_or_ids` (one-character
+    strings become their single token id)."""
+    tok = loaded.tokenizer
+    ids = []
+    for t in text_or_ids:
+        if isinstance(t, str):
+            enc = tok.encode(t, add_special_tokens=False)
+            assert len(enc) == 1, t
+            t = enc[0]
+        ids.append(t)
+    return dataclasses.replace(loaded, model=Scripted(ids, len(tok), **kw))
+
+
+def run_stream(loaded, params, prompt=None):
+    stream = TokenStream(loaded, prompt or inference.fim_prompt(loaded, "a", "b"), params)
+    return list(stream), stream
+
+
+def test_never_echoes_the_prompt_fim_and_plain(loaded):
+    params = GenParams(max_new_tokens=8, temperature=1.0, seed=0)
+    out = complete(loaded, PREFIX, SUFFIX, params)
+    assert out.mode == "fim" and out.prompt_tokens > 20
+    assert not out.text.startswith(PREFIX[:10]) and "<fim_" not in out.text
+    # A model without FIM tokens continues a bare prefix left to right...
+    plain = complete(dataclasses.replace(loaded, fim=None), PREFIX, None, params)
+    assert plain.mode == "plain" and plain.completion_tokens > 0
+    assert not plain.text.startswith(PREFIX[:10])
+    # ...and cannot infill.
+    with pytest.raises(CodetuneError, match="no Fill-in-the-Middle tokens"):
+        complete(dataclasses.replace(loaded, fim=None), PREFIX, SUFFIX, params)
+
+
+def test_stream_equals_batched_generate_greedy(loaded):
+    """The token-by-token KV-cache loop and `model.generate` pick the same tokens."""
+    params = GenParams(max_new_tokens=12, greedy=True)
+    for prompt in (inference.plain_prompt(loaded, PREFIX),
+                   inference.fim_prompt(loaded, PREFIX, SUFFIX)):
+        assert TokenStream(loaded, prompt, params).run() == \
+            inference.generate(loaded, [prompt], params)[0]
+
+
+def test_stop_string_cuts_the_real_model_output(loaded):
+    prompt = inference.plain_prompt(loaded, "class Order:\n    def __init__(self")
+    full = TokenStream(loaded, prompt, GenParams(max_new_tokens=12, greedy=True)).run()
+    assert len(full) >= 5, full  # the crafted case needs some text
+    stop = full[3:5]
+    pieces, stream = run_stream(loaded, GenParams(max_new_tokens=12, greedy=True, stop=(stop,)),
+                                prompt)
+    assert stream.text == "".join(pieces) == full[:full.find(stop)]
+    assert stream.finish_reason == "stop"
+
+
+def test_stops_at_sentinels_eos_and_stop_strings_never_streaming_past_them(loaded):
+    fim = loaded.fim
+    p = GenParams(max_new_tokens=20, greedy=True)
+    for stop_id in (fim.middle_id, fim.prefix_id, fim.file_sep_id, fim.eos_id):
+        pieces, s = run_stream(scripted(loaded, ["x", "y", stop_id, "z"]), p)
+        assert (s.text, "".join(pieces), s.finish_reason) == ("xy", "xy", "stop")
+    # a stop string split over tokens: "S" is held back until it cannot start "STOP" any more
+    pieces, s = run_stream(scripted(loaded, list("xySTOPz")),
+                           dataclasses.replace(p, stop=("STOP",)))
+    assert (s.text, s.finish_reason) == ("xy", "stop") and "".join(pieces) == "xy"
+    assert not any("S" in piece for piece in pieces)
+    pieces, s = run_stream(scripted(loaded, ["x", "S", "y", fim.eos_id]),
+                           dataclasses.replace(p, stop=("ST",)))
+    assert "".join(pieces) == s.text == "xSy"
+    pieces, s = run_stream(scripted(loaded, ["x"]), dataclasses.replace(p, max_new_tokens=3))
+    assert (s.text, s.finish_reason, s.completion_tokens) == ("xxx", "length", 3)
+
+
+def test_cancel_and_deadline_stop_before_the_next_token(loaded):
+    model = scripted(loaded, ["x"])
+    cancel = threading.Event()
+    cancel.set()
+    s = TokenStream(model, [1, 2], GenParams(), cancel=cancel)
+    assert s.run() == "" and s.finish_reason == "cancelled" and model.model.calls == 0
+    s = TokenStream(model, [1, 2], GenParams(), deadline=time.monotonic() - 1)
+    assert s.run() == "" and s.finish_reason == "timeout"
+
+
+def test_prompt_over_the_context_window_is_a_clear_error(loaded):
+    with pytest.raises(CodetuneError, match="context window is 512"):
+        TokenStream(loaded, [1] * 512, GenParams())
+    s = TokenStream(scripted(loaded, ["x"]), [1] * 509, GenParams(max_new_tokens=100))
+    assert s.run() == "xxx" and s.finish_reason == "length"  # clamped to the window
+
+
+def test_raw_prompt_recognises_sentinels_plain_prompt_does_not(loaded):
+    raw = f"{loaded.fim.format.prefix}{PREFIX}{loaded.fim.format.suffix}{SUFFIX}" \
+          f"{loaded.fim.format.middle}"
+    assert inference.raw_prompt(loaded, raw) == inference.fim_prompt(loaded, PREFIX, SUFFIX)
+    assert loaded.fim.prefix_id not in inference.plain_prompt(loaded, raw)
+
+
+def test_hole_in_file(tmp_path):
+    f = tmp_path / "a.py"
+    f.write_text("import os\ndef f(x):\n    return \n")
+    assert hole_in_file(f, 3) == ("import os\ndef f(x):\n    return ", "\n")
+    assert hole_in_file(f, 2, 1) == ("import os\n", "def f(x):\n    return \n")
+    assert hole_in_file(f, 4) == ("import os\ndef f(x):\n    return \n", "")
+    crlf = tmp_path / "b.py"
+    crlf.write_bytes(b"a = 1\r\nb = \r\n")
+    assert hole_in_file(crlf, 2) == ("a = 1\r\nb = ", "\r\n")
+    with pytest.raises(CodetuneError, match="lines 1 to 4"):
+        hole_in_file(f, 5)
+    with pytest.raises(CodetuneError, match="columns 1 to 10"):
+        hole_in_file(f, 1, 11)
+    with pytest.raises(CodetuneError, match="does not exist"):
+        hole_in_file(tmp_path / "nope.py", 1)
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(CodetuneError, match="not UTF-8"):
+        hole_in_file(tmp_path / "bin", 1)
+
+
+def test_cli_complete_file_json_and_text(tiny_run, tmp_path, capsys):
+    f = tmp_path / "views.py"
+    f.write_text(PREFIX + "\n" + SUFFIX)
+    argv = ["complete", str(tiny_run["run"]), "--file", str(f), "--line", "4",
+            "--max-new-tokens", "4", "--seed", "1", "--temperature", "1"]
+    assert cli.main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "fim" and out["finish_reason"] in ("stop", "length")
+    assert out["completion_tokens"] <= 4 and "adapter" in out["model"]
+    assert cli.main(argv) == 0  # plain text: the same completion (same seed), newline-ended
+    assert capsys.readouterr().out == out["text"] + ("" if out["text"].endswith("\n") else "\n")
+    # a base model folder works as a target too
+    assert cli.main(["complete", str(tiny_run["base"]), "--prefix", "def f(", "--suffix", "",
+                     "--max-new-tokens", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == str(tiny_run["base"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--file", "MISSING.py", "--line", "1"], "does not exist"),
+    (["--file", "FILE", "--line", "9"], "out of range"),
+    (["--file", "FILE"], "needs --line"),
+    ([], "nothing to complete"),
+    (["--prefix", "x", "--line", "2"], "go with --file"),
+    (["--prefix", "x", "--top-p", "0"], "--top-p"),
+])
+def test_cli_complete_errors(tiny_run, tmp_path, capsys, args, message):
+    f = tmp_path / "f.py"
+    f.write_text("x = 1\n")
+    args = [str(f) if a == "FILE" else str(tmp_path / a) if a == "MISSING.py" else a
+            for a in args]
+    assert cli.main(["complete", str(tiny_run["run"]), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_complete_target_not_found(tmp_path, capsys):
+    assert cli.main(["complete", str(tmp_path / "no-such-run"), "--prefix", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
