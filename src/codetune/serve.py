@@ -42,7 +42,6 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from codetune.errors import CodetuneError
@@ -581,103 +580,6 @@ def serve(loaded: Any, settings: ServeSettings) -> None:
     server.run()
 
 
-# --------------------------------------------------------------------------- editor configs
-
-
-def editor_config(editor: str, url: str, model: str, fim: dict[str, Any] | None,
-                  api_key_env: str | None = None, context: int | None = None) -> str:
-    """A configuration snippet for `editor` ("continue" or "llm-vscode") pointing at `url`;
-    `context`: the tokens a prompt plus its completion may use on the server."""
-    url = url.rstrip("/")
-    if fim is None:
-        raise CodetuneError(f"model {model} has no FIM tokens, so editors cannot infill with it")
-    template = fim["prefix"] + "{{{prefix}}}" + fim["suffix"] + "{{{suffix}}}" + fim["middle"]
-    if editor == "continue":
-        # Continue's config.yaml (docs.continue.dev/reference: models, roles, promptTemplates,
-        # defaultCompletionOptions; apiBase + useLegacyCompletionsEndpoint from
-        # docs.continue.dev/customize/model-providers/top-level/openai, "OpenAI API compatible
-        # providers"; ${{ secrets.X }} is read from ~/.continue/.env).
-        lines = [
-            "# ~/.continue/config.yaml (or merge the model into yours)",
-            "name: codetune", "version: 0.0.1", "schema: v1", "models:",
-            f"  - name: {model} (codetune)", "    provider: openai", f"    model: {model}",
-            f"    apiBase: {url}/v1",
-            "    useLegacyCompletionsEndpoint: true", "    roles:", "      - autocomplete",
-            "    promptTemplates:", f"      autocomplete: {json.dumps(template)}",
-            "    defaultCompletionOptions:", "      temperature: 0.2", "      topP: 0.95",
-            "      maxTokens: 128", f"      stop: {json.dumps(fim['stop'], ensure_ascii=False)}"]
-        if context:
-            lines.append(f"      contextLength: {context}")
-        if api_key_env:
-            lines.insert(1, f"# put {api_key_env}=<the server's key> in ~/.continue/.env")
-            lines.insert(lines.index("    useLegacyCompletionsEndpoint: true"),
-                         f"    apiKey: ${{{{ secrets.{api_key_env} }}}}")
-        return "\n".join(lines) + "\n"
-    if editor == "llm-vscode":
-        # llm-vscode's settings (huggingface/llm-vscode README "Backend", "URL construction"),
-        # sent by llm-ls as TGI's {"inputs", "parameters"} -> {"generated_text"}
-        # (huggingface/llm-ls crates/llm-ls/src/backend.rs, build_body / parse_tgi_text).
-        settings = {
-            "llm.backend": "tgi", "llm.url": f"{url}/generate", "llm.modelId": model,
-            "llm.fillInTheMiddle.enabled": True, "llm.fillInTheMiddle.prefix": fim["prefix"],
-            "llm.fillInTheMiddle.suffix": fim["suffix"],
-            "llm.fillInTheMiddle.middle": fim["middle"],
-            "llm.requestBody": {"parameters": {"max_new_tokens": 60, "temperature": 0.2,
-                                               "top_p": 0.95}},
-            # llm-ls fits the prompt into contextWindow; leave room for max_new_tokens
-            "llm.tokensToClear": fim["stop"],
-            "llm.contextWindow": max(context - 61, 64) if context else 2048,
-            "llm.tokenizer": None}
-        head = ["// VS Code settings.json (llm-vscode). llm.tokenizer null: llm-ls counts "
-                "characters, which keeps the prompt within llm.contextWindow tokens."]
-        if api_key_env:
-            head.append(f"// API key: run 'Llm: Login' and paste the value of ${api_key_env}; "
-                        "llm-ls sends it as 'Authorization: Bearer'.")
-        return "\n".join(head) + "\n" + json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
-    raise CodetuneError(f"unknown editor {editor!r}; choose continue or llm-vscode")
-
-
-def _model_info(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, int | None]:
-    """(model id, FIM tokens, context window) from --family, TARGET, or the running server."""
-    from codetune.tokens.fim import FIM_FORMATS
-
-    if args.family:
-        if args.family not in FIM_FORMATS:
-            raise CodetuneError(f"unknown FIM family {args.family!r}; choose one of: "
-                                f"{', '.join(FIM_FORMATS)}")
-        f = FIM_FORMATS[args.family]
-        stop = [s for s in (f.eos, f.eot, f.file_sep, f.repo_name, f.prefix, f.suffix, f.middle,
-                            f.pad) if s]
-        fim = {"family": f.family, "prefix": f.prefix + (" " if f.sentencepiece_spacing else ""),
-               "suffix": f.suffix, "middle": f.middle, "stop": stop}
-        return args.model_name or "codetune", fim, None
-    if args.target:
-        from codetune.inference import load_tokenizer
-
-        _, fim = load_tokenizer(args.target)
-        return args.model_name or model_name_of(args.target), fim_info(fim), None
-    import urllib.request
-
-    req = urllib.request.Request(args.url.rstrip("/") + "/v1/models")
-    if args.api_key_env and os.environ.get(args.api_key_env):
-        req.add_header("Authorization", f"Bearer {os.environ[args.api_key_env]}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            entry = json.load(r)["data"][0]
-    except (OSError, ValueError, KeyError, IndexError) as e:
-        raise CodetuneError(
-            f"could not ask the server at {args.url} which model it serves ({e}); start "
-            "`codetune serve` first, or give the TARGET or --family") from None
-    info = entry.get("codetune", {})
-    limit = info.get("max_prompt_tokens")  # the prompt may use the whole window but one token
-    return args.model_name or entry["id"], info.get("fim"), limit + 1 if limit else None
-
-
-def model_name_of(target: str) -> str:
-    path = Path(target)
-    return path.resolve().name if path.exists() else target
-
-
 # --------------------------------------------------------------------------- command line
 
 
@@ -726,7 +628,7 @@ def add_parser(sub) -> None:
     e.add_argument("--model-name", help="the model id (default: as the server reports it)")
     e.add_argument("--family", help="FIM tokens of this family (starcoder, qwen2.5-coder, "
                                     "codellama, deepseek-coder, ...)")
-    e.set_defaults(func=run_editor_config)
+    e.set_defaults(func=_run_editor_config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -734,7 +636,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
-        model_name=args.model_name or model_name_of(args.target), slots=args.slots,
+        model_name=args.model_name or _model_name_of(args.target), slots=args.slots,
         queue=args.queue, max_body_bytes=args.max_body_bytes,
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
         request_timeout=args.request_timeout, log_prompts=args.log_prompts)
@@ -743,7 +645,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_editor_config(args: argparse.Namespace) -> int:
-    model, fim, context = _model_info(args)
-    print(editor_config(args.editor, args.url, model, fim, args.api_key_env, context), end="")
-    return 0
+def _run_editor_config(args: argparse.Namespace) -> int:
+    from codetune.editors import run_editor_config
+
+    return run_editor_config(args)
+
+
+def _model_name_of(target: str) -> str:
+    from codetune.editors import model_name_of
+
+    return model_name_of(target)
