@@ -201,9 +201,8 @@ def test_user_errors(workdir, tmp_path):
     with pytest.raises(CodetuneError, match="not a prepared dataset"):
         train(run_cfg(workdir, **{"data.dataset": str(tmp_path)}), tmp_path / "r",
               progress=False)
-    with pytest.raises(CodetuneError, match="no base model"):
-        train(config.load(None, [f"data.dataset={workdir['ds']}"]), tmp_path / "r",
-              progress=False)
+    with pytest.raises(CodetuneError, match="longer than the model's 512 positions"):
+        train(run_cfg(workdir, **{"data.seq_length": 4096}), tmp_path / "r", progress=False)
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep")
     with pytest.raises(CodetuneError, match="not a codetune run folder"):

@@ -216,10 +216,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     from codetune.evaluate import evaluate, print_summary
 
     target = args.model or args.target
-    if target is None:
-        raise CodetuneError("give a run folder (codetune eval runs/x) or --model")
     if args.model and args.target:
         raise CodetuneError("give either a run folder or --model, not both")
+    extra: list[str] = []
+    if target is None:
+        from codetune.mini import default_model, default_model_note, mini_eval_overrides
+
+        if args.dataset is None:
+            raise CodetuneError("give a run folder (codetune eval runs/x), or --model and "
+                                "--dataset")
+        target = default_model()
+        print(default_model_note(), file=sys.stderr)
+        extra = mini_eval_overrides()
+    args.set = extra + list(args.set)
     cfg = _build_config(args, {"eval.forgetting": args.forgetting})
     result = evaluate(target, cfg.eval, args.output, dataset=args.dataset,
                       adapter=args.adapter, progress=not args.quiet)
@@ -305,8 +314,14 @@ def _add_serve(sub) -> None:  # serve and editor-config
     add_parser(sub)
 
 
+def _add_demo(sub) -> None:
+    from codetune.demo import add_parser
+
+    add_parser(sub)
+
+
 COMMANDS: list[Callable] = [_add_prepare, _add_stats, _add_preview, _add_train, _add_eval,
-                             _add_merge, _add_complete, _add_serve, _add_config]
+                             _add_merge, _add_complete, _add_serve, _add_config, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

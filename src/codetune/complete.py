@@ -75,9 +75,9 @@ def hole_in_file(path: str | Path, line: int, column: int | None = None) -> tupl
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """TARGET and how to load it: shared by complete and serve."""
-    p.add_argument("target", metavar="TARGET",
+    p.add_argument("target", metavar="TARGET", nargs="?",
                    help="a run folder (base + adapter), a merged model folder, or a base model "
-                        "(Hub id or folder)")
+                        "(Hub id or folder); default: the bundled codetune-mini")
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply to a base model")
     p.add_argument("--no-adapter", action="store_true",
                    help="use a run folder's base model without its adapter (to compare)")
@@ -86,10 +86,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto")
 
 
+def resolve_target(args: argparse.Namespace) -> str:
+    """TARGET, or the bundled codetune-mini (saying so) when none is given."""
+    if args.target is None:
+        from codetune.mini import default_model, default_model_note
+
+        args.target = default_model()
+        print(default_model_note(), file=sys.stderr)
+    return args.target
+
+
 def load_target(args: argparse.Namespace) -> Any:
     from codetune.inference import load
 
-    return load(args.target, adapter=args.adapter, quantization=args.quantization,
+    return load(resolve_target(args), adapter=args.adapter, quantization=args.quantization,
                 dtype=args.dtype, with_adapter=not args.no_adapter)
 
 

@@ -205,6 +205,23 @@ def fim_nll(loaded, parts: tuple[str, str, str], budget: int) -> tuple[float, in
 # --------------------------------------------------------------------------- main entry
 
 
+def fit_to_model(cfg: EvalConfig, window: int | None) -> EvalConfig:
+    """Shrink prompt and scoring budgets to a model with a short context (e.g. the bundled
+    codetune-mini's 1024 positions): a prompt plus its generation, and a FIM scoring sequence
+    (up to twice `bpb_window` tokens), must fit."""
+    import dataclasses
+
+    if not window:
+        return cfg
+    ctx = min(cfg.context_tokens, window - max(cfg.max_new_tokens_multi,
+                                               cfg.max_new_tokens_single) - 4)
+    if ctx < 16:
+        raise CodetuneError(f"the model's {window} positions leave no room for a prompt; lower "
+                            "eval.max_new_tokens_multi")
+    return dataclasses.replace(cfg, context_tokens=ctx,
+                               bpb_window=min(cfg.bpb_window, (window - 1) // 2))
+
+
 def _variants(loaded) -> list[tuple[str, Any]]:
     """(name, context manager factory) per model compared: base (adapter off) and tuned."""
     if loaded.run_dir is not None and hasattr(loaded.model, "disable_adapter"):
@@ -231,6 +248,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     if loaded.fim is None:
         raise CodetuneError(f"{loaded.description} has no FIM tokens: infilling cannot be "
                             "evaluated. Train with FIM (fim.rate > 0) or use a FIM model.")
+    cfg = fit_to_model(cfg, inference.context_window(loaded))
     out = Path(out_dir) if out_dir else (Path(target) / "eval" if loaded.run_dir else
                                          Path("eval-" + Path(target).name))
     rows = held_out_files(dataset, cfg.max_files)

@@ -632,8 +632,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from codetune.complete import load_target
+    from codetune.complete import load_target, resolve_target
 
+    resolve_target(args)
     settings = ServeSettings(
         host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
         model_name=args.model_name or _model_name_of(args.target), slots=args.slots,

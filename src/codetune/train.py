@@ -247,9 +247,13 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
 
     out = Path(out_dir).absolute()
     rank, world = _rank()
-    if cfg.model.name is None:
-        raise CodetuneError("no base model given: pass --model (a Hub id, a local folder or a "
-                            ".gguf file), e.g. the seed's recipe recipes/starcoderbase-1b-qlora.yaml")
+    defaulted = cfg.model.name is None
+    if defaulted:
+        from codetune.mini import default_model, default_model_note
+
+        cfg.model.name = default_model()
+        if rank == 0:
+            print(default_model_note(), file=sys.stderr)
     if cfg.data.dataset is None:
         raise CodetuneError("no dataset given: pass --dataset DIR (a folder written by "
                             "`codetune prepare`)")
@@ -269,6 +273,13 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     fim_tokens = resolve_fim(tokenizer, cfg.fim)
     new_ids = list(range(n_vocab, len(tokenizer)))
     model = M.load_model(cfg, tokenizer)
+    positions = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None)
+    if positions and cfg.data.seq_length > positions:
+        if not defaulted:
+            raise CodetuneError(f"data.seq_length={cfg.data.seq_length} is longer than the "
+                                f"model's {positions} positions; set data.seq_length={positions}")
+        cfg.data.seq_length = positions  # the bundled model, not the user's choice: fit it
     if new_ids:
         model.resize_token_embeddings(len(tokenizer))
     model = M.prepare_for_training(model, cfg, new_ids)
