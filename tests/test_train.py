@@ -14,28 +14,19 @@ import pytest
 import torch
 
 from codetune import checkpoints, config
-from codetune.data.prepare import prepare
 from codetune.errors import CodetuneError
 from codetune.train import train
 
-from .conftest import TINY_CORPUS_FILE as REPETITIVE
-from .conftest import prep_cfg
 from .tiny import build_model, build_tokenizer
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tiny_run, tmp_path_factory):
+    """The tiny_run fixture's dataset, tokenizer and GPT-BigCode base, plus a Llama base."""
     root = tmp_path_factory.mktemp("train")
-    repo = root / "repo"
-    repo.mkdir()
-    for i in range(40):
-        (repo / f"views_{i}.py").write_text(REPETITIVE.format(i=i))
-    prepare([str(repo)], root / "ds", prep_cfg(valid_fraction=0.15, dedup_near=False),
-            progress=False)
-    tok = build_tokenizer(root / "tok")
-    return {"root": root, "ds": root / "ds", "tok": tok,
-            "gpt_bigcode": build_model(root / "gpt_bigcode", "gpt_bigcode", tok),
-            "llama": build_model(root / "llama", "llama", tok)}
+    return {"root": root, "ds": tiny_run["ds"], "tok": tiny_run["tok"],
+            "gpt_bigcode": tiny_run["base"],
+            "llama": build_model(root / "llama", "llama", tiny_run["tok"])}
 
 
 def run_cfg(workdir, arch="gpt_bigcode", **over):
