@@ -13,7 +13,6 @@ output is only the infill: the prompt is never echoed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,17 +166,6 @@ def generate(loaded: Loaded, prompts: list[list[int]], params: GenParams) -> lis
         text, _ = cut_at_stops(_decode(loaded, new), params.stop)
         texts.append(text)
     return texts
-
-
-def describe_run(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "run.json").read_text())
-
-
-# --------------------------------------------------------------------------- one prompt, streamed
-# `generate` above is the batched path (eval). `TokenStream` below generates for ONE prompt token
-# by token with the KV cache, so that a caller can stream the text, cancel between tokens (a client
-# that went away), enforce a deadline, and share one model between threads by taking `lock` around
-# each forward pass. complete and serve both use it; greedy output equals `generate`'s.
 
 
 def context_window(loaded: Loaded) -> int | None:
