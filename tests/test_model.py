@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from codetune import config
+from codetune import config, metrics
 from codetune import model as M
+from codetune import modelsource as S
 from codetune.errors import CodetuneError
 
 from . import tiny
@@ -72,50 +73,50 @@ def test_import_does_not_pull_torch():
 
 
 def test_resolve_folder_hashes_weight_contents(models, tmp_path):
-    src = M.resolve_source(str(models["llama"]))
+    src = S.resolve_source(str(models["llama"]))
     assert (src.kind, src.path, src.gguf_file) == ("folder", str(models["llama"].resolve()), None)
     weights = models["llama"] / "model.safetensors"
     line = b"model.safetensors\0" + hashlib.sha256(weights.read_bytes()).hexdigest().encode()
     assert src.identity == "sha256:" + hashlib.sha256(line + b"\n").hexdigest()
     assert src.record()["identity"] == src.identity
-    assert M.resolve_source(str(models["llama"]), hash_weights=False).identity is None
+    assert S.resolve_source(str(models["llama"]), hash_weights=False).identity is None
     # same contents elsewhere: same identity; one byte changed: another
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in models["llama"].iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
-    assert M.resolve_source(str(copy)).identity == src.identity
+    assert S.resolve_source(str(copy)).identity == src.identity
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     (copy / "model.safetensors").write_bytes(bytes(data))
-    assert M.resolve_source(str(copy)).identity != src.identity
+    assert S.resolve_source(str(copy)).identity != src.identity
 
 
 def test_resolve_hub_id_and_bad_paths(tmp_path):
-    src = M.resolve_source("bigcode/starcoderbase-1b", "v1.0")
+    src = S.resolve_source("bigcode/starcoderbase-1b", "v1.0")
     assert (src.kind, src.path, src.revision) == ("hub", "bigcode/starcoderbase-1b", "v1.0")
     assert src.identity == "hub:bigcode/starcoderbase-1b@v1.0"
     assert src.load_kwargs() == {"revision": "v1.0"}
-    assert M.resolve_source("bigcode/starcoderbase-1b").identity.endswith("@main")
+    assert S.resolve_source("bigcode/starcoderbase-1b").identity.endswith("@main")
     with pytest.raises(CodetuneError, match="does not exist; check the path"):
-        M.resolve_source(str(tmp_path / "nowhere" / "model"))
+        S.resolve_source(str(tmp_path / "nowhere" / "model"))
     with pytest.raises(CodetuneError, match="does not exist"):
-        M.resolve_source("missing.gguf")
+        S.resolve_source("missing.gguf")
     with pytest.raises(CodetuneError, match="neither an existing local path nor a valid Hub id"):
-        M.resolve_source("not a model!")
+        S.resolve_source("not a model!")
     with pytest.raises(CodetuneError, match="no base model given"):
-        M.resolve_source(None)
+        S.resolve_source(None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CodetuneError, match="no config.json"):
-        M.resolve_source(str(tmp_path / "empty"))
+        S.resolve_source(str(tmp_path / "empty"))
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     with pytest.raises(CodetuneError, match="LoRA adapter, not a base model"):
-        M.resolve_source(str(tmp_path / "adapter"))
+        S.resolve_source(str(tmp_path / "adapter"))
     (tmp_path / "noweights").mkdir()
     (tmp_path / "noweights" / "config.json").write_text("{}")
     with pytest.raises(CodetuneError, match="no weight files"):
-        M.resolve_source(str(tmp_path / "noweights"))
+        S.resolve_source(str(tmp_path / "noweights"))
 
 
 def test_resolve_gguf(tmp_path):
@@ -123,9 +124,9 @@ def test_resolve_gguf(tmp_path):
     f.write_bytes(b"GGUF" + bytes(range(256)) * 50)
     if importlib.util.find_spec("gguf") is None:
         with pytest.raises(CodetuneError, match="pip install gguf"):
-            M.resolve_source(str(f))
+            S.resolve_source(str(f))
         return
-    src = M.resolve_source(str(f))
+    src = S.resolve_source(str(f))
     assert (src.kind, src.path, src.gguf_file) == ("gguf", str(tmp_path.resolve()), f.name)
     assert src.identity == "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest()
     assert src.load_kwargs() == {"gguf_file": f.name}
@@ -424,18 +425,18 @@ def test_count_params_by_hand(models):
     per_layer = d * d + 2 * d * kv + d * d + 3 * d * f  # q, k, v, o, gate/up/down
     n = L * per_layer + d * V  # + the LM head; the input embedding is not a matmul
     total = n + V * d + L * 2 * d + d  # + embedding, 2 RMSNorms per layer, final norm
-    assert M.count_params(m) == {"total": total, "trainable": total,
+    assert metrics.count_params(m) == {"total": total, "trainable": total,
                                  "matmul_non_embedding": n, "matmul_adapter": 0}
 
 
 def test_count_params_4bit_matches_logical_shapes(models):
     from transformers import AutoModelForCausalLM
 
-    full = M.count_params(AutoModelForCausalLM.from_pretrained(models["gpt_bigcode"]))
+    full = metrics.count_params(AutoModelForCausalLM.from_pretrained(models["gpt_bigcode"]))
     d, V, L, kv = 64, M.load_model(plain(models["gpt_bigcode"])).config.vocab_size, 2, 16
     # c_attn (multi-query: q + one k + one v), c_proj, c_fc (4d), mlp c_proj; + the tied head
     assert full["matmul_non_embedding"] == L * (d * (d + 2 * kv) + d * d + 2 * d * 4 * d) + d * V
-    q = M.count_params(M.load_model(qlora(models["gpt_bigcode"])))
+    q = metrics.count_params(M.load_model(qlora(models["gpt_bigcode"])))
     assert q["matmul_non_embedding"] == full["matmul_non_embedding"]
     assert q["total"] == full["total"]
 
@@ -454,11 +455,11 @@ def test_seed_shapes_give_the_seeds_parameter_counts():
         targets = M.lora_targets(model, "c_proj,c_attn,q_attn,c_fc")
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
-    counts = M.count_params(model)
+    counts = metrics.count_params(model)
     assert (counts["trainable"], counts["total"]) == (5_554_176, 1_142_761_472)
     n = counts["matmul_non_embedding"]
     assert n == 24 * (2048 * 2304 + 2048 * 2048 + 2 * 2048 * 8192) + 2048 * 49152
-    flops = M.flops_per_token(cfg, counts, 2048)
+    flops = metrics.flops_per_token(cfg, counts, 2048)
     attention = 12 * 24 * 2048 * 2048
     assert flops["6N"] == 6 * n
     assert flops["4N+attention"] == 4 * n + 6 * counts["matmul_adapter"] + attention
@@ -471,11 +472,11 @@ def test_flops_per_token_reads_configs_and_dicts(models):
     from transformers import AutoConfig
 
     llama = AutoConfig.from_pretrained(models["llama"])
-    got = M.flops_per_token(llama, 1000, 128)
+    got = metrics.flops_per_token(llama, 1000, 128)
     assert got == {"6N": 6000.0, "4N+attention": 4000.0 + 12 * 2 * 4 * 16 * 128}
     as_dict = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64}
-    assert M.flops_per_token(as_dict, 1000, 128) == got
-    assert M.flops_per_token(as_dict, {"matmul_non_embedding": 1000, "matmul_adapter": 10},
+    assert metrics.flops_per_token(as_dict, 1000, 128) == got
+    assert metrics.flops_per_token(as_dict, {"matmul_non_embedding": 1000, "matmul_adapter": 10},
                              128)["4N+attention"] == got["4N+attention"] + 60
 
 

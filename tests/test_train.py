@@ -243,8 +243,19 @@ def test_added_fim_tokens_are_trained_and_saved(workdir, tmp_path):
                                                      "<fim_suffix>")]
     assert all(i >= 365 for i in added)  # appended after the original vocabulary
     weights = _adapter(out)
-    assert any("trainable_tokens" in k or "embed" in k for k in weights), list(weights)[:5]
+    rows = {k: v for k, v in weights.items() if "trainable_tokens" in k}
+    assert rows, list(weights)[:5]
+    # the added rows, not the whole resized matrices (peft's "auto" would save both in full)
+    new = list(range(365, len(tok)))  # the FIM tokens and <fim_pad>
+    assert all(v.shape[0] == len(new) for v in rows.values()), {k: v.shape for k, v in
+                                                                rows.items()}
+    assert not [k for k, v in weights.items() if v.shape[0] == len(tok)]
     model = AutoModelForCausalLM.from_pretrained(str(base))
     model.resize_token_embeddings(len(tok))
-    PeftModel.from_pretrained(model, str(out))
+    init = model.get_input_embeddings().weight[new].detach().clone()
+    tuned = PeftModel.from_pretrained(model, str(out))
+    emb = tuned.get_input_embeddings()(torch.tensor(new)).detach()
+    assert not torch.allclose(emb, init)  # the trained rows came back from the adapter
+    trained = next(v for k, v in rows.items() if "embed" in k)
+    assert torch.allclose(emb, trained.to(emb.dtype))
     assert list((out / "logs").rglob("events.out.tfevents.*"))  # TensorBoard by default

@@ -1,12 +1,10 @@
-"""The base model: where it comes from, how it is loaded, and how it is made trainable.
+"""The base model: how it is loaded and how it is made trainable (where it comes from is
+`codetune.modelsource`; its parameter counts and FLOPs are in `codetune.metrics`).
 
-    resolve_source(name, revision)       Hub id / local folder / local .gguf  -> ModelSource
     load_tokenizer(cfg.model)            the tokenizer, with errors users can act on
     load_model(cfg, tokenizer)           4-bit NF4/FP4 (QLoRA), 8-bit or unquantized, on the right device
     prepare_for_training(model, cfg)     k-bit preparation, non-reentrant checkpointing, LoRA
     lora_targets(model, spec)            the LoRA target table per architecture
-    count_params(model)                  totals and N (the matmul parameters) for MFU
-    flops_per_token(cfg, N, seq_len)     the two MFU conventions
 
 torch, transformers, peft and bitsandbytes are imported inside the functions that use them, so
 `import codetune.model` stays cheap and works without a GPU stack.
@@ -14,19 +12,17 @@ torch, transformers, peft and bitsandbytes are imported inside the functions tha
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from codetune.errors import CodetuneError
+from codetune.modelsource import ModelSource, hf_call, resolve_source
 
 if TYPE_CHECKING:
     import torch
@@ -37,238 +33,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "LORA_TARGETS",
-    "ModelSource",
     "compute_dtype",
-    "count_params",
-    "flops_per_token",
     "gguf_to_folder",
     "load_model",
     "load_tokenizer",
     "lora_targets",
     "prepare_for_training",
     "resolve_attn_implementation",
-    "resolve_source",
 ]
-
-# ---------------------------------------------------------------------------------------------
-# Where the model comes from
-
-WEIGHT_GLOBS = ("*.safetensors", "*.bin")
-NOT_WEIGHTS = {"training_args.bin", "optimizer.bin", "scheduler.bin"}
-_HASH_CHUNK = 8 << 20  # bytes read at a time: a 14 GB checkpoint is hashed in constant memory
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a base model comes from, and what identifies it in a run record.
-
-    kind      "hub": `path` is a Hub id (`revision` a branch, tag or commit; None = default branch).
-              "folder": `path` is a local folder with config.json and weight files.
-              "gguf": `path` is the folder holding the file `gguf_file` (transformers loads it
-              with `from_pretrained(path, gguf_file=gguf_file)` and dequantizes it).
-    identity  "hub:<id>@<revision or main>", or for local weights "sha256:<hex>": for a .gguf the
-              file's own sha256 (what `sha256sum` prints); for a folder the sha256 of the lines
-              "<relative path>\\0<sha256 of the file>\\n" over its *.safetensors / *.bin files,
-              sorted by path. None when resolved with `hash_weights=False`.
-    """
-
-    kind: Literal["hub", "folder", "gguf"]
-    path: str
-    revision: str | None = None
-    gguf_file: str | None = None
-    identity: str | None = None
-
-    def load_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `from_pretrained(self.path, **kwargs)`."""
-        kw: dict[str, Any] = {}
-        if self.revision is not None:
-            kw["revision"] = self.revision
-        if self.gguf_file is not None:
-            kw["gguf_file"] = self.gguf_file
-        return kw
-
-    def record(self) -> dict[str, Any]:
-        """A JSON-ready description for the run record."""
-        return asdict(self)
-
-
-def resolve_source(name: str | None, revision: str | None = None, *,
-                   hash_weights: bool = True) -> ModelSource:
-    """Classify `name` as a local .gguf file, a local model folder or a Hub id.
-
-    A path that exists wins over a Hub id of the same spelling (as in transformers). A name that
-    looks like a path (ends in .gguf, starts with / . ~, or has more than one slash) but does
-    not exist is an error here rather than a confusing Hub lookup. Nothing is cached: hashing
-    streams every weight file once per call (pass `hash_weights=False` when only loading).
-    """
-    if not name or not str(name).strip():
-        raise CodetuneError("no base model given: set model.name (or --model) to a Hub id such as "
-                            "bigcode/starcoderbase-1b, a local model folder, or a .gguf file")
-    name = str(name).strip()
-    path = Path(name).expanduser()
-    if path.exists():
-        if revision is not None:
-            log.warning("model.revision=%s is ignored for the local path %s", revision, path)
-        if path.is_file():
-            if path.suffix.lower() != ".gguf":
-                raise CodetuneError(
-                    f"{path} is a file but not a .gguf file; give the model folder (with "
-                    "config.json and the weights) or a .gguf file")
-            return _gguf_source(path, hash_weights)
-        return _folder_source(path, hash_weights)
-    if _looks_like_path(name):
-        raise CodetuneError(
-            f"model path {name} does not exist; check the path (relative paths are taken from "
-            f"{Path.cwd()}), or give a Hub id such as bigcode/starcoderbase-1b")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        raise CodetuneError(
-            f"model {name!r} is neither an existing local path nor a valid Hub id; give a Hub "
-            "id (org/name, e.g. bigcode/starcoderbase-1b), a local model folder or a .gguf file"
-        ) from None
-    return ModelSource("hub", name, revision, None, f"hub:{name}@{revision or 'main'}")
-
-
-def _looks_like_path(name: str) -> bool:
-    return (name.lower().endswith(".gguf") or name.startswith(("/", ".", "~"))
-            or name.count("/") > 1 or "\\" in name or os.path.isabs(name))
-
-
-def _gguf_source(path: Path, hash_weights: bool) -> ModelSource:
-    _require_gguf(path)
-    path = path.resolve()
-    ident = "sha256:" + _sha256_file(path).hex() if hash_weights else None
-    return ModelSource("gguf", str(path.parent), None, path.name, ident)
-
-
-def _require_gguf(path: Path) -> None:
-    if importlib.util.find_spec("gguf") is None:
-        raise CodetuneError(
-            f"{path} is a GGUF file, and reading GGUF needs the `gguf` package: "
-            "pip install gguf (transformers then dequantizes the file on load)")
-
-
-def _folder_source(path: Path, hash_weights: bool) -> ModelSource:
-    path = path.resolve()
-    if not (path / "config.json").is_file():
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return _gguf_source(ggufs[0], hash_weights)
-        if ggufs:
-            raise CodetuneError(
-                f"{path} holds several .gguf files ({', '.join(g.name for g in ggufs[:4])}); "
-                f"name one: model.name={ggufs[0]}")
-        if (path / "adapter_config.json").is_file():
-            raise CodetuneError(
-                f"{path} is a LoRA adapter, not a base model; give its base model as model.name "
-                "(its adapter_config.json names it under base_model_name_or_path), or merge it "
-                "first with `codetune merge`")
-        raise CodetuneError(
-            f"{path} is not a model folder: it has no config.json; give the folder written by "
-            "save_pretrained (config.json, tokenizer files, *.safetensors) or a .gguf file")
-    weights = _weight_files(path)
-    if not weights:
-        raise CodetuneError(
-            f"{path} has a config.json but no weight files (*.safetensors or *.bin); copy the "
-            "weights into it, or give a Hub id")
-    ident = None
-    if hash_weights:
-        outer = hashlib.sha256()
-        for f in weights:
-            rel = f.relative_to(path).as_posix()
-            outer.update(rel.encode() + b"\0" + _sha256_file(f).hex().encode() + b"\n")
-        ident = "sha256:" + outer.hexdigest()
-    return ModelSource("folder", str(path), None, None, ident)
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    found = set()
-    for pattern in WEIGHT_GLOBS:
-        for f in folder.rglob(pattern):
-            rel = f.relative_to(folder)
-            if f.is_file() and f.name not in NOT_WEIGHTS and not any(
-                    p.startswith(".") for p in rel.parts):
-                found.add(f)
-    return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
-
-
-def _sha256_file(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.digest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors from the Hub, turned into remedies
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
-def _explain(src: ModelSource, exc: BaseException, what: str) -> CodetuneError | None:
-    """A CodetuneError for a failure users can fix (missing, gated, offline), else None."""
-    from huggingface_hub import errors as hf
-
-    name = src.path
-    page = f"https://huggingface.co/{name}"
-    missing_help = (
-        "Check the spelling of the Hub id (e.g. bigcode/starcoderbase-1b) and the network "
-        "connection (with HF_HUB_OFFLINE=1 only models already in the Hugging Face cache "
-        "load); a private or gated model also needs `hf auth login` and its licence accepted "
-        "on its page. Or give a local model folder (config.json + weights) or a .gguf file: "
-        "model.name=/path/to/model.")
-    for e in _chain(exc):
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        if isinstance(e, hf.GatedRepoError) or (
-                status in (401, 403) and not isinstance(e, hf.RepositoryNotFoundError)):
-            return CodetuneError(
-                f"{name} is a gated or private model (HTTP {status or '401/403'}) and this "
-                f"machine may not read it: run `hf auth login` with a token of an account that "
-                f"has access, and accept the licence on {page}; then retry.")
-        if isinstance(e, hf.RevisionNotFoundError):
-            return CodetuneError(
-                f"revision {src.revision!r} of {name} does not exist; check model.revision "
-                f"(a branch, tag or commit listed on {page}/tree/main), or drop it for the "
-                "default branch.")
-        if isinstance(e, hf.RepositoryNotFoundError):
-            return CodetuneError(f"{what} {name!r} was not found on the Hugging Face Hub. "
-                                 + missing_help)
-        if isinstance(e, hf.LocalEntryNotFoundError | hf.OfflineModeIsEnabled) or (
-                type(e).__name__ in ("ConnectError", "ConnectTimeout", "gaierror")):
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-            why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline else
-                   "the Hub could not be reached and it is not in the local cache")
-            return CodetuneError(f"{what} {name!r} could not be loaded: {why}. " + missing_help)
-        if isinstance(e, hf.EntryNotFoundError):
-            return CodetuneError(
-                f"{name} has no {getattr(e, 'filename', None) or 'config.json'}: it is not a "
-                "transformers model repository; pick a model repo that has config.json and "
-                "safetensors weights, or a local .gguf file.")
-    return None
-
-
-def _hf_call(src: ModelSource, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
-    try:
-        return fn(*args, **kw)
-    except (OSError, ValueError) as e:
-        err = _explain(src, e, what) if src.kind == "hub" else None
-        if err is not None:
-            raise err from None
-        if src.kind != "hub" and isinstance(e, OSError):
-            raise CodetuneError(f"could not load the {what} from {src.path}: {e}") from None
-        raise
-
 
 # ---------------------------------------------------------------------------------------------
 # Loading
@@ -388,7 +160,7 @@ def load_tokenizer(model_cfg: ModelConfig) -> Any:
 
     model_cfg = _model_cfg(model_cfg)
     src = resolve_source(model_cfg.name, model_cfg.revision, hash_weights=False)
-    return _hf_call(src, "tokenizer", AutoTokenizer.from_pretrained, src.path,
+    return hf_call(src, "tokenizer", AutoTokenizer.from_pretrained, src.path,
                     trust_remote_code=model_cfg.trust_remote_code, **src.load_kwargs())
 
 
@@ -405,7 +177,7 @@ def load_model(cfg: RunConfig | ModelConfig, tokenizer: Any = None,
     model_cfg = _model_cfg(cfg)
     src = resolve_source(model_cfg.name, model_cfg.revision, hash_weights=False)
     remote = model_cfg.trust_remote_code
-    hf_config = _hf_call(src, "model", AutoConfig.from_pretrained, src.path,
+    hf_config = hf_call(src, "model", AutoConfig.from_pretrained, src.path,
                          trust_remote_code=remote, **src.load_kwargs())
     model_class = _causal_lm_class(hf_config, remote)
     dtype = compute_dtype(model_cfg)
@@ -424,12 +196,12 @@ def load_model(cfg: RunConfig | ModelConfig, tokenizer: Any = None,
                         model_cfg.quantization)
             gguf_to_folder(src, tmp, dtype=dtype, trust_remote_code=remote)
             del kw["gguf_file"]
-            model = _hf_call(src, "model", AutoModelForCausalLM.from_pretrained, tmp,
+            model = hf_call(src, "model", AutoModelForCausalLM.from_pretrained, tmp,
                              quantization_config=quant, **kw)
     else:
         if quant is not None:
             kw["quantization_config"] = quant
-        model = _hf_call(src, "model", AutoModelForCausalLM.from_pretrained, src.path, **kw)
+        model = hf_call(src, "model", AutoModelForCausalLM.from_pretrained, src.path, **kw)
         if src.kind == "gguf":
             _forget_gguf(model)
     if tokenizer is not None:
@@ -462,12 +234,12 @@ def gguf_to_folder(source: ModelSource | str, out_dir: str | Path, dtype: Any = 
     if src.kind != "gguf":
         raise ValueError(f"{src.path} is not a .gguf source")
     kw = {"trust_remote_code": trust_remote_code, **src.load_kwargs()}
-    model = _hf_call(src, "model", AutoModelForCausalLM.from_pretrained, src.path,
+    model = hf_call(src, "model", AutoModelForCausalLM.from_pretrained, src.path,
                      dtype=dtype or torch.float32, device_map={"": "cpu"}, **kw)
     _forget_gguf(model)
     out = Path(out_dir)
     model.save_pretrained(str(out))
-    _hf_call(src, "tokenizer", AutoTokenizer.from_pretrained, src.path, **kw).save_pretrained(
+    hf_call(src, "tokenizer", AutoTokenizer.from_pretrained, src.path, **kw).save_pretrained(
         str(out))
     return out
 
@@ -603,8 +375,12 @@ def prepare_for_training(model: Any, cfg: RunConfig, new_token_ids: Sequence[int
     peft's `trainable_token_indices`: the input embedding's rows, and the LM head's rows too —
     through the tie when the head shares the embedding matrix, or as their own trainable rows
     when it does not. peft stores the rows' values (not deltas) in the adapter
-    (`...token_adapter.trainable_tokens_delta`), so the adapter is complete without saving the
-    whole embedding matrix: `save_pretrained(..., save_embedding_layers=False)` is enough.
+    (`...token_adapter.trainable_tokens_delta`), so the adapter is complete without the whole
+    embedding matrix. peft's default ("auto") would still save both full matrices once it sees
+    the vocabulary resized (2 x 32k x 4096 bf16 = 0.5 GB for a 7B Llama, ten times its LoRA
+    weights), so the returned model's `save_pretrained` — what the Trainer calls — defaults to
+    `save_embedding_layers=False`. Loading needs the base resized to the run's tokenizer first,
+    as `codetune.inference` does.
     """
     gc = cfg.train.gradient_checkpointing
     quantized = _is_bnb_quantized(model)
@@ -633,9 +409,21 @@ def prepare_for_training(model: Any, cfg: RunConfig, new_token_ids: Sequence[int
                           target_modules=lora_targets(model, cfg.lora.target_modules),
                           trainable_token_indices=_token_indices(model, new_token_ids))
         model = get_peft_model(model, lcfg)
+        if new_token_ids:
+            _save_rows_not_matrices(model)
     if gc:
         model.config.use_cache = False
     return model
+
+
+def _save_rows_not_matrices(model: Any) -> None:
+    save = model.save_pretrained
+
+    def save_pretrained(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("save_embedding_layers", False)
+        return save(*args, **kwargs)
+
+    model.save_pretrained = save_pretrained
 
 
 def _token_indices(model: Any, new_token_ids: Sequence[int]) -> list[int] | dict | None:
@@ -652,107 +440,3 @@ def _token_indices(model: Any, new_token_ids: Sequence[int]) -> list[int] | dict
         return ids  # peft ties the LM head's rows to the embedding's
     names = {id(m): n for n, m in model.named_modules()}
     return {names[id(emb)]: ids, names[id(head)]: ids}
-
-
-# ---------------------------------------------------------------------------------------------
-# Sizes and FLOPs
-
-
-def _logical_numel(p: Any) -> int:
-    # bitsandbytes Params4bit store two 4-bit values per uint8; the quant state keeps the shape
-    qs = getattr(p, "quant_state", None)
-    shape = getattr(qs, "shape", None)
-    if shape is not None:
-        n = 1
-        for d in shape:
-            n *= int(d)
-        return n
-    return p.numel()
-
-
-def count_params(model: Any) -> dict[str, int]:
-    """Parameter counts, logical (a 4-bit weight counts as its unpacked shape).
-
-    total / trainable        every parameter once (tied matrices once), as peft reports them.
-    matmul_non_embedding     N for MFU: in*out of every matmul layer of the base model
-                             (Linear, bitsandbytes Linear4bit/8bitLt, GPT-2 Conv1D), which leaves
-                             out the input and position embeddings but includes the LM head, also
-                             when it is tied to the input embedding (it is a matmul all the same).
-    matmul_adapter           the same for LoRA's lora_A / lora_B layers (not part of N).
-    """
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    total = trainable = 0
-    for p in model.parameters():
-        n = _logical_numel(p)
-        total += n
-        if p.requires_grad:
-            trainable += n
-    matmul = adapter = 0
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear):
-            n = int(m.in_features) * int(m.out_features)
-        elif isinstance(m, Conv1D):
-            n = int(m.weight.shape[0]) * int(m.weight.shape[1])
-        else:
-            continue
-        if any(part.startswith("lora_") for part in name.split(".")):
-            adapter += n
-        else:
-            matmul += n
-    return {"total": total, "trainable": trainable, "matmul_non_embedding": matmul,
-            "matmul_adapter": adapter}
-
-
-def _cfg_get(c: Any, *names: str) -> Any:
-    for n in names:
-        v = getattr(c, n, None)
-        if v is not None:
-            return v
-    raise ValueError(f"model config has none of {names}")
-
-
-def flops_per_token(model_cfg_like: Any, n_matmul: int | dict[str, int], seq_len: int,
-                    n_adapter: int = 0) -> dict[str, float]:
-    """Training FLOPs per token under the two conventions MFU is reported in.
-
-    N = `n_matmul`: the matmul parameters excluding the input embedding and including the LM head
-    (`count_params(model)["matmul_non_embedding"]`; the whole count_params dict is accepted, and
-    then its `matmul_adapter` is used as `n_adapter`). A matmul with N weights costs 2N FLOPs per
-    token forward, and 2N more for each gradient in backward (w.r.t. inputs, w.r.t. weights).
-
-    "6N"            Kaplan et al. 2020 (and Chinchilla): forward 2N + backward 4N, attention
-                    scores ignored. The number most MFU figures use; it counts the weight
-                    gradients of every matmul, as in full fine-tuning.
-    "4N+attention"  what LoRA/QLoRA training on this model actually computes: forward 2N +
-                    input gradients 2N (the frozen base weights get no weight gradient), + 6 *
-                    n_adapter for the adapters, + attention 12 * n_layer * d_attn * seq_len, the
-                    attention term of PaLM (Chowdhery et al. 2022, App. B: QK^T and AV, 2 * 2 *
-                    seq_len * d_attn per layer forward, 3x for forward + backward, the causal
-                    mask not discounted). d_attn = n_heads * head_dim.
-
-    Gradient-checkpointing's recomputed forward is not counted in either (MFU, not HFU). For the
-    seed's run (starcoderbase-1b, N = 1.12e9, seq 2048, 4,261 tokens/s on an A100 at 312 TFLOP/s)
-    these give 9.2 % and 7.8 % MFU; the "7-8 %" noted in the mission is the second.
-
-    `model_cfg_like`: a transformers config, a model (its `.config` is used) or a mapping with
-    num_hidden_layers / num_attention_heads / hidden_size (GPT-BigCode's n_layer / n_head /
-    n_embd also work) and optionally head_dim.
-    """
-    if isinstance(n_matmul, dict):
-        n_adapter = n_adapter or int(n_matmul.get("matmul_adapter", 0))
-        n_matmul = int(n_matmul["matmul_non_embedding"])
-    c = model_cfg_like
-    if isinstance(c, dict):
-        c = SimpleNamespace(**c)
-    c = getattr(c, "config", c)
-    if hasattr(c, "get_text_config"):
-        c = c.get_text_config()
-    n_layer = int(_cfg_get(c, "num_hidden_layers", "n_layer"))
-    n_head = int(_cfg_get(c, "num_attention_heads", "n_head"))
-    head_dim = getattr(c, "head_dim", None) or int(_cfg_get(c, "hidden_size", "n_embd")) // n_head
-    attention = 12.0 * n_layer * n_head * int(head_dim) * int(seq_len)
-    return {"6N": 6.0 * n_matmul,
-            "4N+attention": 4.0 * n_matmul + 6.0 * n_adapter + attention}
-

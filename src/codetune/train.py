@@ -242,7 +242,14 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
 
     from codetune import model as M
     from codetune.loss import enable_efficient_loss
-    from codetune.metrics import Throughput, plot_losses, write_metrics
+    from codetune.metrics import (
+        Throughput,
+        count_params,
+        flops_per_token,
+        plot_losses,
+        write_metrics,
+    )
+    from codetune.modelsource import resolve_source
     from codetune.tokens.stream import make_stream, resolve_files, resolve_fim
 
     out = Path(out_dir).absolute()
@@ -261,7 +268,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
         check_output(out, resume, overwrite)
     resolve_files(cfg.data.dataset, "train")  # fail early on a bad dataset, before loading
     dataset = _dataset_identity(cfg)
-    source = M.resolve_source(cfg.model.name, cfg.model.revision)
+    source = resolve_source(cfg.model.name, cfg.model.revision)
     started = time.perf_counter()
     t = cfg.train
 
@@ -284,7 +291,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
         model.resize_token_embeddings(len(tokenizer))
     model = M.prepare_for_training(model, cfg, new_ids)
     loss_path = enable_efficient_loss(model, cfg.train.loss_chunk_tokens)
-    counts = M.count_params(model)
+    counts = count_params(model)
     record = _run_record(cfg, source, fim_tokens, dataset, counts)
 
     ckpt_root = out / "checkpoints"
@@ -354,7 +361,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
                                eval_dataset=evals or None, callbacks=callbacks)
     tokens_per_step = t.batch_size * cfg.data.seq_length * t.grad_accum * world
     trainer.throughput = Throughput(tokens_per_step,
-                                    M.flops_per_token(model, counts, cfg.data.seq_length),
+                                    flops_per_token(model, counts, cfg.data.seq_length),
                                     world)
     if resume_from is not None:
         state_file = resume_from / f"stream_rank{rank}.json"
