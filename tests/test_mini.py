@@ -1,6 +1,6 @@
 """codetune-mini, the model that ships in the package: it loads offline from the installed
-package, speaks the StarCoder FIM format, and compresses held-out stdlib files better than
-`lzma -9` does file by file."""
+package, speaks the StarCoder FIM format, and compresses held-out stdlib files to under 0.75x the
+bits per byte of `lzma -9` compressing each file alone."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def _heldout_texts() -> list[tuple[str, str]]:
     return out
 
 
-def test_bits_per_byte_beat_per_file_lzma(loaded):
+def test_bits_per_byte_under_three_quarters_of_per_file_lzma(loaded):
     """Measured the way `codetune eval` measures it (`ltr_nll`: EOS-started windows)."""
     from codetune.evaluate import ltr_nll
 
@@ -105,4 +105,6 @@ def test_bits_per_byte_beat_per_file_lzma(loaded):
         lzma_bits += 8 * len(lzma.compress(data, preset=9))
         nbytes += len(data)
     bpb, lz = model_bits / nbytes, lzma_bits / nbytes
-    assert bpb < lz, f"codetune-mini {bpb:.3f} bpb vs lzma -9 {lz:.3f} on {len(files)} files"
+    # The issue's quality target, 0.75x lzma, on this subset too (the packaged model: ~0.60x
+    # here, 0.68x on all 40 held-out files; the 2.4 M-token build of before was ~0.85x).
+    assert bpb < 0.75 * lz, f"codetune-mini {bpb:.3f} bpb vs lzma -9 {lz:.3f} on {len(files)} files"
