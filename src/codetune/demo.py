@@ -7,7 +7,7 @@ before and after → report + chart → the commands for real use.
 PATH defaults to the git repository around the current directory, or, outside one, the bundled
 sample project (`codetune/samples/harbor`, a small marina-booking library with consistent house
 conventions). The defaults (200 LoRA steps of 4 x 512 tokens, up to 16 held-out files) take about
-3 minutes on 2 CPU cores; `--steps` trades time for how much the model adapts.
+2 minutes on 2 CPU cores; `--steps` trades time for how much the model adapts.
 
 QLoRA (4-bit base weights) is used when bitsandbytes is importable *and* a CUDA GPU is present: on
 a CPU, bitsandbytes' 4-bit path made each step about twice as slow as plain LoRA on this 5 M
