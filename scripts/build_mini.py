@@ -70,14 +70,20 @@ def stdlib_files() -> tuple[Path, list[str]]:
             if not name.endswith(".py"):
                 continue
             p = Path(dirpath) / name
-            if p.stat().st_size > MAX_FILE_BYTES or p.stat().st_size == 0:
-                continue
-            try:
-                p.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue
-            rels.append(p.relative_to(root).as_posix())
+            if _usable(p):
+                rels.append(p.relative_to(root).as_posix())
     return root, sorted(rels)
+
+
+def _usable(p: Path) -> bool:
+    """Non-empty, at most MAX_FILE_BYTES (larger ones are generated tables), valid UTF-8."""
+    if not 0 < p.stat().st_size <= MAX_FILE_BYTES:
+        return False
+    try:
+        p.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return False
+    return True
 
 
 def file_list_hash(rels: list[str]) -> str:
@@ -89,16 +95,8 @@ def stdlib_test_files(root: Path) -> list[str]:
     training text only. They are not in `stdlib_files()`, so the held-out set, chosen from that
     list, is the same with or without them (and none of its files shares more than a tenth of
     its long lines with them: checked when they were added)."""
-    rels = []
-    for p in sorted((root / "test").rglob("*.py")):
-        if "__pycache__" in p.parts or not 0 < p.stat().st_size <= MAX_FILE_BYTES:
-            continue
-        try:
-            p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        rels.append(p.relative_to(root).as_posix())
-    return rels
+    return [p.relative_to(root).as_posix() for p in sorted((root / "test").rglob("*.py"))
+            if "__pycache__" not in p.parts and _usable(p)]
 
 
 def split_heldout(root: Path, rels: list[str]) -> tuple[list[str], list[str]]:

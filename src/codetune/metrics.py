@@ -198,4 +198,3 @@ def flops_per_token(model_cfg_like: Any, n_matmul: int | dict[str, int], seq_len
     attention = 12.0 * n_layer * n_head * int(head_dim) * int(seq_len)
     return {"6N": 6.0 * n_matmul,
             "4N+attention": 4.0 * n_matmul + 6.0 * n_adapter + attention}
-
