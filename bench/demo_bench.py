@@ -37,6 +37,8 @@ def main() -> int:
         cmd = [sys.executable, "-m", "codetune", "demo", "-q", "-o", str(out)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
+        if args.keep:
+            cmd += ["--overwrite"]  # replaces an earlier demo kept there, never anything else
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, env=env, text=True, capture_output=True, check=False)
         wall = time.perf_counter() - t

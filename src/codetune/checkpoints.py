@@ -53,14 +53,28 @@ def finalize(tmp: Path, final: Path) -> None:
 
 
 def verify(folder: Path) -> str | None:
-    """None if `folder` is a complete checkpoint, else why not."""
+    """None if `folder` is a complete checkpoint, else why not. Complete means: a completion
+    record of the right shape that lists every file in the folder, and every file matches its
+    size and checksum. A file the record does not list was not sealed, so it is not trusted."""
     marker = folder / MARKER
     if not marker.is_file():
         return "no completion record (interrupted while saving?)"
     try:
-        files = json.loads(marker.read_text())["files"]
-    except (json.JSONDecodeError, KeyError):
+        record = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "unreadable completion record"
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(rel, str) and not rel.startswith("/") and ".." not in Path(rel).parts
+            and isinstance(rec, dict)
+            and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)
+            for rel, rec in files.items()):
+        return "completion record of the wrong shape"
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*")
+               if p.is_file() and p.name != MARKER}
+    unsealed = sorted(present - files.keys())
+    if unsealed:
+        return f"{unsealed[0]} is not in the completion record"
     for rel, rec in files.items():
         p = folder / rel
         if not p.is_file():
@@ -72,7 +86,12 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def latest(run_checkpoints: Path) -> Path | None:
+def step_of(checkpoint: Path) -> int:
+    """The optimizer step a `checkpoint-N` folder was saved at."""
+    return int(_NAME.match(checkpoint.name).group(1))
+
+
+def latest(run_checkpoints: Path, quiet: bool = False) -> Path | None:
     """The newest complete checkpoint under `run_checkpoints`, warning about skipped ones."""
     if not run_checkpoints.is_dir():
         return None
@@ -82,7 +101,8 @@ def latest(run_checkpoints: Path) -> Path | None:
         why = verify(path)
         if why is None:
             return path
-        print(f"warning: skipping {path.name}: {why}", file=sys.stderr)
+        if not quiet:
+            print(f"warning: skipping {path.name}: {why}", file=sys.stderr)
     return None
 
 

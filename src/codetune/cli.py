@@ -7,6 +7,7 @@ User errors (`CodetuneError`) print one paragraph without a traceback and exit w
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -169,7 +170,7 @@ def _add_train(sub) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from codetune import config
-    from codetune.train import print_summary, train
+    from codetune.train import check_output, print_summary, resume_config, train
 
     if args.resume and args.overwrite:
         raise CodetuneError("--resume and --overwrite contradict each other; pick one")
@@ -180,13 +181,17 @@ def _run_train(args: argparse.Namespace) -> int:
              "model.trust_remote_code": True if args.trust_remote_code else None}
     items = overrides + [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
                          for k, v in flags.items() if v is not None]
-    if args.resume and recipe is None and not overrides and not any(
-            v is not None for v in flags.values()):
-        recipe = str(Path(args.output) / "config.yaml")  # resume with the run's own config
-    cfg = config.load(recipe, items)
+    if args.resume:
+        check_output(Path(args.output).absolute(), resume=True, overwrite=False)
+        if recipe is not None:
+            raise CodetuneError(f"--resume continues with the run's own config.yaml; drop "
+                                f"{recipe} and give only KEY=VALUE overrides")
+        cfg = resume_config(args.output, items, force=args.force)
+    else:
+        cfg = config.load(recipe, items)
     result = train(cfg, args.output, resume=args.resume, overwrite=args.overwrite,
                    force=args.force, progress=not args.quiet)
-    if int(os.environ.get("RANK", 0)) == 0:
+    if int(os.environ.get("RANK", 0)) == 0 and not result.already_finished:
         print_summary(result)
     return 0
 
@@ -341,6 +346,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CodetuneError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A folder that cannot be written, a full disk: the user's to fix, so one line, not a
+        # traceback. The commands build outputs beside their final place, so nothing is half
+        # written. Any other OSError is a bug and keeps its traceback.
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        from codetune.outputs import write_error
+
+        print(f"error: {write_error(e, e.filename or 'the output folder')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing incomplete was left behind", file=sys.stderr)

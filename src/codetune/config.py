@@ -11,8 +11,10 @@ Later stages add their sections here; `load()` and the override syntax stay the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -420,6 +422,11 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if hint in (int, float) and isinstance(value, str):
+        # YAML 1.1 reads `5e-4` and `1E-5` as strings (it wants `5.0e-4`); take what Python's
+        # float() takes, so the seed's own `5e-4` is a number.
+        with contextlib.suppress(ValueError):
+            value = float(value.strip())
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -428,8 +435,11 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(f"{name} must be a whole number, e.g. {name}=100; got {value!r}")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number; got {value!r}")
             return float(value)
-        raise ConfigError(f"{name} must be a number, e.g. {name}=0.5; got {value!r}")
+        raise ConfigError(f"{name} must be a number, e.g. {name}=0.5 or {name}=5e-4; "
+                          f"got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -465,6 +475,17 @@ def describe(cfg: RunConfig | None = None) -> str:
                                    width=10_000).strip().removesuffix("...").strip()
             lines.append(f"  {f.name}: {value}  # ({t}) {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def flatten(cfg: RunConfig) -> dict[str, Any]:
+    """`{"section.key": value}` for every field."""
+    return {f"{sec}.{k}": v for sec, fields in cfg.to_dict().items() for k, v in fields.items()}
+
+
+def changes(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every field that differs, in field order."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
 
 
 def dump(cfg: RunConfig, path: Path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from codetune import outputs
 from codetune.errors import CodetuneError
 
 __all__ = ["DEFAULT_STEPS", "SAMPLE_NAME", "add_parser", "pick_example", "resolve_source",
@@ -134,29 +134,34 @@ This demo's run works with them too (codetune-mini has 1024 positions, hence the
 
 
 def run_demo(path: str | None = None, steps: int = DEFAULT_STEPS,
-             out: str | Path = "codetune-demo", *, overwrite: bool = True,
+             out: str | Path = "codetune-demo", *, overwrite: bool = False,
              max_eval_files: int | None = 16, overrides: list[str] | tuple[str, ...] = (),
              progress: bool = True, echo=print) -> dict[str, Any]:
     """Run the demo into `out` (dataset/, run/, run/eval/, demo.json); return its summary.
 
-    `overrides` are extra `section.key=value` config items (e.g. `eval.max_tasks=20`)."""
+    `overrides` are extra `section.key=value` config items (e.g. `eval.max_tasks=20`). An
+    earlier demo folder at `out` is replaced only with `overwrite`, and only once this one is
+    complete; any other existing folder is refused."""
+    if steps < 1:
+        raise CodetuneError("--steps must be at least 1")
+    source, how = resolve_source(path)
+    if not Path(source).exists() and "://" not in source and "@" not in source:
+        raise CodetuneError(f"{source} does not exist; give a project folder or git URL")
+    out = outputs.check(out, overwrite, "demo")
+    with outputs.replacing(out, overwrite, "demo", echo=echo):
+        # Marked as ours from the start, so an interrupted demo can be replaced later.
+        outputs.write_json(out / "demo.json", {**outputs.mark("demo"), "complete": False})
+        return _demo(source, how, out, steps, max_eval_files, overrides, progress, echo)
+
+
+def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | None,
+          overrides, progress: bool, echo) -> dict[str, Any]:
     from codetune import config, mini
     from codetune.data.prepare import prepare
     from codetune.evaluate import evaluate
     from codetune.train import train
 
-    if steps < 1:
-        raise CodetuneError("--steps must be at least 1")
     model_dir = mini.default_model()
-    source, how = resolve_source(path)
-    if not Path(source).exists() and "://" not in source and "@" not in source:
-        raise CodetuneError(f"{source} does not exist; give a project folder or git URL")
-    out = Path(out).absolute()
-    if out.exists():
-        if not overwrite:
-            raise CodetuneError(f"{out} exists; pass --overwrite or another -o folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     quant = _quantization()
     items = [f"{k}={v}" for k, v in {**_TRAIN, **_EVAL}.items()]
     items += [f"model.name={model_dir}", f"data.dataset={out / 'dataset'}",
@@ -212,7 +217,7 @@ def run_demo(path: str | None = None, steps: int = DEFAULT_STEPS,
         echo("")
         echo(_show_example(example))
     seconds = time.perf_counter() - started
-    doc = {"source": source, "chosen": how, "out_dir": str(out), "steps": result.steps,
+    doc = {**outputs.mark("demo"), "complete": True, "source": source, "chosen": how, "out_dir": str(out), "steps": result.steps,
            "quantization": quant, "seconds": round(seconds, 1),
            "timings": {k: round(v, 1) for k, v in timings.items()},
            "train_files": n_train, "heldout_files": n_valid,
@@ -223,8 +228,7 @@ def run_demo(path: str | None = None, steps: int = DEFAULT_STEPS,
            "verdict": ev["verdict"], "example": example,
            "report": str(out / "run" / "eval" / "report.md"),
            "chart": str(out / "run" / "eval" / "eval.png")}
-    (out / "demo.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n",
-                                   encoding="utf-8")
+    outputs.write_json(out / "demo.json", doc)
     echo("")
     echo(f"report {doc['report']}, chart {doc['chart']} ({seconds / 60:.1f} min in all)")
     echo("")
@@ -242,7 +246,9 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"LoRA steps (default {DEFAULT_STEPS})")
     p.add_argument("-o", "--output", default="codetune-demo", metavar="DIR",
-                   help="where the dataset, run, report and chart go (replaced if present)")
+                   help="where the dataset, run, report and chart go")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo folder (only once the new one is complete)")
     p.add_argument("--sample", action="store_true",
                    help="use the bundled sample project even inside a git repository")
     p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
@@ -253,6 +259,6 @@ def add_parser(sub) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     path = str(sample_path()) if args.sample else args.path
-    run_demo(path, args.steps, args.output, overrides=args.set,
+    run_demo(path, args.steps, args.output, overwrite=args.overwrite, overrides=args.set,
              progress=not args.quiet and sys.stderr.isatty())
     return 0

@@ -11,12 +11,10 @@ when complete, so an interrupted merge never leaves a folder that looks like a m
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from codetune import outputs
 from codetune.errors import CodetuneError
 
 # Largest |logit difference| accepted between merged and base+adapter, per dtype: merging
@@ -66,12 +64,7 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
     if cfg.model.finetune != "lora":
         raise CodetuneError(f"{run_dir} is a full fine-tuning run: the folder already holds "
                             "the whole model, there is no adapter to merge")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CodetuneError(f"{out} already exists; pass --overwrite or choose another -o")
-        if not (out / "codetune_merge.json").is_file():
-            raise CodetuneError(f"{out} is not a merged codetune model; refusing to delete it "
-                                "even with --overwrite. Choose another -o folder.")
+    out = outputs.check(out, overwrite, "merged")
     if dtype not in TOLERANCE:
         raise CodetuneError(f"--dtype must be one of {', '.join(TOLERANCE)}")
     loaded = inference.load(str(run_dir), quantization="none", dtype=dtype)
@@ -87,9 +80,7 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
             f"(tolerance {TOLERANCE[dtype]} for {dtype}); nothing was written. Try "
             "--dtype float32, or use the run folder with its adapter instead.")
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with outputs.staged(out, overwrite, "merged", checked=True) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         loaded.tokenizer.save_pretrained(str(tmp))
         gen = merged.generation_config
@@ -97,16 +88,10 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
             gen.eos_token_id = list(loaded.fim.stop_ids)
         gen.pad_token_id = loaded.tokenizer.pad_token_id
         gen.save_pretrained(str(tmp))
-        record = {"run": str(run_dir.resolve()), "base_model": cfg.model.name,
-                  "revision": cfg.model.revision, "dtype": dtype,
+        record = {**outputs.mark("merged"), "run": str(run_dir.resolve()),
+                  "base_model": cfg.model.name, "revision": cfg.model.revision, "dtype": dtype,
                   "fim_format": loaded.fim.family if loaded.fim else None,
                   "verified_inputs": len(inputs), "max_abs_logit_diff": diff,
                   "tolerance": TOLERANCE[dtype]}
-        (tmp / "codetune_merge.json").write_text(json.dumps(record, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        outputs.write_json(tmp / "codetune_merge.json", record)
     return {**record, "out_dir": str(out)}

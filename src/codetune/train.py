@@ -21,6 +21,7 @@ codetune's stream (each rank reads its own disjoint share: no dispatching from r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codetune import __version__, checkpoints
+from codetune import __version__, checkpoints, outputs
 from codetune.config import RunConfig, dump
 from codetune.errors import CodetuneError
 
@@ -46,6 +47,7 @@ class TrainResult:
     eval_losses: dict[str, float] = field(default_factory=dict)
     tokens_per_second: float | None = None
     resumed_from: str | None = None
+    already_finished: bool = False  # --resume of a run that had reached train.max_steps
     loss_path: str = ""
     trainable_params: int = 0
     total_params: int = 0
@@ -65,20 +67,68 @@ def _rank() -> tuple[int, int]:
 
 
 def check_output(out: Path, resume: bool, overwrite: bool) -> None:
+    """Fail early, before any model is loaded, if `out` cannot take this run."""
     if resume:
-        if not (out / RUN_RECORD).is_file():
-            raise CodetuneError(f"nothing to resume in {out} (no {RUN_RECORD}); start a new run "
-                                "without --resume")
+        if out.is_symlink() or not (out / RUN_RECORD).is_file():
+            raise CodetuneError(f"there is no run to resume in {out} (no {RUN_RECORD}); start "
+                                "it without --resume")
+        if outputs.kind_of(out) != "run":
+            raise CodetuneError(f"{out} is not a codetune run ({out / RUN_RECORD} was not "
+                                "written by codetune); nothing to resume")
         return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CodetuneError(f"{out} already exists; pass --resume to continue that run, "
-                                "--overwrite to start over, or choose another -o folder")
-        if not (out / RUN_RECORD).is_file():
-            raise CodetuneError(f"{out} is not a codetune run folder (no {RUN_RECORD}); refusing "
-                                "to delete it even with --overwrite. Choose another -o folder.")
-        if _rank()[0] == 0:
-            shutil.rmtree(out)
+    if not overwrite and outputs.kind_of(out) == "run":
+        raise CodetuneError(f"{out} already holds a run; pass --resume to continue it, "
+                            "--overwrite to start over, or choose another -o folder")
+    outputs.check(out, overwrite, "run")
+
+
+# Overrides that leave an interrupted run resumable exactly: they change when it stops, saves,
+# logs and evaluates, not what it trains on or how. Anything else needs --force.
+RESUME_SAFE = {
+    "train.max_steps", "train.save_steps", "train.eval_steps", "train.logging_steps",
+    "train.save_total_limit", "train.report_to", "train.push_to_hub", "train.hub_model_id",
+    "data.max_eval_sequences", "data.eval_ltr", "data.eval_fim",
+}
+
+
+def resume_config(out: str | Path, overrides: list[str], force: bool = False,
+                  echo=None) -> RunConfig:
+    """The config of the run in `out` (its own config.yaml) with `overrides` on top. Each
+    change is printed; one that breaks exact resume (batch, sequence length, data, ...) is
+    refused unless `force`."""
+    from codetune import config
+
+    say = echo or (lambda m: print(m, file=sys.stderr))
+    out = Path(out)
+    check_output(out.absolute(), resume=True, overwrite=False)
+    own = out / "config.yaml"
+    if not own.is_file():
+        raise CodetuneError(f"{own} is missing, so the run cannot be resumed as it was "
+                            "started; start a new run in another folder")
+    base = config.load(own)
+    cfg = config.load(own, overrides)
+    changed = config.changes(base, cfg)
+    for key, old, new in changed:
+        say(f"resume override: {key}: {old!r} -> {new!r}")
+    unsafe = [k for k, _, _ in changed if k not in RESUME_SAFE and not k.startswith("eval.")]
+    if unsafe and not force:
+        raise CodetuneError(
+            f"changing {', '.join(unsafe)} would break exact resume (the data order, batches "
+            "or model would differ from the interrupted run); resume without it, pass --force "
+            "to resume anyway, or start a new run in another folder")
+    return cfg
+
+
+def finished_step(out: Path, max_steps: int) -> int | None:
+    """The step a finished run stopped at (its newest complete checkpoint reached
+    `max_steps` and the final weights were saved), else None."""
+    last = checkpoints.latest(out / "checkpoints", quiet=True)
+    if last is None or checkpoints.step_of(last) < max_steps:
+        return None
+    weights = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+    if not (out / "metrics.json").is_file() or not any((out / f).is_file() for f in weights):
+        return None  # killed after the last checkpoint, before the final save: resume it
+    return checkpoints.step_of(last)
 
 
 def _dataset_identity(cfg: RunConfig) -> dict[str, Any]:
@@ -97,6 +147,7 @@ def _run_record(cfg: RunConfig, source, fim_tokens, dataset: dict, counts: dict)
     import transformers
 
     return {
+        **outputs.mark("run"),
         "codetune_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(sys.argv),
@@ -264,9 +315,23 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     if cfg.data.dataset is None:
         raise CodetuneError("no dataset given: pass --dataset DIR (a folder written by "
                             "`codetune prepare`)")
+    if resume and overwrite:
+        raise CodetuneError("--resume and --overwrite contradict each other; pick one")
     if rank == 0:  # other ranks would see the folder rank 0 is creating
         check_output(out, resume, overwrite)
-    resolve_files(cfg.data.dataset, "train")  # fail early on a bad dataset, before loading
+    if resume:
+        done = finished_step(out, cfg.train.max_steps)
+        if done is not None:
+            if rank == 0:
+                print(f"{out} finished at step {done} (train.max_steps={cfg.train.max_steps});"
+                      " nothing to train. To continue it, raise train.max_steps, e.g. "
+                      f"`codetune train -o {out} --resume train.max_steps={2 * done}`",
+                      file=sys.stderr)
+            return TrainResult(out_dir=out, steps=done, seconds=0.0, train_loss=None,
+                               already_finished=True)
+    # Everything is checked and loaded before an old run is touched: a typo in --dataset or
+    # --model fails here and loses nothing.
+    resolve_files(cfg.data.dataset, "train")
     dataset = _dataset_identity(cfg)
     source = resolve_source(cfg.model.name, cfg.model.revision)
     started = time.perf_counter()
@@ -294,111 +359,129 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     counts = count_params(model)
     record = _run_record(cfg, source, fim_tokens, dataset, counts)
 
-    ckpt_root = out / "checkpoints"
-    resume_from = None
-    if resume:
-        _check_resume_compatible(out, record, force)
+    with contextlib.ExitStack() as stack:
+        if not resume and rank == 0:
+            # A failed new run is removed (and an old one put back) unless it reached a
+            # checkpoint, which `--resume` can continue.
+            stack.enter_context(outputs.replacing(
+                out, overwrite, "run",
+                keep_failed=lambda p: checkpoints.latest(p / "checkpoints", quiet=True)
+                is not None))
+        ckpt_root = out / "checkpoints"
+        resume_from = None
+        if resume:
+            _check_resume_compatible(out, record, force)
+            if rank == 0:
+                checkpoints.clean_partial(ckpt_root)
+            resume_from = checkpoints.latest(ckpt_root)
+            if resume_from is None:
+                print("note: no complete checkpoint yet; starting this run from step 0",
+                      file=sys.stderr)
         if rank == 0:
-            checkpoints.clean_partial(ckpt_root)
-        resume_from = checkpoints.latest(ckpt_root)
-        if resume_from is None:
-            print("note: no complete checkpoint yet; starting this run from step 0",
+            out.mkdir(parents=True, exist_ok=True)
+            dump(cfg, out / "config.yaml")
+            (out / RUN_RECORD).write_text(json.dumps(record, indent=1))
+
+        train_stream = make_stream(cfg, tokenizer, "train", seed=cfg.train.seed,
+                                   fim_tokens=fim_tokens)
+        evals = {}
+        if resolve_files(cfg.data.dataset, "validation")[0]:
+            # Every rank evaluates all held-out sequences (rank=0 of 1): equal batch counts on
+            # every rank keep the loss gather of distributed evaluation in step.
+            if cfg.data.eval_ltr:
+                evals["ltr"] = _Capped(make_stream(cfg, tokenizer, "validation", fim_rate=0.0,
+                                                   rank=0, world_size=1), cfg.data.max_eval_sequences)
+            if cfg.data.eval_fim and fim_tokens is not None:
+                evals["fim"] = _Capped(make_stream(cfg, tokenizer, "validation",
+                                                   fim_tokens=fim_tokens, rank=0, world_size=1),
+                                       cfg.data.max_eval_sequences)
+        elif rank == 0:
+            print("note: the dataset has no validation split; training without evaluation",
                   file=sys.stderr)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        dump(cfg, out / "config.yaml")
-        (out / RUN_RECORD).write_text(json.dumps(record, indent=1))
 
-    train_stream = make_stream(cfg, tokenizer, "train", seed=cfg.train.seed,
-                               fim_tokens=fim_tokens)
-    evals = {}
-    if resolve_files(cfg.data.dataset, "validation")[0]:
-        # Every rank evaluates all held-out sequences (rank=0 of 1): equal batch counts on
-        # every rank keep the loss gather of distributed evaluation in step.
-        if cfg.data.eval_ltr:
-            evals["ltr"] = _Capped(make_stream(cfg, tokenizer, "validation", fim_rate=0.0,
-                                               rank=0, world_size=1), cfg.data.max_eval_sequences)
-        if cfg.data.eval_fim and fim_tokens is not None:
-            evals["fim"] = _Capped(make_stream(cfg, tokenizer, "validation",
-                                               fim_tokens=fim_tokens, rank=0, world_size=1),
-                                   cfg.data.max_eval_sequences)
-    elif rank == 0:
-        print("note: the dataset has no validation split; training without evaluation",
-              file=sys.stderr)
+        cuda = torch.cuda.is_available()
+        dtype = M.compute_dtype(cfg.model)
+        do_eval = bool(evals) and t.eval_steps > 0
+        args = TrainingArguments(
+            output_dir=str(ckpt_root), max_steps=t.max_steps,
+            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+            gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate,
+            lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_steps,
+            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
+            eval_strategy="steps" if do_eval else "no", eval_steps=t.eval_steps or None,
+            save_strategy="steps", save_steps=t.save_steps, logging_steps=t.logging_steps,
+            save_total_limit=t.save_total_limit, seed=t.seed, data_seed=t.seed,
+            # Checkpointing is switched on (non-reentrant) by model.prepare_for_training.
+            bf16=dtype == torch.bfloat16 and cuda, fp16=dtype == torch.float16 and cuda,
+            use_cpu=not cuda, dataloader_num_workers=t.dataloader_workers,
+            dataloader_drop_last=True, remove_unused_columns=False, label_names=["labels"],
+            prediction_loss_only=True, ignore_data_skip=True, report_to="none",
+            ddp_find_unused_parameters=False,
+            ddp_backend="gloo" if world > 1 and not cuda else None,
+            accelerator_config={"dispatch_batches": False, "split_batches": False},
+            push_to_hub=t.push_to_hub, hub_model_id=t.hub_model_id or out.name,
+            disable_tqdm=not progress, logging_first_step=True,
+        )
+        callbacks = []
+        if t.report_to == "tensorboard" and rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            from transformers.integrations import TensorBoardCallback
 
-    cuda = torch.cuda.is_available()
-    dtype = M.compute_dtype(cfg.model)
-    do_eval = bool(evals) and t.eval_steps > 0
-    args = TrainingArguments(
-        output_dir=str(ckpt_root), max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
-        eval_strategy="steps" if do_eval else "no", eval_steps=t.eval_steps or None,
-        save_strategy="steps", save_steps=t.save_steps, logging_steps=t.logging_steps,
-        save_total_limit=t.save_total_limit, seed=t.seed, data_seed=t.seed,
-        # Checkpointing is switched on (non-reentrant) by model.prepare_for_training.
-        bf16=dtype == torch.bfloat16 and cuda, fp16=dtype == torch.float16 and cuda,
-        use_cpu=not cuda, dataloader_num_workers=t.dataloader_workers,
-        dataloader_drop_last=True, remove_unused_columns=False, label_names=["labels"],
-        prediction_loss_only=True, ignore_data_skip=True, report_to="none",
-        ddp_find_unused_parameters=False,
-        ddp_backend="gloo" if world > 1 and not cuda else None,
-        accelerator_config={"dispatch_batches": False, "split_batches": False},
-        push_to_hub=t.push_to_hub, hub_model_id=t.hub_model_id or out.name,
-        disable_tqdm=not progress, logging_first_step=True,
-    )
-    callbacks = []
-    if t.report_to == "tensorboard" and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+            callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs"))))
+        elif t.report_to not in ("none", "tensorboard"):
+            args.report_to = [t.report_to]
+        trainer = _trainer_class()(model=model, args=args, train_dataset=train_stream,
+                                   eval_dataset=evals or None, callbacks=callbacks)
+        tokens_per_step = t.batch_size * cfg.data.seq_length * t.grad_accum * world
+        trainer.throughput = Throughput(tokens_per_step,
+                                        flops_per_token(model, counts, cfg.data.seq_length),
+                                        world)
+        if resume_from is not None:
+            state_file = resume_from / f"stream_rank{rank}.json"
+            if not state_file.is_file():
+                raise CodetuneError(f"{resume_from} has no stream position for rank {rank}; it was "
+                                    "saved with a different number of processes. Resume with the "
+                                    "same number of processes.")
+            trainer.stream_state = json.loads(state_file.read_text())
+            trainer.throughput.reset(int(resume_from.name.split("-")[1]))
+        try:
+            if resume_from is not None and checkpoints.step_of(resume_from) >= t.max_steps:
+                # Killed after its last checkpoint, before the final save. The Trainer checks
+                # max_steps only after a step, so resuming it would train one step too many:
+                # load the checkpoint's weights and state and go straight to the final save.
+                from transformers import TrainerState
 
-        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs"))))
-    elif t.report_to not in ("none", "tensorboard"):
-        args.report_to = [t.report_to]
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_stream,
-                               eval_dataset=evals or None, callbacks=callbacks)
-    tokens_per_step = t.batch_size * cfg.data.seq_length * t.grad_accum * world
-    trainer.throughput = Throughput(tokens_per_step,
-                                    flops_per_token(model, counts, cfg.data.seq_length),
-                                    world)
-    if resume_from is not None:
-        state_file = resume_from / f"stream_rank{rank}.json"
-        if not state_file.is_file():
-            raise CodetuneError(f"{resume_from} has no stream position for rank {rank}; it was "
-                                "saved with a different number of processes. Resume with the "
-                                "same number of processes.")
-        trainer.stream_state = json.loads(state_file.read_text())
-        trainer.throughput.reset(int(resume_from.name.split("-")[1]))
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except torch.cuda.OutOfMemoryError:
-        raise CodetuneError(
-            "out of GPU memory. Lower train.batch_size (raise train.grad_accum to keep the "
-            "effective batch), lower data.seq_length, keep train.gradient_checkpointing=true, "
-            "or load the base in 4 bits (model.quantization=4bit).") from None
+                trainer._load_from_checkpoint(str(resume_from))
+                trainer.state = TrainerState.load_from_json(
+                    str(resume_from / "trainer_state.json"))
+            else:
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except torch.cuda.OutOfMemoryError:
+            raise CodetuneError(
+                "out of GPU memory. Lower train.batch_size (raise train.grad_accum to keep the "
+                "effective batch), lower data.seq_length, keep train.gradient_checkpointing=true, "
+                "or load the base in 4 bits (model.quantization=4bit).") from None
 
-    history = trainer.state.log_history
-    train_losses = [r["loss"] for r in history if "loss" in r]
-    evals_final = {k: v for r in history for k, v in r.items()
-                   if k.startswith("eval_") and k.endswith("_loss")}
-    tps = trainer.throughput.history
-    result = TrainResult(
-        out_dir=out, steps=trainer.state.global_step, seconds=time.perf_counter() - started,
-        train_loss=train_losses[-1] if train_losses else None, eval_losses=evals_final,
-        tokens_per_second=sum(tps) / len(tps) if tps else None,
-        resumed_from=str(resume_from) if resume_from else None, loss_path=loss_path,
-        trainable_params=counts.get("trainable", 0), total_params=counts.get("total", 0),
-        log_history=history, model=trainer.model)
-    trainer.save_model(str(out))  # every rank: under FSDP the weights are gathered
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out))
-        write_metrics(out / "metrics.json", history, result.summary())
-        plot_losses(history, out / "loss_curve.png")
-        if t.push_to_hub:
-            trainer.push_to_hub()
-    return result
+        history = trainer.state.log_history
+        train_losses = [r["loss"] for r in history if "loss" in r]
+        evals_final = {k: v for r in history for k, v in r.items()
+                       if k.startswith("eval_") and k.endswith("_loss")}
+        tps = trainer.throughput.history
+        result = TrainResult(
+            out_dir=out, steps=trainer.state.global_step, seconds=time.perf_counter() - started,
+            train_loss=train_losses[-1] if train_losses else None, eval_losses=evals_final,
+            tokens_per_second=sum(tps) / len(tps) if tps else None,
+            resumed_from=str(resume_from) if resume_from else None, loss_path=loss_path,
+            trainable_params=counts.get("trainable", 0), total_params=counts.get("total", 0),
+            log_history=history, model=trainer.model)
+        trainer.save_model(str(out))  # every rank: under FSDP the weights are gathered
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(out))
+            write_metrics(out / "metrics.json", history, result.summary())
+            plot_losses(history, out / "loss_curve.png")
+            if t.push_to_hub:
+                trainer.push_to_hub()
+        return result
 
 
 def print_summary(r: TrainResult) -> None:

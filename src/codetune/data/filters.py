@@ -26,6 +26,7 @@ from codetune.data.sources import Candidate
 
 REASONS: dict[str, str] = {
     "vendored": "inside a vendored/build/cache folder (prepare.vendored_dirs)",
+    "codetune_output": "inside a folder codetune wrote (a dataset, run, model or report)",
     "excluded": "matched prepare.exclude, or did not match prepare.include",
     "lock_file": "a dependency lock file (prepare.lock_files)",
     "non_code": "an image, archive, document, font, weights or other non-code format",

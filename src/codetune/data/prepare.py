@@ -17,7 +17,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from codetune import __version__
+from codetune import __version__, outputs
 from codetune.config import PrepareConfig
 from codetune.data import report, store
 from codetune.data.filters import FileFilter, Result
@@ -142,28 +141,16 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     if not sources:
         raise CodetuneError("give at least one SOURCE: a folder, a git URL, a Hub dataset "
                             "(hf://datasets/OWNER/NAME) or parquet/JSON files")
-    out = Path(out_dir).absolute()
-    store.check_output(out, overwrite)
+    out = outputs.check(out_dir, overwrite, "dataset")
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     opened = [open_source(s, cfg, cache) for s in sources]  # clone/validate before writing
     workers = cfg.workers or os.cpu_count() or 1
     started = time.perf_counter()
-    tmp = store.staging_dir(out)
-    try:
+    with outputs.staged(out, overwrite, "dataset", checked=True) as tmp:
         summary = _build(opened, tmp, out, cfg, workers, progress)
         summary.seconds = time.perf_counter() - started
         report.write(tmp, summary, [s.info for s in opened], cfg)
         _write_manifest(tmp, summary, [s.info for s in opened], cfg)
-        store.commit(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        err = store.disk_full_error(e, out)
-        if err:
-            raise err from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
@@ -375,6 +362,9 @@ def _write_manifest(folder: Path, summary: Summary, infos: list[SourceInfo],
         "input_bytes": summary.input_bytes,
         "seconds": round(summary.seconds, 2),
         "content_hash": summary.content_hash,
+        # checked by every later stage: a truncated or replaced shard is caught up front
+        "shard_bytes": {name: (folder / "data" / name).stat().st_size
+                        for split in store.SPLITS for name in summary.shards[split]},
         "warnings": summary.warnings,
         "files": {"report": "report.md", "dropped": "dropped.jsonl", "secrets": "secrets.jsonl"},
     })

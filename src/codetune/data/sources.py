@@ -9,7 +9,10 @@ decide which paths exist and reject the unsafe ones up front:
   file of the repository in its own right, so reading the link too would only duplicate it);
 - devices, FIFOs and sockets are `not_regular_file` (opening a FIFO would block forever);
 - in a git work tree the files are what git tracks (`git ls-files`), so `.gitignore` holds; in a
-  plain folder `.gitignore` files are applied by pattern with `pathspec`.
+  plain folder `.gitignore` files are applied by pattern with `pathspec`;
+- codetune's own output folders (a dataset, run, merged model or report written inside the
+  source, and their hidden build folders) are `codetune_output`: a second `prepare SRC -o
+  SRC/ds2` must not train on the first one's manifest and report.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codetune import outputs
 from codetune.errors import CodetuneError
 
 DATASET_EXTS = (".parquet", ".json", ".jsonl", ".csv", ".arrow")
@@ -175,8 +179,42 @@ def _entry(repo_id: str, root: str, rel: str) -> Candidate:
     return Candidate(repo_id, rel, fs_path=full, root=root)
 
 
+def _own_output(root: str, rel_dir: str, name: str) -> bool:
+    """Whether folder `rel_dir` (relative to `root`, last component `name`) is codetune's."""
+    return outputs.kind_of(os.path.join(root, rel_dir)) is not None
+
+
+def _skip_own_outputs(repo_id: str, root: str, cands: Iterator[Candidate]) -> Iterator[Candidate]:
+    """Listed files minus those inside codetune's own output folders (each reported once)."""
+    verdict: dict[str, str | None] = {"": None}  # folder -> the own-output folder holding it
+
+    def holder(rel_dir: str) -> str | None:
+        if rel_dir not in verdict:
+            parent, _, name = rel_dir.rpartition("/")
+            up = holder(parent)
+            verdict[rel_dir] = up if up is not None else (
+                rel_dir if _own_output(root, rel_dir, name) else None)
+        return verdict[rel_dir]
+
+    reported: set[str] = set()
+    for c in cands:
+        own = holder(c.path.rpartition("/")[0]) if "/" in c.path else None
+        if own is None and any(outputs.is_partial(p) for p in c.path.split("/")[:-1]):
+            continue  # a hidden build folder of a codetune command: transient, not content
+        if own is None:
+            yield c
+        elif own not in reported:
+            reported.add(own)
+            yield Candidate(repo_id, own + "/", reason="codetune_output",
+                            detail="a folder codetune wrote; not walked")
+
+
 def iter_git_files(repo_id: str, root: str, submodules: bool) -> Iterator[Candidate]:
     """Tracked files of the work tree at `root` (NUL-separated, so any byte in a name is fine)."""
+    yield from _skip_own_outputs(repo_id, root, _iter_git_files(repo_id, root, submodules))
+
+
+def _iter_git_files(repo_id: str, root: str, submodules: bool) -> Iterator[Candidate]:
     if submodules:
         out = _git(["ls-files", "-z", "--cached", "--recurse-submodules"], cwd=root).stdout
         for raw in out.split(b"\0"):
@@ -236,8 +274,13 @@ def iter_folder_files(repo_id: str, root: str, vendored: set[str]) -> Iterator[C
                 continue  # git's own database, never content
             if ignored(rel, is_dir):
                 continue
+            if is_dir and outputs.is_partial(entry.name):
+                continue  # a hidden build folder of a codetune command: transient, not content
             if is_dir:
-                if entry.name in vendored:
+                if _own_output(root, rel, entry.name):
+                    yield Candidate(repo_id, rel + "/", reason="codetune_output",
+                                    detail="a folder codetune wrote; not walked")
+                elif entry.name in vendored:
                     yield Candidate(repo_id, rel + "/", reason="vendored",
                                     detail="folder not walked")
                 else:

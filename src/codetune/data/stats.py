@@ -45,7 +45,8 @@ def dataset_stats(path: str | Path, tokenizer=None, sample: int = 400, seed: int
     for split in store.SPLITS:
         files = nbytes = 0
         for shard in store.shard_paths(path, split):
-            t = pq.read_table(shard, columns=["language", "num_bytes"])
+            with store.reading(shard):
+                t = pq.read_table(shard, columns=["language", "num_bytes"])
             files += t.num_rows
             b = t.column("num_bytes").to_pylist()
             nbytes += sum(b)
@@ -80,7 +81,10 @@ def _sample_texts(path: Path, k: int, seed: int) -> list[str]:
     import pyarrow.parquet as pq
 
     shards = [p for s in store.SPLITS for p in store.shard_paths(path, s)]
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in shards]
+    counts = []
+    for p in shards:
+        with store.reading(p):
+            counts.append(pq.ParquetFile(p).metadata.num_rows)
     total = sum(counts)
     if total == 0:
         return []
@@ -89,7 +93,8 @@ def _sample_texts(path: Path, k: int, seed: int) -> list[str]:
     for shard, n in zip(shards, counts, strict=True):
         local = picks[(picks >= offset) & (picks < offset + n)] - offset
         if len(local):
-            col = pq.read_table(shard, columns=["content"]).column("content")
+            with store.reading(shard):
+                col = pq.read_table(shard, columns=["content"]).column("content")
             texts += [col[int(i)].as_py() for i in local]
         offset += n
     return texts

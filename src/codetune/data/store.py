@@ -10,19 +10,19 @@ Layout (what `datasets.load_dataset("parquet", data_dir=DIR + "/data")` and
     DIR/dropped.jsonl    one line per dropped file: repo_id, path, reason, detail
     DIR/secrets.jsonl    one line per secret: repo_id, path, line, kind, masked value
 
-Safety: everything is built in a hidden sibling folder (`.DIR.partial-PID`) and renamed into
+Safety: everything is built in a hidden sibling folder (`outputs.staged`) and renamed into
 place only when complete, so an interrupted run never leaves a folder that looks finished, and
-`--overwrite` replaces an old dataset only once the new one is whole. `manifest.json` is the
-mark of completeness that every later stage checks through `load_manifest`.
+`--overwrite` replaces an old dataset only once the new one is whole. `manifest.json` (with
+`"format": "codetune-dataset"`) is the mark of completeness that every later stage checks
+through `load_manifest`, and what `--overwrite` checks before it replaces a folder.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,9 +89,31 @@ def iter_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict[str
     """Rows of a parquet file, one row group in memory at a time."""
     import pyarrow.parquet as pq
 
-    f = pq.ParquetFile(str(path))
-    for i in range(f.num_row_groups):
-        yield from f.read_row_group(i, columns=columns).to_pylist()
+    with reading(path):
+        f = pq.ParquetFile(str(path))
+        for i in range(f.num_row_groups):
+            yield from f.read_row_group(i, columns=columns).to_pylist()
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn pyarrow's errors on a damaged file ("Parquet magic bytes not found", "ZSTD
+    decompression failed") into one line that names the file and the remedy."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError) as e:
+        path = Path(path)
+        root = path.parent.parent
+        if (root / "manifest.json").is_file():
+            fix = (f"the dataset {root} is damaged; prepare it again with `codetune prepare "
+                   f"SOURCE... -o {root} --overwrite`")
+        else:
+            fix = "replace the file, or prepare a dataset from its source with `codetune prepare`"
+        what = (os.strerror(e.errno) if isinstance(e, OSError) and e.errno
+                else str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise CodetuneError(f"cannot read {path}: {what}; {fix}") from None
 
 
 def write_shards(staging: Path, out: Path, drop_ids: set[int], move_ids: set[int],
@@ -149,58 +171,6 @@ def write_shards(staging: Path, out: Path, drop_ids: set[int], move_ids: set[int
             for s in SPLITS}
 
 
-# --------------------------------------------------------------------------- folder safety
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to clobber: an existing folder needs --overwrite, and even then only a codetune
-    dataset (or an empty folder) is ever replaced."""
-    if not out.exists() and not out.is_symlink():
-        if not out.parent.is_dir():
-            raise CodetuneError(f"the parent folder of {out} does not exist; create it first")
-        return
-    if not overwrite:
-        raise CodetuneError(f"{out} already exists; pass --overwrite to replace it, or choose "
-                            "another -o folder")
-    if out.is_symlink() or not out.is_dir():
-        raise CodetuneError(f"{out} exists and is not a folder; choose another -o")
-    if any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise CodetuneError(f"{out} is not a codetune dataset (no manifest.json); refusing to "
-                            "delete it even with --overwrite. Choose another -o folder.")
-
-
-def staging_dir(out: Path) -> Path:
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def commit(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an old dataset is removed only after that."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def disk_full_error(e: OSError, out: Path) -> CodetuneError | None:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CodetuneError(f"the disk holding {out.parent} is full; free some space or "
-                             "choose an -o folder on another disk. Nothing was written and "
-                             "any earlier dataset there is untouched.")
-    return None
-
-
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -231,11 +201,18 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if data.get("version", 0) > FORMAT_VERSION:
         raise CodetuneError(f"{path} was written by a newer codetune (format version "
                             f"{data['version']}); upgrade codetune")
+    sizes = data.get("shard_bytes", {})
     for split, info in data["splits"].items():
         for shard in info["shards"]:
-            if not (path / "data" / shard).is_file():
+            p = path / "data" / shard
+            if not p.is_file():
                 raise CodetuneError(f"shard data/{shard} of split {split} is missing from "
                                     f"{path}; prepare the dataset again with --overwrite")
+            if shard in sizes and p.stat().st_size != sizes[shard]:
+                raise CodetuneError(
+                    f"shard {p} is damaged ({p.stat().st_size} bytes, {sizes[shard]} when "
+                    f"written); prepare the dataset again with `codetune prepare SOURCE... "
+                    f"-o {path} --overwrite`")
     return data
 
 

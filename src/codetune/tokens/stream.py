@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from codetune.config import DataConfig, FimConfig
+from codetune.data import store
 from codetune.errors import CodetuneError
 from codetune.tokens.packing import IGNORE_INDEX, Packer, Sequence
 
@@ -52,8 +53,6 @@ class Unit:
 def resolve_files(source: str | Path, split: str) -> tuple[list[str], str | None]:
     """Parquet files of `split` and the text column: a prepared dataset folder (its manifest
     names the shards) or parquet files / a glob (the split is ignored; column from config)."""
-    from codetune.data import store
-
     path = Path(source)
     if path.is_dir() and (path / "manifest.json").exists():
         return [str(p) for p in store.shard_paths(path, split)], "content"
@@ -76,7 +75,8 @@ def list_units(files: list[str], column: str) -> list[Unit]:
 
     units = []
     for f in files:
-        meta = pq.ParquetFile(f).metadata
+        with store.reading(f):
+            meta = pq.ParquetFile(f).metadata
         if column not in meta.schema.names:
             raise CodetuneError(f"{f} has no column '{column}' (columns: "
                                 f"{', '.join(meta.schema.names)}); set data.text_column")
@@ -144,7 +144,9 @@ class TextCache:
             if len(self._data) >= self.keep:
                 self._data.pop(next(iter(self._data)))
             u = self.units[unit]
-            table = pq.ParquetFile(u.file).read_row_group(u.row_group, columns=[self.column])
+            with store.reading(u.file):
+                table = pq.ParquetFile(u.file).read_row_group(u.row_group,
+                                                              columns=[self.column])
             self._data[unit] = table.column(0).to_pylist()
         text = self._data[unit][row]
         return text if isinstance(text, str) else ""
