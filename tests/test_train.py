@@ -259,3 +259,28 @@ def test_added_fim_tokens_are_trained_and_saved(workdir, tmp_path):
     trained = next(v for k, v in rows.items() if "embed" in k)
     assert torch.allclose(emb, trained.to(emb.dtype))
     assert list((out / "logs").rglob("events.out.tfevents.*"))  # TensorBoard by default
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_a_gguf_base_trains_without_quantization(workdir, tmp_path, finetune):
+    """A local .gguf base (an Ollama / llama.cpp model on disk) loaded dequantized must train
+    like a plain one; it used to crash inside the Trainer on the GGUF quantization marker."""
+    pytest.importorskip("gguf")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .tiny import build_llama_gguf
+
+    f = build_llama_gguf(workdir["llama"], tmp_path / "tiny-llama.gguf")
+    cfg = run_cfg(workdir, "llama", **{"model.name": str(f), "model.finetune": finetune,
+                                       "train.max_steps": 2, "train.save_steps": 2})
+    out = tmp_path / "run"
+    result = train(cfg, out, progress=False)
+    assert result.steps == 2 and result.train_loss is not None
+    if finetune == "lora":
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(workdir["llama"])),
+                                  str(out))
+    else:
+        full = AutoModelForCausalLM.from_pretrained(str(out))
+        assert full.config.model_type == "llama"
+        assert getattr(full.config, "quantization_config", None) is None

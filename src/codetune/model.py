@@ -219,6 +219,13 @@ def _forget_gguf(model: Any) -> None:
     The weights are already dequantized (plain float tensors), but the marker makes transformers
     refuse `save_pretrained` and the Trainer treat the model as "purely quantized"."""
     model.hf_quantizer = None
+    # The Trainer reads `is_quantized` and then dereferences `hf_quantizer`: both must go, or a
+    # dequantized GGUF base fails with "'NoneType' object has no attribute
+    # 'quantization_config'" when trained with plain LoRA or in full.
+    model.is_quantized = False
+    for attr in ("quantization_method", "is_loaded_in_4bit", "is_loaded_in_8bit"):
+        if attr in vars(model):
+            delattr(model, attr)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
 
