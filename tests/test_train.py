@@ -203,7 +203,7 @@ def test_user_errors(workdir, tmp_path):
 
 def test_two_process_data_parallel_on_cpu(workdir, tmp_path):
     cfg = run_cfg(workdir, "llama", **{"train.max_steps": 3, "train.save_steps": 3,
-                                       "train.eval_steps": 0})
+                                       "train.eval_steps": 3, "data.max_eval_sequences": 6})
     config.dump(cfg, tmp_path / "cfg.yaml")
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -217,6 +217,9 @@ def test_two_process_data_parallel_on_cpu(workdir, tmp_path):
     readers = [json.dumps(s) for s in states]
     assert '"reader": 0' in readers[0] and '"reader": 1' in readers[1]
     assert all('"readers": 2' in s for s in readers)
+    # evaluation with the held-out sequences shared between the ranks finished, in step
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    assert any("eval_ltr_loss" in r for r in history)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -284,3 +287,91 @@ def test_a_gguf_base_trains_without_quantization(workdir, tmp_path, finetune):
         full = AutoModelForCausalLM.from_pretrained(str(out))
         assert full.config.model_type == "llama"
         assert getattr(full.config, "quantization_config", None) is None
+
+
+def test_train_time_eval_is_capped_by_default(workdir, tmp_path, monkeypatch):
+    """The held-out split can be large; each train-time evaluation reads at most
+    data.max_eval_sequences (default 32) sequences per eval set, unless set to null."""
+    from transformers import TrainerCallback
+
+    from codetune.data.prepare import prepare
+
+    from .conftest import TINY_CORPUS_FILE, prep_cfg
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(120):
+        (repo / f"v_{i}.py").write_text(TINY_CORPUS_FILE.format(i=i) * 2)
+    prepare([str(repo)], tmp_path / "ds", prep_cfg(valid_fraction=0.5, dedup_near=False),
+            progress=False)
+    assert config.load().data.max_eval_sequences == 32
+
+    steps: list[int] = []
+
+    class Count(TrainerCallback):
+        def on_prediction_step(self, args, state, control, **kw):
+            steps[-1] += 1
+
+        def on_step_begin(self, args, state, control, **kw):
+            steps.append(0)
+
+    import transformers
+
+    real_init = transformers.Trainer.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        self.add_callback(Count())
+
+    monkeypatch.setattr(transformers.Trainer, "__init__", init)
+    over = {"data.dataset": str(tmp_path / "ds"), "train.max_steps": 1, "train.eval_steps": 1,
+            "train.save_steps": 1, "train.batch_size": 4}
+    cfg = run_cfg(workdir, "llama", **over)
+    cfg.data.max_eval_sequences = config.DataConfig().max_eval_sequences  # the default
+    train(cfg, tmp_path / "capped", progress=False)
+    assert steps[-1] == 2 * 32 // 4  # two eval sets (left-to-right and FIM), 8 batches each
+    steps.clear()
+    train(run_cfg(workdir, "llama", **over, **{"data.max_eval_sequences": "null"}),
+          tmp_path / "all", progress=False)
+    assert steps[-1] > 2 * 32 // 4
+
+
+def test_capped_eval_share_is_exact_on_several_ranks():
+    from codetune.train import _Capped
+
+    assert list(_Capped([1, 2, 3], 2)) == [1, 2]
+    assert list(_Capped([1, 2, 3], 5)) == [1, 2, 3]  # one rank: what there is
+    assert list(_Capped([1, 2, 3], 5, exact=True)) == [1, 2, 3, 1, 2]
+    assert list(_Capped([], 3, exact=True, fallback=[7, 8])) == [7, 8, 7]
+
+
+def test_progress_is_lines_off_a_terminal_and_a_bar_on_one(workdir, tmp_path):
+    import io
+
+    from codetune.metrics import progress_callback
+
+    cfg = run_cfg(workdir, **{"train.max_steps": 2, "train.save_steps": 2})
+    config.dump(cfg, tmp_path / "cfg.yaml")
+    r = subprocess.run([sys.executable, "-m", "codetune", "train", str(tmp_path / "cfg.yaml"),
+                        "-o", str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [x for x in r.stderr.splitlines() if x.startswith("step ")]
+    assert any(x.startswith("step 2/2  loss ") and " eta " in x for x in lines), r.stderr
+    assert any("eval loss: ltr " in x for x in lines), r.stderr
+    assert "{'loss'" not in r.stderr and "\r" not in r.stderr  # no raw dicts, no bar redraws
+
+    from types import SimpleNamespace
+
+    buf = io.StringIO()
+    cb = progress_callback(live=True, stream=buf)
+    state = SimpleNamespace(global_step=0, max_steps=10)
+    cb.on_train_begin(None, state, None)
+    for step in range(1, 4):
+        state.global_step = step
+        cb.on_step_end(None, state, None)
+        cb.on_log(None, state, None, logs={"loss": 2.5 - step / 10, "tokens_per_second": 1234})
+    cb.on_train_end(None, state, None)
+    out = buf.getvalue()
+    assert "\r" in out and "3/10" in out and "loss 2.2000, 1,234 tok/s" in out
+    assert "step 3/10  loss" not in out  # a bar, not lines

@@ -136,7 +136,9 @@ class DataConfig:
     tokenize_batch: int = _f(16, "documents tokenized per call (speed only)")
     eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
     eval_ltr: bool = _f(True, "report eval loss on plain left-to-right held-out files")
-    max_eval_sequences: int | None = _f(None, "cap on eval sequences per eval set (None: all)")
+    max_eval_sequences: int | None = _f(
+        32, "held-out sequences per eval set at each train-time evaluation, shared between "
+            "ranks; null evaluates all of them (its cost then grows with the held-out split)")
 
     def validate(self, prefix: str = "data") -> None:
         for name in ("seq_length", "shuffle_buffer", "tokenize_batch"):

@@ -198,3 +198,85 @@ def flops_per_token(model_cfg_like: Any, n_matmul: int | dict[str, int], seq_len
     attention = 12.0 * n_layer * n_head * int(head_dim) * int(seq_len)
     return {"6N": 6.0 * n_matmul,
             "4N+attention": 4.0 * n_matmul + 6.0 * n_adapter + attention}
+
+
+def _clock(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_callback(live: bool, stream: Any = None):
+    """A TrainerCallback that shows training as one live bar on a terminal (step, loss,
+    tokens/s, ETA; evaluation as a second bar) and, when output goes to a file or a CI log, one
+    plain line per logging step and per evaluation. It replaces the Trainer's own printer,
+    which prints raw dicts of strings."""
+    import sys
+
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    out = stream or sys.stderr
+
+    class Progress(TrainerCallback):
+        bar = eval_bar = None
+        last: dict[str, float] = {}
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.step0 = time.perf_counter(), state.global_step
+            if live:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train",
+                                unit="step", file=out, dynamic_ncols=True)
+
+        def _eta(self, state) -> str:
+            done = state.global_step - self.step0
+            if done <= 0:
+                return "?"
+            per = (time.perf_counter() - self.t0) / done
+            return _clock(per * (state.max_steps - state.global_step))
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                self.last = {"loss": float(logs["loss"]),
+                             "tok/s": float(logs.get("tokens_per_second", 0) or 0)}
+                if self.bar is not None:
+                    self.bar.set_postfix_str(f"loss {self.last['loss']:.4f}, "
+                                             f"{self.last['tok/s']:,.0f} tok/s", refresh=True)
+                else:
+                    tps = f"  {self.last['tok/s']:,.0f} tok/s" if self.last["tok/s"] else ""
+                    print(f"step {state.global_step}/{state.max_steps}  loss "
+                          f"{self.last['loss']:.4f}{tps}  eta {self._eta(state)}", file=out,
+                          flush=True)
+
+        def on_prediction_step(self, args, state, control, **kw):
+            if live:
+                if self.eval_bar is None:
+                    self.eval_bar = tqdm(desc="eval", unit="batch", leave=False, file=out,
+                                         dynamic_ncols=True)
+                self.eval_bar.update(1)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            if self.eval_bar is not None:
+                self.eval_bar.close()
+                self.eval_bar = None
+            losses = {k.removeprefix("eval_").removesuffix("_loss"): v
+                      for k, v in (metrics or {}).items()
+                      if k.startswith("eval_") and k.endswith("_loss")}
+            if losses:
+                text = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+                line = f"step {state.global_step}/{state.max_steps}  eval loss: {text}"
+                if self.bar is not None:
+                    self.bar.write(line, file=out)
+                else:
+                    print(line, file=out, flush=True)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return Progress()

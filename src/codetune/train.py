@@ -266,9 +266,12 @@ def _trainer_class():
 
 
 class _Capped:
-    """An eval stream limited to `n` sequences (a torch IterableDataset)."""
+    """An eval stream limited to `n` sequences (a torch IterableDataset). With `exact`, it
+    yields exactly `n`, going round its stream again if that is shorter (then round `fallback`,
+    if the stream is empty): on several ranks every rank must run the same number of eval
+    batches, or the loss gather of distributed evaluation waits forever."""
 
-    def __new__(cls, stream, n: int | None):
+    def __new__(cls, stream, n: int | None, exact: bool = False, fallback=None):
         if n is None:
             return stream
         import itertools
@@ -277,7 +280,19 @@ class _Capped:
 
         class Capped(IterableDataset):
             def __iter__(self):
-                return itertools.islice(iter(stream), n)
+                if not exact:
+                    return itertools.islice(iter(stream), n)
+                return itertools.islice(self._forever(), n)
+
+            def _forever(self):
+                for source in (stream, fallback):
+                    while source is not None:  # round and round; islice stops it at n
+                        got = False
+                        for item in source:
+                            got = True
+                            yield item
+                        if not got:
+                            break  # an empty share: go round the fallback instead
 
         return Capped()
 
@@ -298,6 +313,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
         count_params,
         flops_per_token,
         plot_losses,
+        progress_callback,
         write_metrics,
     )
     from codetune.modelsource import resolve_source
@@ -386,15 +402,24 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
                                    fim_tokens=fim_tokens)
         evals = {}
         if resolve_files(cfg.data.dataset, "validation")[0]:
-            # Every rank evaluates all held-out sequences (rank=0 of 1): equal batch counts on
-            # every rank keep the loss gather of distributed evaluation in step.
+            # Train-time evaluation is capped (data.max_eval_sequences) so its cost does not grow
+            # with the held-out split, and the cap is shared between ranks: each rank evaluates
+            # its own share, exactly cap/world sequences, so all run the same number of batches.
+            cap = cfg.data.max_eval_sequences
+            per_rank = cap if cap is None or world == 1 else -(-cap // world)
+
+            def held_out(**kw):
+                if per_rank is None:  # all of it: every rank evaluates everything, in step
+                    return make_stream(cfg, tokenizer, "validation", rank=0, world_size=1, **kw)
+                share = make_stream(cfg, tokenizer, "validation", rank=rank, world_size=world,
+                                    **kw)
+                whole = make_stream(cfg, tokenizer, "validation", rank=0, world_size=1, **kw)
+                return _Capped(share, per_rank, exact=world > 1, fallback=whole)
+
             if cfg.data.eval_ltr:
-                evals["ltr"] = _Capped(make_stream(cfg, tokenizer, "validation", fim_rate=0.0,
-                                                   rank=0, world_size=1), cfg.data.max_eval_sequences)
+                evals["ltr"] = held_out(fim_rate=0.0)
             if cfg.data.eval_fim and fim_tokens is not None:
-                evals["fim"] = _Capped(make_stream(cfg, tokenizer, "validation",
-                                                   fim_tokens=fim_tokens, rank=0, world_size=1),
-                                       cfg.data.max_eval_sequences)
+                evals["fim"] = held_out(fim_tokens=fim_tokens)
         elif rank == 0:
             print("note: the dataset has no validation split; training without evaluation",
                   file=sys.stderr)
@@ -420,7 +445,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             ddp_backend="gloo" if world > 1 and not cuda else None,
             accelerator_config={"dispatch_batches": False, "split_batches": False},
             push_to_hub=t.push_to_hub, hub_model_id=t.hub_model_id or out.name,
-            disable_tqdm=not progress, logging_first_step=True,
+            disable_tqdm=True, logging_first_step=True,  # progress: metrics.progress_callback
         )
         callbacks = []
         if t.report_to == "tensorboard" and rank == 0:
@@ -432,6 +457,12 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             args.report_to = [t.report_to]
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_stream,
                                    eval_dataset=evals or None, callbacks=callbacks)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints raw dicts of strings
+        trainer.remove_callback(ProgressCallback)
+        if progress and rank == 0:
+            trainer.add_callback(progress_callback(live=sys.stderr.isatty()))
         tokens_per_step = t.batch_size * cfg.data.seq_length * t.grad_accum * world
         trainer.throughput = Throughput(tokens_per_step,
                                         flops_per_token(model, counts, cfg.data.seq_length),
