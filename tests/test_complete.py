@@ -201,3 +201,179 @@ def test_cli_complete_errors(tiny_run, tmp_path, capsys, args, message):
 def test_cli_complete_target_not_found(tmp_path, capsys):
     assert cli.main(["complete", str(tmp_path / "no-such-run"), "--prefix", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the suffix starting over
+
+# Found with a real 0.5B model served through the openai client at temperature 0: the middle was
+# right, then the whole suffix followed it again.
+CLICK_PREFIX = ("import click\n\n\n@click.command()\n@click.option('--count', default=1)\n"
+                "@click.argument('name')\ndef hello(count, name):\n    for x in range(count):\n"
+                "        ")
+CLICK_MIDDLE = "click.echo(f'Hello, {name}!')"
+CLICK_SUFFIX = "\n\n\nif __name__ == '__main__':\n    hello()\n"
+# A multi-line eval task of the same real-model run: both base and tuned went on into the suffix.
+NONE_PREFIX = ("    def get(self, name):\n        matches = [i for i in self.items if i.name == name]\n"
+               "        if matches:\n            if not matches[0].enabled:\n")
+NONE_MIDDLE = "                return None\n"
+NONE_SUFFIX = ("\n            if len(matches) == 1:\n                return matches[0]\n"
+               "        raise KeyError(name)\n")
+
+
+def test_trim_the_click_example_exactly():
+    assert inference.trim_completion(CLICK_MIDDLE + CLICK_SUFFIX, CLICK_SUFFIX, CLICK_PREFIX) \
+        == (CLICK_MIDDLE, True)
+    # the same cut, whichever sign comes first: ran out of tokens inside the anchor line...
+    assert inference.trim_completion(CLICK_MIDDLE + "\n\n\nif __name__ == '__ma", CLICK_SUFFIX,
+                                     CLICK_PREFIX) == (CLICK_MIDDLE, True)
+    # ...or the anchor line with fewer blank lines in front than the suffix has
+    assert inference.trim_completion(CLICK_MIDDLE + "\nif __name__ == '__main__':\n", CLICK_SUFFIX,
+                                     CLICK_PREFIX) == (CLICK_MIDDLE, True)
+    # a model that stops by itself is left alone
+    assert inference.trim_completion(CLICK_MIDDLE, CLICK_SUFFIX, CLICK_PREFIX) == \
+        (CLICK_MIDDLE, False)
+
+
+def test_trim_the_return_none_example():
+    text, trimmed = inference.trim_completion(NONE_MIDDLE + NONE_SUFFIX, NONE_SUFFIX, NONE_PREFIX)
+    assert (text, trimmed) == (NONE_MIDDLE, True)
+    # the file reassembles exactly, the suffix's blank line kept once
+    assert NONE_PREFIX + text + NONE_SUFFIX == NONE_PREFIX + NONE_MIDDLE + NONE_SUFFIX
+    # and the multi-line task now scores (eval strips both sides)
+    from codetune.evaltasks import exact_match
+
+    assert exact_match(text, NONE_MIDDLE) == 1.0
+    assert exact_match(NONE_MIDDLE + NONE_SUFFIX, NONE_MIDDLE) == 0.0
+
+
+def test_trim_overlap_with_the_suffix():
+    # a mid-line hole: the model finished the call, then went on with the next line
+    assert inference.trim_completion("a, b)\n    return x\n", ", b)\n    return x\n", "    f(") \
+        == ("a", True)
+    # the tail that equals the start of the suffix goes, mid-identifier too
+    assert inference.trim_completion("user_name()\nprint(user)\n", "name()\nprint(user)\n",
+                                     "user = get_") == ("user_", True)
+    # out of tokens part-way into the suffix's first line: at least 8 non-blank characters
+    assert inference.trim_completion("total += x\n    return tot", "\n    return total\n",
+                                     "    ") == ("total += x", True)
+    assert inference.trim_completion("a, b)\n    retur", ", b)\n    return x\n", "f(") == \
+        ("a", True)
+
+
+def test_legit_completions_that_touch_the_suffix_are_not_cut():
+    trim = inference.trim_completion
+    # closes its own call: the last character equals the suffix's first
+    assert trim("len(xs))", ")\n", "print(") == ("len(xs))", False)
+    assert trim("len(xs)", ")\nprint(ys)\n", "print(") == ("len(xs)", False)
+    # ends in the newline the suffix starts with: kept (trimming it would join two lines)
+    assert trim("x = 1\n", "\n    return x\n", "    ") == ("x = 1\n", False)
+    # a short beginning of the suffix, out of tokens: under 8 non-blank characters
+    assert trim("y = f(x)\n    ret", "    return y\n", "") == ("y = f(x)\n    ret", False)
+    # a middle line that only begins like the suffix's first line
+    suffix = "    self.assertEqual(b, 2)\n"
+    text = "    self.assertEqual(a, 1)\n    self.assertEqual(c, 3)\n"
+    assert trim(text, suffix, "    def test(self):\n") == (text, False)
+    # a nested `}` / `else:` at another indentation is not the one after the hole
+    js = "  if (a) {\n    b();\n  }\n  c();\n"
+    assert trim(js, "}\n", "function f() {\n") == (js, False)
+    assert trim(js + "}\n", "}\n", "function f() {\n") == (js, True)
+    py = "        if y:\n            a()\n        else:\n            b()\n"
+    assert trim(py, "    else:\n        c()\n", "    if x:\n") == (py, False)
+
+
+def test_trim_single_line_holes():
+    trim = inference.trim_completion
+    # one line: ends at the line end, whatever follows
+    assert trim("return total\n    print(x)\n", "\n    print(x)\n", "    ", stops=("\n",)) == \
+        ("return total", False)
+    # the model wrote the next line instead of this one: nothing left to insert
+    assert trim("print(x)\n", "\n    print(x)\n", "    ", stops=("\n",)) == ("", True)
+    # a cursor mid-line: the rest of the line repeated is cut (8+ non-blank characters)
+    assert trim("price * item.qty\n", " * item.qty\n", "    total += item.", stops=("\n",)) \
+        == ("price", True)
+
+
+def test_holdback_keeps_a_possible_repetition_off_the_stream():
+    f = inference.Finisher((), CLICK_SUFFIX, CLICK_PREFIX)
+    for part in ("\n", "\n\n\n", "\n\n\nif __na", "\n\n\nif __name__ == '__main__':"):
+        text = CLICK_MIDDLE + part
+        assert text[:len(text) - f.holdback(text)] == CLICK_MIDDLE, part
+    text = CLICK_MIDDLE + "\n        click.echo('bye')"  # diverged: shown
+    assert f.holdback(text) == 0
+    # with no suffix, only stop strings and unfinished characters are held back
+    assert inference.Finisher(("STOP",)).holdback("abcST") == 2
+
+
+def scripted_text(loaded, text: str, **kw) -> inference.Loaded:
+    """`loaded` with a stub model that generates the tokens of `text`, then EOS."""
+    ids = loaded.tokenizer.encode(text, add_special_tokens=False) + [loaded.fim.eos_id]
+    return dataclasses.replace(loaded, model=Scripted(ids, len(loaded.tokenizer), **kw))
+
+
+def test_complete_returns_the_middle_alone_and_stops_generating(loaded):
+    stub = scripted_text(loaded, CLICK_MIDDLE + CLICK_SUFFIX)
+    n_script = len(stub.model.script)
+    pieces = []
+    out = complete(stub, CLICK_PREFIX, CLICK_SUFFIX, GenParams(max_new_tokens=200, temperature=0),
+                   on_text=pieces.append)
+    assert (out.text, out.finish_reason, out.trimmed_suffix) == (CLICK_MIDDLE, "stop", True)
+    assert "".join(pieces) == CLICK_MIDDLE  # the held-back newlines never reached the stream
+    # stopped once the anchor line was complete: `    hello()` and EOS were never generated
+    assert stub.model.calls == out.completion_tokens < n_script - 2
+    # a model that stops by itself: nothing trimmed
+    clean = complete(scripted_text(loaded, CLICK_MIDDLE), CLICK_PREFIX, CLICK_SUFFIX,
+                     GenParams(greedy=True))
+    assert (clean.text, clean.trimmed_suffix) == (CLICK_MIDDLE, False)
+    # a prompt built elsewhere (an editor's FIM template) is read back for its hole
+    s = TokenStream(stub, inference.fim_prompt(loaded, CLICK_PREFIX, CLICK_SUFFIX),
+                    GenParams(greedy=True, max_new_tokens=200))
+    assert (s.run(), s.trimmed_suffix) == (CLICK_MIDDLE, True)
+    assert inference.prompt_hole(loaded, inference.fim_prompt(loaded, CLICK_PREFIX,
+                                                              CLICK_SUFFIX)) == \
+        (CLICK_PREFIX, CLICK_SUFFIX)
+
+
+def test_cli_complete_prints_the_middle_alone(loaded, monkeypatch, capsys):
+    import codetune.complete as C
+
+    monkeypatch.setattr(C, "load_target",
+                        lambda args: scripted_text(loaded, CLICK_MIDDLE + CLICK_SUFFIX))
+    argv = ["complete", "stub", "--prefix", CLICK_PREFIX, "--suffix", CLICK_SUFFIX,
+            "--temperature", "0", "--max-new-tokens", "200"]
+    assert cli.main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["text"], out["finish_reason"], out["trimmed_suffix"]) == \
+        (CLICK_MIDDLE, "stop", True)
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == CLICK_MIDDLE + "\n"
+
+
+def test_a_tiny_temperature_is_greedy(loaded):
+    """temperature 1e-300 divided the logits into inf, then nan probabilities (a 500 in serve)."""
+    prompt = inference.fim_prompt(loaded, PREFIX, SUFFIX)
+    greedy = TokenStream(loaded, prompt, GenParams(max_new_tokens=10, greedy=True)).run()
+    for t in (1e-300, 1e-6):
+        params = GenParams(max_new_tokens=10, temperature=t)
+        assert params.is_greedy
+        assert TokenStream(loaded, prompt, params).run() == greedy
+        assert inference.generate(loaded, [prompt], params) == [greedy]
+    assert not GenParams(temperature=1e-4).is_greedy
+
+
+@pytest.mark.parametrize("family", ["starcoder", "codellama"])
+def test_prompt_hole_reads_back_prefix_and_suffix(tmp_path, family):
+    from transformers import AutoTokenizer
+
+    from codetune.tokens.fim import build_prompt, detect_fim
+
+    from .tiny import build_codellama_tokenizer, build_tokenizer
+
+    build = build_codellama_tokenizer if family == "codellama" else build_tokenizer
+    tok = AutoTokenizer.from_pretrained(str(build(tmp_path / "tok")))
+    fim = detect_fim(tok)
+    stub = inference.Loaded(None, tok, fim, "tokenizer only")
+    for prefix, suffix in [(CLICK_PREFIX, CLICK_SUFFIX), ("    x = ", "  y\n"), ("a", " b"),
+                           ("", "")]:
+        assert inference.prompt_hole(stub, build_prompt(tok, fim, prefix, suffix)) == \
+            (prefix, suffix)
+    assert inference.prompt_hole(stub, inference.plain_prompt(stub, "def f(")) is None

@@ -176,7 +176,7 @@ def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
         assert torch.allclose(merged(ids).logits, ref.model(ids).logits, atol=1e-4)
     gen = json.loads((out / "generation_config.json").read_text())
     assert ref.fim.middle_id in gen["eos_token_id"]  # plain generate() stops like codetune
-    with pytest.raises(CodetuneError, match="already exists"):
+    with pytest.raises(CodetuneError, match="already"):  # exists / holds a merged model
         merge(tiny_run["run"], out)
     assert not list(tmp_path.glob(".merged.partial-*"))
     # bf16, as the seed merged: within bf16 tolerance, and said so.
@@ -189,3 +189,108 @@ def test_merge_refuses_non_runs(tmp_path):
 
     with pytest.raises(CodetuneError, match="not a codetune run folder"):
         merge(tmp_path, tmp_path / "out")
+
+
+def forced(loaded, plan: dict[tuple[int, ...], list[int]]):
+    """Make `loaded`'s real model (under its adapter, and with it disabled) generate `plan[prompt]`
+    for each prompt, then EOS, through `model.generate`: a forward hook overwrites the last
+    position's logits. Rows are told apart at the prefill by their (left-padded) prompt."""
+    inner = loaded.model.get_base_model()
+    pad, eos = loaded.tokenizer.pad_token_id, loaded.fim.eos_id
+    state: dict = {}
+
+    def hook(module, args, kwargs, output):
+        ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
+        if ids.shape[1] > 1:  # the prefill: which prompt is in which row
+            rows = [r.tolist() for r in ids]
+            state["plans"] = [plan[tuple(r[next(i for i, t in enumerate(r) if t != pad):])]
+                              for r in rows]
+            state["step"] = 0
+        else:
+            state["step"] += 1
+        logits = torch.full_like(output.logits[:, -1, :], -1e9)
+        for i, script in enumerate(state["plans"]):
+            logits[i, script[state["step"]] if state["step"] < len(script) else eos] = 0.0
+        output.logits[:, -1, :] = logits
+        return output
+
+    return inner.register_forward_hook(hook, with_kwargs=True)
+
+
+RUNS_ON_FILE = """def view_{i}(request):
+    user_{i} = request.user
+    if not user_{i}.ok:
+        return None
+
+    items_{i} = load(user_{i})
+    return items_{i}
+
+
+def main_{i}():
+    print(view_{i}(None))
+"""
+
+
+def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_path, monkeypatch,
+                                                                  capsys):
+    """A model that writes each hole's middle and then goes on with its suffix (as a real 0.5B
+    model did): the multi-line tasks score exact match 1 once cut, and the report counts it."""
+    from codetune import evaluate as E
+    from codetune import inference
+    from codetune.data.prepare import prepare
+
+    from .conftest import prep_cfg
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(8):  # every line names its file: no two prompts alike
+        (repo / f"v{i}.py").write_text(RUNS_ON_FILE.format(i=i))
+    prepare([str(repo)], tmp_path / "ds", prep_cfg(valid_fraction=0.5, dedup_near=False),
+            progress=False)
+    loaded = inference.load(str(tiny_run["run"]))
+    cfg = EvalConfig(max_new_tokens_single=32, max_new_tokens_multi=128, multi_line_per_file=3,
+                     bpb=False, bootstrap=50)
+    fitted = E.fit_to_model(cfg, inference.context_window(loaded))
+    tasks = E.build_tasks(E.held_out_files(str(tmp_path / "ds"), None), fitted)
+    tok = loaded.tokenizer
+    plan = {tuple(E.task_prompt(loaded, t, fitted.context_tokens)):
+            tok.encode(t.middle + t.suffix, add_special_tokens=False) for t in tasks}
+    assert len(plan) == len(tasks)
+    multi = [t for t in tasks if t.kind == "multi_line"]
+    runs_on = [t for t in multi if t.suffix.strip()]  # a middle with code after it to repeat
+    assert runs_on and any(t.kind == "single_line" for t in tasks)
+    assert any(t.middle == "        return None\n" for t in runs_on)  # the real-model case
+    handle = forced(loaded, plan)
+    try:
+        monkeypatch.setattr(inference, "load", lambda *a, **kw: loaded)
+        res = E.evaluate(str(tiny_run["run"]), cfg, tmp_path / "e", dataset=str(tmp_path / "ds"),
+                         progress=False)
+        E.print_summary(res)
+        # batched generation stopped where the suffix started over, not at the token budget
+        prompts = [E.task_prompt(loaded, t, fitted.context_tokens) for t in runs_on]
+        params = inference.GenParams(max_new_tokens=128, greedy=True)
+        for t, p, g in zip(runs_on, prompts, inference.generations(
+                loaded, prompts, params, [(t.prefix, t.suffix) for t in runs_on]), strict=True):
+            assert (g.text, g.finish_reason, g.trimmed_suffix) == (t.middle, "stop", True)
+            assert g.completion_tokens < len(plan[tuple(p)]) - 1
+    finally:
+        handle.remove()
+    m = res["metrics"]
+    for name in ("base", "tuned"):
+        assert m["multi_line_exact_match"][name] == 1.0
+        assert m["single_line_exact_match"][name] == 1.0  # ended at the line end, not trimmed
+    trims = res["suffix_trims"]
+    assert trims["multi_line"] == {"n": len(multi), "base": len(runs_on), "tuned": len(runs_on)}
+    assert trims["single_line"]["base"] == trims["single_line"]["tuned"] == 0
+    assert trims["all"]["n"] == len(tasks)
+    doc = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert doc["suffix_trims"] == trims
+    recs = {r["task_id"]: r for r in doc["task_records"]}
+    for t in multi:
+        rec = recs[t.task_id]
+        assert rec["tuned"]["trimmed_suffix"] == bool(t.suffix.strip())
+        assert rec["tuned"]["output"].strip() == t.middle.strip()
+    line = (f"base {len(runs_on)}/{len(tasks)} (single-line 0/{trims['single_line']['n']}, "
+            f"multi-line {len(runs_on)}/{len(multi)})")
+    assert line in (tmp_path / "e" / "report.md").read_text()
+    assert line in capsys.readouterr().out

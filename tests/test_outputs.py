@@ -320,3 +320,47 @@ def test_a_damaged_shard_is_one_line_naming_the_file(kind, damaged_ds, tiny_run,
         assert "Traceback" not in err and "train-00000" in err, (argv, err)
         assert "codetune prepare" in err, err
     assert not (tmp_path / "run").exists()  # a failed train leaves nothing that looks started
+
+
+def test_commands_on_a_run_killed_before_its_first_checkpoint(tmp_path, finished_run, capsys):
+    """run.json and config.yaml, no weights, no tokenizer: every command says to resume it
+    (it used to say "install sentencepiece or tiktoken")."""
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for f in ("run.json", "config.yaml"):
+        shutil.copy(finished_run / f, killed / f)
+    for argv in (["eval", str(killed), "-q"], ["merge", str(killed), "-o", str(tmp_path / "m")],
+                 ["complete", str(killed), "--prefix", "def "],
+                 ["serve", str(killed), "--port", "0"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and "sentencepiece" not in err, (argv, err)
+        assert err.splitlines()[-1].startswith("error: ") and "--resume" in err, (argv, err)
+    assert not (tmp_path / "m").exists() and not (killed / "eval").exists()
+
+
+def test_eval_replaces_its_own_report_and_refuses_a_foreign_folder(tmp_path, finished_run,
+                                                                  tiny_run, capsys):
+    args = ["-q", "-s", "eval.max_files=2", "-s", "eval.bpb=false", "-s", "eval.max_tasks=2",
+            "-s", "eval.bootstrap=10"]
+    out = tmp_path / "report"
+    assert main(["eval", str(finished_run), "-o", str(out), *args]) == 0
+    assert outputs.kind_of(out) == "eval"
+    (out / "stale.txt").write_text("from the earlier report")
+    assert main(["eval", str(finished_run), "-o", str(out), *args]) == 0
+    assert not (out / "stale.txt").exists() and (out / "report.md").is_file()
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.md").write_text("mine")
+    assert main(["eval", str(finished_run), "-o", str(foreign), *args]) == 2
+    assert "not a codetune evaluation report" in capsys.readouterr().err
+    assert (foreign / "todo.md").read_text() == "mine"
+    # a damaged held-out shard: one line, before any model is loaded
+    bad = tmp_path / "ds"
+    shutil.copytree(tiny_run["ds"], bad)
+    val = sorted((bad / "data").glob("validation-*.parquet"))[0]
+    val.write_bytes(val.read_bytes()[:100])
+    assert main(["eval", str(finished_run), "--dataset", str(bad), "-o",
+                 str(tmp_path / "r2"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "validation-00000" in err and "codetune prepare" in err and "Traceback" not in err

@@ -212,6 +212,9 @@ def _add_eval(sub) -> None:
     p.add_argument("-o", "--output", help="report folder (default RUN_DIR/eval)")
     p.add_argument("--forgetting", metavar="JSONL",
                    help="a local FIM benchmark to check the model did not forget general code")
+    p.add_argument("--quantization", choices=["auto", "none", "8bit", "4bit"],
+                   help="how to load the weights (eval.quantization; auto: unquantized where "
+                        "they fit, even for a 4-bit run)")
     p.add_argument("-q", "--quiet", action="store_true")
     _config_args(p)
     p.set_defaults(func=_run_eval)
@@ -234,7 +237,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(default_model_note(), file=sys.stderr)
         extra = mini_eval_overrides()
     args.set = extra + list(args.set)
-    cfg = _build_config(args, {"eval.forgetting": args.forgetting})
+    cfg = _build_config(args, {"eval.forgetting": args.forgetting,
+                               "eval.quantization": args.quantization})
     result = evaluate(target, cfg.eval, args.output, dataset=args.dataset,
                       adapter=args.adapter, progress=not args.quiet)
     print_summary(result)

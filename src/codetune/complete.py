@@ -5,7 +5,8 @@
 
 The prompt is the family's FIM prompt (`inference.completion_prompt`); a prefix alone, on a model
 without FIM tokens, is completed left to right. Generation stops at EOS, every FIM sentinel and
-file separator, and any `--stop` string; only the new text is returned, never the prompt.
+file separator, any `--stop` string, and where the middle starts to repeat the suffix (cut there:
+`inference.Finisher`); only the new text is returned, never the prompt.
 """
 
 from __future__ import annotations
@@ -27,24 +28,26 @@ class Completion:
     mode: str  # "fim" or "plain" (left-to-right)
     prompt_tokens: int
     completion_tokens: int
+    trimmed_suffix: bool = False  # the middle went on into the suffix and was cut there
 
 
 def complete(loaded: Any, prefix: str, suffix: str | None = None, params: Any = None,
              on_text: Any = None) -> Completion:
     """Complete the hole between `prefix` and `suffix` with `loaded` (`inference.load`).
 
-    `on_text(piece)` is called with the text as it is generated (pieces never run past a stop).
+    `on_text(piece)` is called with the text as it is generated (pieces never run past a stop,
+    nor into a repetition of the suffix: such text is held back until decided).
     """
     from codetune.inference import GenParams, TokenStream, completion_prompt
 
     params = params or GenParams()
     prompt, mode = completion_prompt(loaded, prefix, suffix)
-    stream = TokenStream(loaded, prompt, params)
+    stream = TokenStream(loaded, prompt, params, prefix=prefix, suffix=suffix or "")
     for piece in stream:
         if on_text is not None:
             on_text(piece)
     return Completion(stream.text, stream.finish_reason or "length", mode, stream.prompt_tokens,
-                      stream.completion_tokens)
+                      stream.completion_tokens, stream.trimmed_suffix)
 
 
 def hole_in_file(path: str | Path, line: int, column: int | None = None) -> tuple[str, str]:
@@ -81,8 +84,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply to a base model")
     p.add_argument("--no-adapter", action="store_true",
                    help="use a run folder's base model without its adapter (to compare)")
-    p.add_argument("--quantization", choices=["none", "8bit", "4bit"], default="none",
-                   help="load the weights quantized (default: none)")
+    p.add_argument("--quantization", choices=["auto", "none", "8bit", "4bit"], default="auto",
+                   help="auto: unquantized where it fits (a 4-bit run's base is dequantized: "
+                        "faster), else as the run was trained")
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto")
 
 
@@ -124,7 +128,8 @@ def add_parser(sub) -> None:
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="also stop at this text (repeatable), e.g. --stop $'\\n' for one line")
     p.add_argument("--json", action="store_true",
-                   help="print {text, finish_reason, mode, prompt_tokens, completion_tokens}")
+                   help="print {text, finish_reason, mode, prompt_tokens, completion_tokens, "
+                        "trimmed_suffix}")
     p.set_defaults(func=run)
 
 

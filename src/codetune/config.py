@@ -274,6 +274,11 @@ class EvalConfig:
     seed: int = _f(0, "seed of task sampling and of the bootstrap")
     forgetting: str | None = _f(None, "a local FIM benchmark (.jsonl with prefix/suffix/middle "
                                       "or prompt/suffix/canonical_solution) to check forgetting")
+    quantization: Literal["auto", "none", "8bit", "4bit"] = _f(
+        "auto", "how to load the weights: auto = unquantized where they fit (a QLoRA run's base "
+                "is dequantized: 4-bit matmuls are slow, on a CPU very), else as trained")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
+        "auto", "compute dtype of eval: auto = bfloat16 on a GPU that has it, else float32")
 
     def validate(self, prefix: str = "eval") -> None:
         for name in ("max_tasks", "context_tokens", "max_new_tokens_single",

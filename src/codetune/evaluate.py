@@ -7,6 +7,10 @@ left-to-right and in FIM form (bits per *byte*, so models with different tokeniz
 Every difference comes with a paired bootstrap 95 % interval. Outputs in OUT (default
 RUN/eval): report.md, eval.json (every task with both outputs), eval.png.
 
+Completions end as in `complete` and `serve` (`inference.Finisher`): a middle that goes on into
+the suffix is cut where the suffix starts over, and how often that happened, per model, is
+reported (`suffix_trims`): a model that rarely emits EOS after the middle shows up there.
+
 For a LoRA run the base is the same loaded model with its adapter disabled: one load, the
 same tokenizer (with any FIM tokens the run added), the same prompts.
 """
@@ -22,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from codetune import outputs
 from codetune.config import EvalConfig
+from codetune.data import store
 from codetune.errors import CodetuneError
 from codetune.evaltasks import Task, edit_similarity, exact_match, make_tasks, paired_bootstrap
 
@@ -40,7 +46,8 @@ def held_out_files(dataset: str, max_files: int | None) -> list[dict[str, str]]:
     files, column = resolve_files(dataset, "validation")
     rows = []
     for f in files:
-        t = pq.read_table(f, columns=["repo_id", "path", column or "content"])
+        with store.reading(f):
+            t = pq.read_table(f, columns=["repo_id", "path", column or "content"])
         rows += [{"repo_id": r, "path": p, "content": c} for r, p, c in zip(
             t.column(0).to_pylist(), t.column(1).to_pylist(), t.column(2).to_pylist(),
             strict=True)]
@@ -117,11 +124,12 @@ def task_prompt(loaded, task: Task, budget: int) -> list[int]:
     return fim_prompt(loaded, prefix, suffix)
 
 
-def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None) -> list[str]:
-    """Greedy completions of all tasks, batched by kind and prompt length."""
-    from codetune.inference import GenParams, generate
+def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None) -> list[Any]:
+    """Greedy completions (`inference.Generation`) of all tasks, batched by kind and prompt
+    length; single-line tasks end at the line end."""
+    from codetune.inference import GenParams, generations
 
-    out: list[str | None] = [None] * len(tasks)
+    out: list[Any] = [None] * len(tasks)
     prompts = [task_prompt(loaded, t, cfg.context_tokens) for t in tasks]
     for kind, max_new, stop in (("single_line", cfg.max_new_tokens_single, ("\n",)),
                                 ("multi_line", cfg.max_new_tokens_multi, ())):
@@ -130,12 +138,13 @@ def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None) -> list[str]:
         params = GenParams(max_new_tokens=max_new, greedy=True, stop=stop)
         for s in range(0, len(idx), cfg.batch_size):
             batch = idx[s:s + cfg.batch_size]
-            for i, text in zip(batch, generate(loaded, [prompts[i] for i in batch], params),
-                               strict=True):
-                out[i] = text
+            done = generations(loaded, [prompts[i] for i in batch], params,
+                               [(tasks[i].prefix, tasks[i].suffix) for i in batch])
+            for i, g in zip(batch, done, strict=True):
+                out[i] = g
             if bar is not None:
                 bar.update(len(batch))
-    return out  # type: ignore[return-value]
+    return out
 
 
 # --------------------------------------------------------------------------- bits per byte
@@ -237,26 +246,32 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
 
     from codetune import inference
 
-    loaded = inference.load(target, adapter=adapter)
-    if loaded.run_dir is None and adapter is not None:
-        loaded.run_dir = Path(adapter)
+    is_run = inference.is_run_dir(target)
     if dataset is None:
-        if not inference.is_run_dir(target):
+        if not is_run:
             raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
                                 "a model rather than a run folder")
         dataset = inference.run_config(target).data.dataset
+    # Everything that can fail cheaply fails before the model is loaded: the output folder
+    # (an earlier report of ours is replaced, anything else refused) and the held-out data.
+    out = outputs.check(Path(out_dir) if out_dir else (
+        Path(target) / "eval" if is_run or adapter else Path("eval-" + Path(target).name)),
+        False, "eval", replace_own=True)
+    rows = held_out_files(dataset, cfg.max_files)
+    loaded = inference.load(target, adapter=adapter, quantization=cfg.quantization,
+                            dtype=cfg.dtype)
+    if loaded.run_dir is None and adapter is not None:
+        loaded.run_dir = Path(adapter)
     if loaded.fim is None:
         raise CodetuneError(f"{loaded.description} has no FIM tokens: infilling cannot be "
                             "evaluated. Train with FIM (fim.rate > 0) or use a FIM model.")
     cfg = fit_to_model(cfg, inference.context_window(loaded))
-    out = Path(out_dir) if out_dir else (Path(target) / "eval" if loaded.run_dir else
-                                         Path("eval-" + Path(target).name))
-    rows = held_out_files(dataset, cfg.max_files)
     tasks = build_tasks(rows, cfg)
     bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
     variants = _variants(loaded)
     preds: dict[str, list[str]] = {}
     bench_preds: dict[str, list[str]] = {}
+    trims: dict[str, dict[str, list[bool]]] = {}  # model -> "tasks"/"benchmark" -> per item
     bpb: dict[str, dict[str, list[float]]] = {}
     started = time.perf_counter()
     n_gen = 0
@@ -264,8 +279,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         with ctx():
             with tqdm(total=len(tasks) + len(bench), desc=f"{name}: infilling",
                       disable=not progress) as bar:
-                preds[name] = predict(loaded, tasks, cfg, bar)
-                bench_preds[name] = predict(loaded, bench, cfg, bar) if bench else []
+                done = predict(loaded, tasks, cfg, bar)
+                bench_done = predict(loaded, bench, cfg, bar) if bench else []
+            preds[name], bench_preds[name] = [g.text for g in done], [g.text for g in bench_done]
+            trims[name] = {"tasks": [g.trimmed_suffix for g in done],
+                           "benchmark": [g.trimmed_suffix for g in bench_done]}
             n_gen += len(tasks) + len(bench)
             if cfg.bpb:
                 ltr, fim = [], []
@@ -277,12 +295,44 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                              "fim_bytes": [f[1] for f in fim]}
     seconds = time.perf_counter() - started
     result = _summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg)
+    result["suffix_trims"] = suffix_trims(tasks, bench, trims)
     result.update(target=str(target), model=loaded.description, dataset=str(dataset),
                   fim_format=loaded.fim.family, seconds=round(seconds, 1),
                   tasks_per_second=round(n_gen / max(seconds, 1e-9), 2))
-    _write(out, result, tasks, preds, bench, bench_preds, rows, bpb)
+    _write(out, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
     result["out_dir"] = str(out)
     return result
+
+
+def suffix_trims(tasks: list[Task], bench: list[Task],
+                 trims: dict[str, dict[str, list[bool]]]) -> dict[str, dict[str, int]]:
+    """How many completions were cut where they started repeating the suffix, by task kind
+    (plus "all" and "benchmark"): {kind: {"n": tasks, model: count, ...}}."""
+    out: dict[str, dict[str, int]] = {}
+    groups = [(k, "tasks", [i for i, t in enumerate(tasks) if t.kind == k])
+              for k in ("single_line", "multi_line")]
+    groups.append(("all", "tasks", list(range(len(tasks)))))
+    if bench:
+        groups.append(("benchmark", "benchmark", list(range(len(bench)))))
+    for kind, source, idx in groups:
+        if idx:
+            out[kind] = {"n": len(idx), **{name: int(sum(t[source][i] for i in idx))
+                                           for name, t in trims.items()}}
+    return out
+
+
+def _trims_line(result: dict[str, Any]) -> str:
+    """One sentence: how often each model's middle ran on into the suffix and was cut."""
+    trims = result.get("suffix_trims") or {}
+    if "all" not in trims:
+        return ""
+    parts = []
+    for name in result["models"]:
+        kinds = ", ".join(f"{k.replace('_', '-')} {trims[k][name]}/{trims[k]['n']}"
+                          for k in ("single_line", "multi_line", "benchmark") if k in trims)
+        parts.append(f"{name} {trims['all'][name]}/{trims['all']['n']} ({kinds})")
+    return ("Completions cut where they started repeating the suffix: " + "; ".join(parts)
+            + ".")
 
 
 def _scores(tasks: list[Task], preds: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -354,15 +404,21 @@ def _verdict(metrics: dict[str, dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- outputs
 
 
-def _write(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _write(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
+    """report.md, eval.json and eval.png, built beside `out` and swapped in when complete."""
+    with outputs.staged(out, False, "eval", replace_own=True) as tmp:
+        _write_files(tmp, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
+
+
+def _write_files(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
     names = result["models"]
     task_recs = []
     for i, t in enumerate(tasks):
         rec = t.to_dict()
         for n in names:
             rec[n] = {"output": preds[n][i], "exact_match": exact_match(preds[n][i], t.middle),
-                      "edit_similarity": edit_similarity(preds[n][i], t.middle)}
+                      "edit_similarity": edit_similarity(preds[n][i], t.middle),
+                      "trimmed_suffix": trims[n]["tasks"][i]}
         task_recs.append(rec)
     files = []
     for j, r in enumerate(rows):
@@ -372,12 +428,10 @@ def _write(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb) -> No
             rec[n] = {"ltr_nll": b["ltr_nll"][j], "fim_nll": b["fim_nll"][j],
                       "fim_bytes": b["fim_bytes"][j]}
         files.append(rec)
-    doc = {**result, "task_records": task_recs, "file_records": files,
+    doc = {**outputs.mark("eval"), **result, "task_records": task_recs, "file_records": files,
            "benchmark_records": [dict(t.to_dict(), **{n: bench_preds[n][i] for n in names})
                                  for i, t in enumerate(bench)]}
-    tmp = out / "eval.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
-    tmp.replace(out / "eval.json")
+    (out / "eval.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
     (out / "report.md").write_text(report_markdown(result, task_recs), encoding="utf-8")
     plot(result, out / "eval.png")
 
@@ -389,6 +443,9 @@ def report_markdown(result: dict[str, Any], task_recs: list[dict]) -> str:
              f"({result['files']} files, {result['tasks']} infilling tasks; FIM format "
              f"{result['fim_format']})  ",
              f"Time: {result['seconds']} s ({result['tasks_per_second']} tasks/s)", ""]
+    if _trims_line(result):
+        lines += [_trims_line(result) + " (Each is cut there, as `complete` and `serve` "
+                  "do; a model that stops by itself after the middle needs none.)", ""]
     head = "| metric | " + " | ".join(names) + (" | Δ (tuned − base) | 95 % CI | n |"
                                                  if "base" in names else " | n |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -466,5 +523,7 @@ def print_summary(result: dict[str, Any]) -> None:
             row += ["", ""]
         t.add_row(*row)
     Console().print(t)
+    if _trims_line(result):
+        print(_trims_line(result))
     print(f"{result['verdict']}. {result['tasks_per_second']} tasks/s. "
           f"Report: {result['out_dir']}/report.md")

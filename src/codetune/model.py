@@ -164,6 +164,58 @@ def load_tokenizer(model_cfg: ModelConfig) -> Any:
                     trust_remote_code=model_cfg.trust_remote_code, **src.load_kwargs())
 
 
+def available_memory() -> int:
+    """Bytes free on the device inference will use: this GPU's free memory, else the
+    machine's available RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def parameter_count(model_cfg: ModelConfig) -> int:
+    """Parameters of the model `model_cfg` names, counted on the meta device (no weights)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = resolve_source(model_cfg.name, model_cfg.revision, hash_weights=False)
+    hf_config = hf_call(src, "model", AutoConfig.from_pretrained, src.path,
+                        trust_remote_code=model_cfg.trust_remote_code, **src.load_kwargs())
+    with init_empty_weights():
+        m = AutoModelForCausalLM.from_config(hf_config,
+                                             trust_remote_code=model_cfg.trust_remote_code)
+    return sum(p.numel() for p in m.parameters())
+
+
+def inference_quantization(model_cfg: ModelConfig, requested: str, trained: str) -> str:
+    """How to load weights for generation and scoring. `requested` "auto" means unquantized
+    where it fits (a run trained in 4 bits is dequantized): bitsandbytes' 4-bit matmuls are
+    slow, far slower on a CPU (a real 0.5B model's eval did not finish one batch of 8 holes in
+    8 minutes in 4 bits; 53-100 s in float32). It falls back to the run's own quantization
+    when the unquantized weights would not fit in 70 % of the free memory."""
+    if requested != "auto":
+        return requested
+    if trained == "none":
+        return "none"
+    try:
+        need = parameter_count(model_cfg) * compute_dtype(model_cfg).itemsize
+    except Exception as e:  # unknown architecture: keep what training used
+        log.warning("could not size %s (%s); loading it %s as trained", model_cfg.name, e,
+                    trained)
+        return trained
+    if need <= 0.7 * available_memory():
+        return "none"
+    log.warning("%s needs %.1f GB unquantized, more than fits; loading it %s as trained",
+                model_cfg.name, need / 1e9, trained)
+    return trained
+
+
 def load_model(cfg: RunConfig | ModelConfig, tokenizer: Any = None,
                device_map: Any = None) -> Any:
     """Load the base causal LM as `cfg.model` says (quantization, dtype, attention kernel).
