@@ -15,6 +15,12 @@ run, in-process or served, generates exactly the same tokens), --max-tokens new 
   requests one after another over a keep-alive connection (httpx, non-streaming), --requests in
   all per row; plus a streaming row with 1 client (time to first text chunk).
 
+With --flood N: only the hostile row instead. N concurrent ~1 MB prompts over
+--max-prompt-tokens (200) while /health is polled: how long until all are refused, and /health
+latency under that load as a ratio to /health idle (measured first, same server). Once with the
+early character bound (refused untokenized), once without it (each prompt tokenized in the
+tokenizer pool, then refused by its token count).
+
 Reports per row: latency p50 / p95 (ms, end to end), completions/s and generated tokens/s over
 the row's wall time, and the ratio to the baseline (latency: served / in-process, lower is
 better; throughput: served / in-process). With --slots 2 (the default) two requests generate
@@ -132,6 +138,66 @@ def served(url: str, clients: int, n: int, max_tokens: int, limit: float,
             "ttft": ttft}
 
 
+def flood(url: str, n: int) -> dict:
+    """n concurrent ~1 MB prompts (POSTed as prepared bytes) while one client polls /health."""
+    import httpx
+
+    body = json.dumps({"prompt": "x" * 1_000_000}).encode()
+    codes, health, done = [], [], threading.Event()
+    # one client shared by the n threads (each its own would build n SSL contexts at once)
+    shared = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=n))
+
+    def oversized() -> None:
+        codes.append(shared.post(url + "/v1/completions", content=body,
+                                 headers={"content-type": "application/json"}).status_code)
+
+    def poll() -> None:
+        with httpx.Client(timeout=600) as h:
+            while not done.is_set():
+                t = time.perf_counter()
+                h.get(url + "/health")
+                health.append(time.perf_counter() - t)
+                time.sleep(0.02)
+
+    idle = []
+    with httpx.Client() as h:
+        for _ in range(20):
+            t = time.perf_counter()
+            h.get(url + "/health")
+            idle.append(time.perf_counter() - t)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    t0 = time.perf_counter()
+    clients = [threading.Thread(target=oversized) for _ in range(n)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    wall = time.perf_counter() - t0
+    done.set()
+    poller.join()
+    shared.close()
+    return {"wall": wall, "codes": sorted(set(codes)), "health": health, "idle": idle}
+
+
+def run_flood(loaded, n: int) -> None:
+    from codetune.serve import BackgroundServer, ServeSettings, create_app
+
+    print(f"\n| {n} x 1 MB prompts over 200 tokens | refused in s | codes | /health n | "
+          "p50 ms | max ms | max / idle p50 |")
+    print("|---|---|---|---|---|---|---|")
+    for early in (True, False):
+        app = create_app(loaded, ServeSettings(model_name="bench", max_prompt_tokens=200))
+        if not early:
+            app.state.engine.max_prompt_chars = None
+        with BackgroundServer(app) as url:
+            r = flood(url, n)
+        h, idle = r["health"], statistics.median(r["idle"])
+        name = "early bound (untokenized)" if early else "tokenized in the pool"
+        print(f"| {name} | {r['wall']:.2f} | {r['codes']} | {len(h)} | {pct(h, .5) * 1e3:.1f} | "
+              f"{max(h) * 1e3:.1f} | {max(h) / idle:.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="run folder or model folder (default: a tiny GPT-BigCode)")
@@ -142,6 +208,8 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--slots", type=int, default=2)
     p.add_argument("--time-limit", type=float, default=60, help="seconds per row (default 60)")
+    p.add_argument("--flood", type=int, metavar="N",
+                   help="only the hostile row: N concurrent ~1 MB oversized prompts")
     args = p.parse_args()
 
     import torch
@@ -156,6 +224,8 @@ def main() -> None:
         what = args.model or f"tiny GPT-BigCode, {args.layers} layers, hidden {args.hidden}"
         print(f"model: {what}; device: {device}; torch threads: {torch.get_num_threads()}; "
               f"cpus: {os.cpu_count()}")
+        if args.flood:
+            return run_flood(loaded, args.flood)
         print(f"workload: {args.requests} requests per row, FIM prompt, max_tokens "
               f"{args.max_tokens}, sampled (seed = request index); server slots {args.slots}")
         in_process(loaded, 3, args.max_tokens, args.time_limit)  # warm-up

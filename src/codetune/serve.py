@@ -10,33 +10,54 @@ Prompts: with `suffix`, the server builds the family's FIM prompt from prompt (t
 suffix, exactly as in training. Without it the prompt is tokenized as given, special tokens
 recognised, so editors that format FIM themselves ("<fim_prefix>...<fim_middle>") work.
 
+Sampling fields, validated by one function for both routes (`_gen_params`): max_tokens /
+max_new_tokens an integer >= 1; temperature a number in [0, 2], under 1e-5 greedy (0: greedy);
+top_p in (0, 1]; top_k an integer >= 0 (0, or vLLM's -1: off); seed an integer in
+[-2**63, 2**64) (OpenAI's int64 and TGI's u64; a negative seed is taken as its 64-bit two's
+complement, -1 as 2**64 - 1); NaN and infinity (JSON `NaN`, `Infinity`) are rejected everywhere.
+Unsupported options are rejected with a 400 naming the field rather than ignored: OpenAI's
+logprobs, best_of, logit_bias, presence_penalty, frequency_penalty, n, echo and TGI's best_of,
+repetition_penalty, frequency_penalty, typical_p, top_n_tokens, truncate, details,
+decoder_input_details, watermark, grammar are accepted only with the value that changes nothing
+(null, or n=1, best_of=1, echo=false, penalties 0, logit_bias {}, repetition_penalty 1, ...: what
+clients send when the caller did not ask for the feature). `user` and unknown fields are ignored.
+
 Limits and status codes (each a flag of `codetune serve`):
   401  API key missing or wrong (bearer). Required to bind a non-loopback address.
   413  body over --max-body-bytes (default 1 MiB).   415  body not application/json.
-  400  malformed JSON, wrong types, unsupported options (n > 1, echo), a prompt over
+  400  malformed JSON, wrong types or ranges, unsupported options, a prompt over
        --max-prompt-tokens (default: the context window minus one): rejected, never truncated,
        since cutting a FIM prompt would corrupt it. max_tokens is clamped to --max-tokens
        (default 512) and to what the context window leaves (finish_reason "length").
   429  all --slots generating and --queue waiting (Retry-After: 1).
-  503  shutting down, or waited in the queue past --request-timeout (overloaded).
+  503  shutting down, or waited (to be tokenized or for a slot) past --request-timeout.
   504  generation ran past --request-timeout (streams end with an error event instead).
+A stream that fails after its first byte ends with an error event, {"error": {"code": 504 or
+500, ...}}, then [DONE]; every validation error comes before the stream starts, as a 4xx.
 A client that disconnects stops its generation at the next token and frees its slot. Prompts
 and completions are not logged unless --log-prompts.
 
-Concurrency: one model; each slot runs in a worker thread (the event loop never blocks) and the
-forward passes of all slots are serialised by one lock, interleaving token by token. That bounds
-memory and latency, not throughput: for many users serve with vLLM (see the README).
+Concurrency: the event loop only parses, checks and routes, so /health answers under any load.
+Prompts are tokenized in a pool of their own (`TOKENIZER_THREADS`; a 1 MB prompt takes ~1.5 s
+of CPU), and a prompt whose character count alone proves it is over --max-prompt-tokens is
+refused before that (`max_chars_per_token`). One model; each slot runs in a worker thread and
+the forward passes of all slots are serialised by one lock, interleaving token by token. That
+bounds memory and latency, not throughput: for many users serve with vLLM (see the README).
 """
 
 import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
+import dataclasses
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
+import queue
 import threading
 import time
 import uuid
@@ -49,6 +70,10 @@ from codetune.errors import CodetuneError
 log = logging.getLogger("codetune.serve")
 
 API_KEY_ENV = "CODETUNE_API_KEY"
+# Two: one huge prompt being tokenized does not hold up the small ones behind it, and on a small
+# machine the generation slots keep the other cores.
+TOKENIZER_THREADS = 2
+SEEDS = (-(1 << 63), 1 << 64)  # OpenAI's seed is an int64, TGI's a u64: accept both
 
 
 @dataclass
@@ -101,6 +126,99 @@ def error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
 
+# --------------------------------------------------------------------------- prompt length
+
+
+# NFC and NFKC compose at most 4 code points into one character (no character's canonical
+# decomposition is longer: U+1F87 and kin; UAX #15's "maximum expansion factor" of NFD is 4).
+_COMPOSED = 4
+_SPLITTERS = {"ByteLevel", "Metaspace", "Digits", "Punctuation", "Split"}
+
+
+def max_chars_per_token(tokenizer: Any) -> int | None:
+    """The most prompt characters one token can stand for with this tokenizer, or None when no
+    bound holds. A prompt of C characters then has at least C / bound tokens, so one longer than
+    bound * N characters is over N tokens without tokenizing it.
+
+    Why it holds: every character of the (normalized) text is covered by at least one token, and
+    a token covers at most as many characters as its string has bytes (byte-level BPE: one
+    vocabulary character per byte, and a character is at least one byte) or characters
+    (SentencePiece-style BPE: "▁" is one space; a <0xNN> byte-fallback token one byte). A
+    normalizer can shrink the text only by NFC-type composition (at most 4 code points into 1,
+    the factor applied) or a Replace to a shorter string (its ratio). That needs a pipeline that
+    never drops text and never maps an unbounded run of characters to one token: BPE with a token
+    for every byte (the byte-level alphabet, or byte fallback: so no <unk>, which fuses runs),
+    pre-tokenizers that only split (not Whitespace, not a Split that removes what it matches),
+    added tokens that do not swallow the whitespace around them (lstrip / rstrip), normalizers
+    from the list above. Anything else (WordPiece, Unigram, Strip, StripAccents, a regex Replace,
+    SentencePiece's precompiled charsmap, a slow tokenizer) gets None: only the exact count, after
+    tokenizing, applies."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    model, added = spec.get("model") or {}, spec.get("added_tokens") or []
+    shrink, pre = _shrink(spec.get("normalizer")), _splitters(spec.get("pre_tokenizer"))
+    if model.get("type") != "BPE" or shrink is None or pre is None:
+        return None
+    if any(t.get("lstrip") or t.get("rstrip") for t in added):
+        return None
+    vocab: dict[str, int] = model.get("vocab") or {}
+    if "ByteLevel" in pre:
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        if not all(c in vocab for c in ByteLevel.alphabet()):
+            return None  # a byte without a token would be dropped (or become <unk>)
+        lengths = [len(t) for t in vocab]
+    elif model.get("byte_fallback") and all(f"<0x{b:02X}>" in vocab for b in range(256)):
+        lengths = [1 if len(t) == 6 and t.startswith("<0x") and t.endswith(">") else len(t)
+                   for t in vocab]
+    else:
+        return None
+    longest = max(lengths + [len(t.get("content", "")) for t in added], default=1)
+    return math.ceil(longest * shrink)
+
+
+def _shrink(spec: dict | None) -> float | None:
+    """At most how many input characters one normalized character comes from (None: no bound)."""
+    if spec is None:
+        return 1.0
+    kind = spec.get("type")
+    if kind == "Sequence":
+        factor = 1.0
+        for part in spec.get("normalizers", []):
+            f = _shrink(part)
+            if f is None:
+                return None
+            factor *= f
+        return factor
+    if kind in ("NFC", "NFKC"):
+        return _COMPOSED
+    if kind in ("NFD", "NFKD", "Lowercase", "Prepend"):  # each character becomes >= 1
+        return 1.0
+    pattern = (spec.get("pattern") or {}).get("String") if kind == "Replace" else None
+    if pattern and spec.get("content"):
+        return max(1.0, len(pattern) / len(spec["content"]))
+    return None
+
+
+def _splitters(spec: dict | None) -> set[str] | None:
+    """The pre-tokenizers' types, or None if one of them can drop text."""
+    if spec is None:
+        return set()
+    if spec.get("type") == "Sequence":
+        kinds: set[str] = set()
+        for part in spec.get("pretokenizers", []):
+            got = _splitters(part)
+            if got is None:
+                return None
+            kinds |= got
+        return kinds
+    if spec.get("type") not in _SPLITTERS or spec.get("behavior") == "Removed":
+        return None
+    return {spec["type"]}
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -122,6 +240,40 @@ class Engine:
         self.window = context_window(loaded)
         limit = settings.max_prompt_tokens
         self.max_prompt = limit if limit is not None else (self.window or 1 << 31) - 1
+        self.chars_per_token = max_chars_per_token(loaded.tokenizer)
+        self.max_prompt_chars = (None if self.chars_per_token is None
+                                 else self.chars_per_token * self.max_prompt)
+        # Each tokenizer thread has its own copy: a fast tokenizer keeps `encode_special_tokens`
+        # (FIM prompts set it, raw prompts clear it) and truncation as state that every call
+        # sets, so threads sharing one could tokenize each other's prompts in the wrong mode.
+        # The generation threads keep the original (they only decode).
+        copies: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(TOKENIZER_THREADS):
+            copies.put(dataclasses.replace(loaded, tokenizer=copy.deepcopy(loaded.tokenizer)))
+        self._mine = threading.local()
+        self.tokenizers = concurrent.futures.ThreadPoolExecutor(
+            TOKENIZER_THREADS, "codetune-tok",
+            initializer=lambda: setattr(self._mine, "loaded", copies.get_nowait()))
+
+    def check_chars(self, chars: int) -> None:
+        """400 for a prompt of `chars` characters that cannot fit, before tokenizing it."""
+        if self.max_prompt_chars is not None and chars > self.max_prompt_chars:
+            raise ApiError(400, f"the prompt is over {self.max_prompt} tokens ({chars} characters, "
+                           f"and no token of this tokenizer covers more than "
+                           f"{self.chars_per_token}); this server accepts at most "
+                           f"{self.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
+
+    async def tokenize(self, deadline: float, build: Any, *texts: str) -> list[int]:
+        """`build(loaded, *texts)` (raw_prompt, fim_prompt) in the tokenizer pool."""
+        fut = self.tokenizers.submit(lambda: build(self._mine.loaded, *texts))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut),
+                                          max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:  # still queued: dropped; already running: its result is discarded
+            self.stats["rejected"] += 1
+            raise ApiError(503, "overloaded: the prompt was not tokenized within "
+                           f"{self.settings.request_timeout:g} s", "unavailable",
+                           {"Retry-After": "1"}) from None
 
     async def acquire(self, deadline: float, disconnected: Any) -> None:
         if self.closing:
@@ -183,32 +335,44 @@ class Engine:
 # --------------------------------------------------------------------------- requests
 
 
+# Options that would change the answer, each with the values that change nothing (accepted:
+# clients send them when the caller did not ask for the feature); null is always accepted.
+# Anything else of these is a 400 naming the field, rather than silently ignored.
+UNSUPPORTED_OPENAI: dict[str, tuple[Any, ...]] = {
+    "n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (), "logit_bias": ({},),
+    "presence_penalty": (0,), "frequency_penalty": (0,)}
+UNSUPPORTED_TGI: dict[str, tuple[Any, ...]] = {
+    "best_of": (1,), "repetition_penalty": (1,), "frequency_penalty": (0,), "typical_p": (),
+    "top_n_tokens": (0,), "truncate": (), "details": (False,), "decoder_input_details": (False,),
+    "watermark": (False,), "grammar": ()}
+
+
 def _schemas():
     from pydantic import BaseModel, ConfigDict, Field
 
-    strict = ConfigDict(strict=True, extra="ignore")
+    # strict: no "5" for 5; no NaN / Infinity (JSON literals pydantic would otherwise accept);
+    # extra fields kept, for `_reject_unsupported`. Ranges are checked by `_gen_params`.
+    strict = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
 
     class Completions(BaseModel):
         model_config = strict
         model: str | None = None
         prompt: str | list[str]
         suffix: str | None = None
-        max_tokens: int | None = Field(None, ge=1)
-        temperature: float | None = Field(None, ge=0, le=2)
-        top_p: float | None = Field(None, gt=0, le=1)
+        max_tokens: int | None = None
+        temperature: float | None = None
+        top_p: float | None = None
         top_k: int | None = None  # vLLM's extension; 0 or -1: off
         stop: str | list[str] | None = None
         seed: int | None = None
         stream: bool = False
         stream_options: dict[str, Any] | None = None
-        n: int = 1
-        echo: bool = False
 
     class Parameters(BaseModel):
         model_config = strict
-        max_new_tokens: int | None = Field(None, ge=1)
-        temperature: float | None = Field(None, ge=0)
-        top_p: float | None = Field(None, gt=0, le=1)
+        max_new_tokens: int | None = None
+        temperature: float | None = None
+        top_p: float | None = None
         top_k: int | None = None
         stop: str | list[str] | None = None
         do_sample: bool | None = None
@@ -236,25 +400,59 @@ async def _parse(request: Any, schema: Any) -> Any:
         raise ApiError(400, f"{where + ': ' if where else ''}{err['msg']}") from None
 
 
+def _reject_unsupported(given: dict[str, Any] | None, table: dict[str, tuple[Any, ...]],
+                        where: str = "") -> None:
+    for name, neutral in table.items():
+        value = (given or {}).get(name)
+        # bool is an int in Python: `true` must not pass for best_of=1, nor 0 for echo=false
+        if value is None or any(value == n and isinstance(value, bool) == isinstance(n, bool)
+                                for n in neutral):
+            continue
+        allowed = " or ".join(["null", *(json.dumps(n) for n in neutral)])
+        raise ApiError(400, f"{where}{name}: not supported by this server (send {allowed}, or "
+                       "leave it out)")
+
+
 def _gen_params(settings: ServeSettings, max_tokens: int | None, temperature: float | None,
                 top_p: float | None, top_k: int | None, stop: Any, seed: int | None,
-                do_sample: bool | None = None) -> Any:
-    """Omitted fields take codetune's defaults (the seed's: temperature 0.2, top-p 0.95,
-    top-k 50), not OpenAI's temperature 1. temperature 0 is greedy; so is TGI's do_sample=false
-    when no sampling field is given (TGI samples whenever one is)."""
+                do_sample: bool | None = None, *, tgi: bool = False) -> Any:
+    """The sampling fields of either route, validated (a 400 naming the field, in the route's
+    spelling) and turned into GenParams. Omitted fields take codetune's defaults (the seed's:
+    temperature 0.2, top-p 0.95, top-k 50), not OpenAI's temperature 1. Temperature 0, or under
+    GREEDY_BELOW, is greedy; so is TGI's do_sample=false when no sampling field is given (TGI
+    samples whenever one is)."""
     from codetune.inference import GenParams
 
+    where = "parameters." if tgi else ""
+
+    def bad(name: str, rule: str, value: Any) -> ApiError:
+        return ApiError(400, f"{where}{name}: must be {rule} (got {value!r})")
+
+    # no NaN / inf can reach here from JSON (the schemas refuse them); not-finite checks are for
+    # library callers
+    if max_tokens is not None and max_tokens < 1:
+        raise bad("max_new_tokens" if tgi else "max_tokens", "an integer >= 1", max_tokens)
+    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
+        raise bad("temperature", "a number from 0 to 2 (0: greedy)", temperature)
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise bad("top_p", "a number in (0, 1]", top_p)
+    if top_k is not None and not -1 <= top_k < 1 << 31:
+        raise bad("top_k", "an integer from 0 to 2**31 - 1 (0, or vLLM's -1: off)", top_k)
+    if seed is not None and not SEEDS[0] <= seed < SEEDS[1]:
+        raise bad("seed", "an integer from -2**63 to 2**64 - 1", seed)
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     if len(stops) > 32 or any(len(s) > 500 for s in stops):
-        raise ApiError(400, "stop: at most 32 strings of at most 500 characters")
+        raise ApiError(400, f"{where}stop: at most 32 strings of at most 500 characters")
     d = GenParams()
-    greedy = temperature == 0 or (do_sample is False and temperature is None
-                                  and top_p is None and top_k is None)
+    from codetune.inference import GREEDY_BELOW
+
+    greedy = (temperature is not None and temperature < GREEDY_BELOW) or (
+        do_sample is False and temperature is None and top_p is None and top_k is None)
     cap = min(max_tokens or settings.default_max_tokens, settings.max_tokens)
     return GenParams(max_new_tokens=cap, temperature=d.temperature if temperature is None
                      else temperature, top_p=top_p or d.top_p,
                      top_k=d.top_k if top_k is None else max(top_k, 0), greedy=greedy,
-                     stop=stops, seed=seed)
+                     stop=stops, seed=None if seed is None else seed % (1 << 64))
 
 
 def _sse(obj: Any) -> str:
@@ -298,6 +496,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         for stream in list(engine.running):
             stream.cancel.set()
         engine.pool.shutdown(wait=False, cancel_futures=True)
+        engine.tokenizers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="codetune", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -320,23 +519,40 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         return JSONResponse(error_body(request.url.path, 500, "internal error (see the server "
                                        "log)", "server_error"), 500)
 
-    def prepare(ids: list[int], params: Any) -> Any:
+    async def tokenized(deadline: float, text: str, suffix: str | None = None) -> list[int]:
+        """The prompt's ids, tokenized in the tokenizer pool: the FIM prompt of prefix `text` and
+        `suffix`, or, without a suffix, `text` as the client formatted it."""
+        from codetune.inference import fim_prompt
+
+        engine.check_chars(len(text) + len(suffix or ""))
+        try:
+            if suffix is None:
+                return await engine.tokenize(deadline, raw_prompt, text)
+            return await engine.tokenize(deadline, fim_prompt, text, suffix)
+        except CodetuneError as e:  # no FIM tokens
+            raise ApiError(400, f"suffix given, but {e}") from None
+        except ValueError as e:  # the tokenizer refuses the text (CodeLlama: two <FILL_ME>)
+            raise ApiError(400, f"the prompt cannot be tokenized: {e}") from None
+
+    def prepare(ids: list[int], params: Any, prefix: str | None = None,
+                suffix: str | None = None) -> Any:
+        # prefix / suffix: a FIM request's own text, for the Finisher's suffix check (a raw
+        # prompt's hole, None here, is read back from the prompt in the worker thread)
         if len(ids) > engine.max_prompt:
             raise ApiError(400, f"the prompt is {len(ids)} tokens; this server accepts at most "
                            f"{engine.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
         try:
-            return TokenStream(loaded, ids, params, lock=engine.lock)
+            return TokenStream(loaded, ids, params, lock=engine.lock, prefix=prefix, suffix=suffix)
         except CodetuneError as e:  # an empty prompt, or one that fills the context window
             raise ApiError(400, str(e)) from None
 
-    async def admit(request: Request, stream: Any) -> threading.Event:
-        deadline = time.monotonic() + settings.request_timeout
+    async def admit(request: Request, stream: Any, deadline: float) -> threading.Event:
         await engine.acquire(deadline, request.is_disconnected)
         stream.cancel, stream.deadline = threading.Event(), deadline
         return stream.cancel
 
-    async def run_to_end(request: Request, stream: Any, route: str) -> Any:
-        cancel = await admit(request, stream)
+    async def run_to_end(request: Request, stream: Any, route: str, deadline: float) -> Any:
+        cancel = await admit(request, stream, deadline)
         t0 = time.monotonic()
         fut = asyncio.wrap_future(engine.start(stream))
         try:
@@ -378,24 +594,17 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
 
     @app.post("/v1/completions")
     async def completions(request: Request):
+        deadline = time.monotonic() + settings.request_timeout
         body = await _parse(request, Completions)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if len(prompts) != 1 or body.n != 1:
-            raise ApiError(400, "one prompt and n=1 per request (send several requests)")
-        if body.echo:
-            raise ApiError(400, "echo is not supported: only the completion is returned")
+        if len(prompts) != 1:
+            raise ApiError(400, "one prompt per request (send several requests)")
+        _reject_unsupported(body.model_extra, UNSUPPORTED_OPENAI)
         params = _gen_params(settings, body.max_tokens, body.temperature, body.top_p, body.top_k,
                              body.stop, body.seed)
-        if body.suffix is not None:
-            from codetune.inference import fim_prompt
-
-            try:
-                ids = fim_prompt(loaded, prompts[0], body.suffix)
-            except CodetuneError as e:
-                raise ApiError(400, f"suffix given, but {e}") from None
-        else:
-            ids = raw_prompt(loaded, prompts[0])
-        stream = prepare(ids, params)
+        ids = await tokenized(deadline, prompts[0], body.suffix)
+        fim = body.suffix is not None
+        stream = prepare(ids, params, prompts[0] if fim else None, body.suffix)
         rid, model = f"cmpl-{uuid.uuid4().hex}", settings.model_name
 
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
@@ -409,10 +618,10 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
                     "total_tokens": stream.prompt_tokens + stream.completion_tokens}
 
         if not body.stream:
-            await run_to_end(request, stream, "/v1/completions")
+            await run_to_end(request, stream, "/v1/completions", deadline)
             return {**chunk(stream.text, stream.finish_reason), "usage": usage()}
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        cancel = await admit(request, stream)
+        cancel = await admit(request, stream, deadline)
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
         fut = engine.start(stream, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
@@ -420,18 +629,31 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         t0 = time.monotonic()
 
         async def events():
+            # The status line (200) is sent with the first byte: from here on a failure can only
+            # be an error event, never a status code or a traceback.
             try:
                 while (piece := await pieces.get()) is not None:
                     yield _sse(chunk(piece, None))
                 _log("/v1/completions (stream)", stream, t0)
-                failed = fut.cancelled() or fut.exception() is not None
-                if failed or stream.finish_reason == "timeout":
-                    status, kind = (500, "error") if failed else (504, "timeout")
-                    yield _sse(error_body("", status, f"generation failed ({kind})", kind))
+                error = fut.exception() if not fut.cancelled() else None
+                if fut.cancelled() or error is not None:
+                    if error is not None:
+                        log.error("generation failed", exc_info=error)
+                    yield _sse(error_body("", 500, "generation failed (see the server log)",
+                                          "server_error"))
+                elif stream.finish_reason == "timeout":
+                    yield _sse(error_body("", 504, f"generation ran past "
+                                          f"{settings.request_timeout:g} s (--request-timeout)",
+                                          "timeout"))
                 else:
                     yield _sse(chunk("", stream.finish_reason))
                     if include_usage:
                         yield _sse({**chunk("", None), "choices": [], "usage": usage()})
+                yield "data: [DONE]\n\n"
+            except Exception:
+                log.exception("stream failed")
+                yield _sse(error_body("", 500, "internal error (see the server log)",
+                                      "server_error"))
                 yield "data: [DONE]\n\n"
             finally:
                 cancel.set()  # the client went away (or we are done): stop generating
@@ -441,14 +663,16 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
 
     @app.post("/generate")
     async def generate(request: Request):
+        deadline = time.monotonic() + settings.request_timeout
         body = await _parse(request, Generate)
         if body.stream:
             raise ApiError(400, "stream is not supported on /generate; use /v1/completions")
         p = body.parameters
+        _reject_unsupported(p.model_extra, UNSUPPORTED_TGI, "parameters.")
         params = _gen_params(settings, p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.stop,
-                             p.seed, p.do_sample)
-        stream = prepare(raw_prompt(loaded, body.inputs), params)
-        await run_to_end(request, stream, "/generate")
+                             p.seed, p.do_sample, tgi=True)
+        stream = prepare(await tokenized(deadline, body.inputs), params)
+        await run_to_end(request, stream, "/generate", deadline)
         text = body.inputs + stream.text if p.return_full_text else stream.text
         return {"generated_text": text}
 
