@@ -404,3 +404,309 @@ def test_text_without_secrets_comes_back_identical():
         found = scan(text)
         assert found == [], found
         assert redact(text, found) == text
+
+
+# -- secrets split over several literals (the joined view) ------------------------------------
+# Each case is the shape a hostile tester used to get a credential into the dataset verbatim.
+# The redacted text must hold no piece of the secret, and everything but the pieces (quotes,
+# `+`, backslashes, comments, indentation) must be byte-identical.
+
+def _b64url_json(obj: dict) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+SPLIT_AWS = ("dJ8HqP3vXz7Lk2Nw9Rt4", "Ym6Bc1Fg5/j0Sa8Ue3Wx")  # 40 base64 characters
+SPLIT_GH = ("ghp_" + "Zq8Xw3Lm9Rt2Yv6N", "b4Kc7Pd1Fh5Js0Ga2Ue8")  # ghp_ + 36 alphanumerics
+SPLIT_STRIPE = ("sk_live_" + "51Hq8Zx", "W3mL9rT2yV6nB4kC7")  # sk_live_ + 24
+_JWT_WHOLE = (_b64url_json({"alg": "HS256", "typ": "JWT"}) + "."
+              + _b64url_json({"sub": "1234567890", "name": "Jane Roe", "iat": 1716239022})
+              + "." + "Xq3vT9kLm2Pz8Rw5Yb1Nc6Hd4" + "Jf7Gs0Ua9Ke3Wi_Qo")
+SPLIT_JWT = (_JWT_WHOLE[:60], _JWT_WHOLE[60:])
+
+
+def assert_split_redacted(text: str, pieces: tuple[str, ...], kind: str, line: int) -> Finding:
+    """One finding of `kind` on `line` whose pieces are exactly `pieces`; after `redact` no
+    piece is left and everything else is unchanged."""
+    for p in pieces:
+        assert text.count(p) == 1, p
+    f = only(text)
+    assert (f.kind, f.line) == (kind, line)
+    assert [text[a:b] for a, b in f.pieces] == list(pieces)
+    assert (f.start, f.end) == (f.pieces[0][0], f.pieces[-1][1])
+    value = "".join(pieces)
+    assert f.masked == f"{value[:4]}…({len(value)} chars)"
+    out = redact(text, [f])
+    expected = text
+    for p in pieces:
+        assert p not in out
+        expected = expected.replace(p, "<SECRET>")
+    assert out == expected
+    assert scan(out) == []  # idempotent: the placeholders are not a secret
+    return f
+
+
+@pytest.mark.parametrize("template, line", [
+    ('aws_secret_access_key = ("{}" "{}")\n', 1),
+    ('import boto3\n\naws_secret_access_key = (\n    "{}"\n    "{}"\n)\n', 4),
+    ('aws_secret_access_key = (\r\n    "{}"  # part 1\r\n    "{}"  # part 2\r\n)\r\n', 2),
+    ('s3 = boto3.client("s3",\n    aws_secret_access_key="{}"\n                          "{}")\n',
+     2),
+])
+def test_aws_secret_split_by_implicit_concatenation(template, line):
+    assert_split_redacted(template.format(*SPLIT_AWS), SPLIT_AWS, "aws_secret_key", line)
+
+
+@pytest.mark.parametrize("template", [
+    'TOKEN = "{}" \\\n    "{}"\n',  # a backslash line continuation between two literals
+    'TOKEN = "{}\\\n{}"\n',  # a backslash-newline inside one literal
+    'TOKEN = "{}" \\\r\n    "{}"\r\n',
+])
+def test_github_token_continued_with_backslash(template):
+    text = template.format(*SPLIT_GH)
+    assert_split_redacted(text, SPLIT_GH, "github_token", 1)
+    assert "\\" in redact(text, scan(text))
+
+
+@pytest.mark.parametrize("template", [
+    'key = "{}" + "{}"\n',
+    'key = ("{}" +\n       "{}")\n',
+    'const key = "{}"\n  + "{}";\n',
+])
+def test_stripe_key_joined_with_plus(template):
+    text = template.format(*SPLIT_STRIPE)
+    assert_split_redacted(text, SPLIT_STRIPE, "stripe_key", 1)
+    assert redact(text, scan(text)).count("+") == 1
+
+
+@pytest.mark.parametrize("template", [
+    'session = ("{}"\n           "{}")\n',
+    'SESSION = "{}" "{}"\n',
+])
+def test_jwt_split_over_two_literals(template):
+    assert_split_redacted(template.format(*SPLIT_JWT), SPLIT_JWT, "jwt", 1)
+
+
+def notebook_json(cells: list[list[str]]) -> str:
+    return json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                   "source": src} for src in cells],
+        "metadata": {"kernelspec": {"language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5}, indent=1)
+
+
+NOTEBOOK_TOKEN_CELL = ["import requests\n", "\n",
+                       f'TOKEN = ("{SPLIT_GH[0]}"\n', f'         "{SPLIT_GH[1]}")\n',
+                       'r = requests.get(url, headers={"Authorization": f"token {TOKEN}"})\n']
+
+
+def test_notebook_cell_token_split_over_two_source_lines():
+    # prepare scans the cells' source (`notebook_to_source`), not the notebook's JSON
+    from codetune.data.notebooks import notebook_to_source
+
+    raw = notebook_json([["import os\n"], NOTEBOOK_TOKEN_CELL])
+    assert scan(raw) == []  # in the JSON the halves sit in separate strings, out of reach
+    source, _ = notebook_to_source(raw)
+    # cells are joined by two blank lines: "import os", 2 blank, "import requests", 1 blank
+    assert_split_redacted(source, SPLIT_GH, "github_token", 6)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("password: Tr0ub4dor3xq\n", 1),
+    ("database:\n  host: db.internal\n  user: app\n  password: Tr0ub4dor3xq\n", 4),
+    ("services:\n  - name: db\n    password: Tr0ub4dor3xq  # rotate monthly\n", 3),
+])
+def test_unquoted_yaml_password(text, line):
+    f = assert_redacted(text, "Tr0ub4dor3xq", "password_assignment")
+    assert f.line == line
+
+
+@pytest.mark.parametrize("text, line", [
+    ("#!/bin/sh\nset -eu\ncurl -u admin:s3cretPw https://api.example.com/v1/deploy\n", 3),
+    ('def fetch():\n    """Fetch the report.\n\n    Same as `curl -u admin:s3cretPw '
+     'https://reports.example.com/latest`.\n    """\n', 4),
+    ("Deploy with:\n\n    curl -X POST \\\n      -u admin:s3cretPw \\\n      https://x.example\n",
+     4),
+    ("curl --user 'admin:s3cretPw' https://api.example.com\n", 1),
+    ("curl --user=admin:s3cretPw https://api.example.com\n", 1),
+])
+def test_curl_user_password(text, line):
+    f = assert_redacted(text, "s3cretPw", "basic_auth")
+    assert f.line == line
+    assert "admin:<SECRET>" in redact(text, [f])
+
+
+def test_parenthesised_high_entropy_string():
+    value = "".join(SPLIT_AWS)
+    assert_redacted(f'X = ("{value}")\n', value, "high_entropy_string")
+    assert_redacted(f"CONFIG = {{'signing': ('{value}')}}\n", value, "high_entropy_string")
+
+
+def test_line_level_detection_is_extended_over_the_pieces_after_it():
+    # the joined value has a blank, so only the first literal is a plausible password; the
+    # rest of the value must not stay behind
+    text = 'password = "Tr0ub4" "dor&3 horse"\n'
+    f = only(text)
+    assert f.kind == "password_assignment"
+    assert redact(text, [f]) == 'password = "<SECRET>" "<SECRET>"\n'
+
+
+def test_split_secret_absorbs_line_detections_of_its_pieces():
+    # the first half alone is a plausible token under TOKEN: still one finding, both pieces
+    text = f'TOKEN = "{SPLIT_GH[0]}" + "{SPLIT_GH[1]}"  # ci\nx = 1\n'
+    f = assert_split_redacted(text, SPLIT_GH, "github_token", 1)
+    assert len(f.pieces) == 2
+
+
+def test_findings_stay_sorted_and_disjoint_with_split_secrets():
+    text = (settings_file() + f'aws_secret_access_key = ("{SPLIT_AWS[0]}" "{SPLIT_AWS[1]}")\n'
+            + f'TOKEN = "{SPLIT_GH[0]}" \\\n    "{SPLIT_GH[1]}"\n')
+    found = scan(text)
+    spans = sorted(sp for f in found for sp in (f.pieces or ((f.start, f.end),)))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert [f.start for f in found] == sorted(f.start for f in found)
+    assert [(f.line, f.kind) for f in found][-2:] == [(11, "aws_secret_key"), (12, "github_token")]
+    out = redact(text, found)
+    assert not any(p in out for p in (*SPLIT_AWS, *SPLIT_GH))
+
+
+@pytest.mark.parametrize("text", [
+    'msg = "Hello, " + name + "!"\n',
+    'greeting = "Hello, " + "world" + "!"\n',
+    "query = (\n"
+    '    "SELECT u.id, u.name, u.email, t.token_hash "\n'
+    '    "FROM users AS u "\n'
+    '    "JOIN api_tokens AS t ON t.user_id = u.id "\n'
+    '    "WHERE u.password_reset_at IS NULL "\n'
+    '    "AND t.secret_key_id = %s "\n'
+    '    "ORDER BY u.created_at DESC"\n'
+    ")\n",
+    'TOKEN_HELP = ("Your token has expired. "\n'
+    '              "Please log in again to get a new one.")\n',
+    "password_hint = ('The quick brown fox jumps over the lazy dog, '\n"
+    "                 'then the password is whatever you chose.')\n",
+    'raise ValueError("token must be a string, "\n'
+    '                 f"got {type(token).__name__}")\n',
+    '__all__ = (\n    "TokenizerFast",\n    "SecretStr",\n)\n',
+    'api_key_header = "X-" \\\n    "Api-Key"\n',
+    'token_url = ("https://oauth2.example.com/"\n             "v1/token")\n',
+    "docker run -u 1000:1001 image\ncurl -u \"$USER:$PASS\" https://x\ncurl -u admin https://x\n",
+    "password: SecretStr\ntoken: str = ''\n",
+    "grid_hex = (\n" + "".join(f'    b"{i:02x}' + "0a1b2c3d4e5f6a7b8c9d" * 3 + '"\n'
+                                 for i in range(8)) + ")\n",
+])
+def test_ordinary_concatenations_stay_untouched(text):
+    assert scan(text) == [], scan(text)
+
+
+def test_next_key_of_a_mapping_is_not_part_of_the_value_above():
+    # JSON with a comma missing (as in many docs): the token is a value of its own, and the
+    # literal on the next line is a key, not its continuation
+    value = "AAAAKgAAAAEAAAAAAAAAAw" + "7LZ4GRZPzTqB"
+    text = '{\n  "nextPageToken": "' + value + '"\n  "typeInfos": []\n}\n'
+    assert_redacted(text, value, "password_assignment")
+
+
+def test_unrelated_neighbours_of_a_split_secret_stay_untouched():
+    text = ('LOG = "starting " + "up"\n'
+            f'key = "{SPLIT_STRIPE[0]}" + "{SPLIT_STRIPE[1]}"\n'
+            'SQL = ("SELECT 1 "\n       "FROM dual")\n')
+    out = redact(text, scan(text))
+    assert out == ('LOG = "starting " + "up"\n'
+                   'key = "<SECRET>" + "<SECRET>"\n'
+                   'SQL = ("SELECT 1 "\n       "FROM dual")\n')
+
+
+# -- the same cases through `codetune prepare` ------------------------------------------------
+
+def _split_secret_repo(root) -> dict[str, tuple[str, ...]]:
+    """A small repository with every split/single-line shape above in its own file; returns
+    {path: pieces that must not reach the dataset}."""
+    clean = "\n".join(f"def handler_{j}(request):\n    value = request.get('field_{j}')\n"
+                      f"    return value * {j}\n" for j in range(8))
+    files = {
+        "app/aws.py": ('"""Storage client."""\nimport boto3\n\naws_secret_access_key = (\n'
+                       f'    "{SPLIT_AWS[0]}"\n    "{SPLIT_AWS[1]}"\n)\n\n'
+                       "def client():\n    return boto3.client('s3')\n", SPLIT_AWS),
+        "app/github.py": ('"""GitHub access."""\n\nTOKEN = "' + SPLIT_GH[0] + '" \\\n    "'
+                          + SPLIT_GH[1] + '"\n\n\ndef headers():\n'
+                          '    return {"Authorization": "token " + TOKEN}\n', SPLIT_GH),
+        "app/billing.js": ('// Billing\nconst stripe = require("stripe");\n'
+                           f'const key = "{SPLIT_STRIPE[0]}" +\n  "{SPLIT_STRIPE[1]}";\n'
+                           "module.exports = stripe(key);\n", SPLIT_STRIPE),
+        "app/session.py": ('"""Sessions."""\n\nSESSION = ("' + SPLIT_JWT[0] + '"\n'
+                           '           "' + SPLIT_JWT[1] + '")\n\n\ndef current():\n'
+                           "    return SESSION\n", SPLIT_JWT),
+        "deploy/config.yaml": ("database:\n  host: db.internal\n  port: 5432\n  user: app\n"
+                               "  password: Tr0ub4dor3xq\n", ("Tr0ub4dor3xq",)),
+        "deploy/release.sh": ("#!/bin/sh\nset -eu\n# publish the build\n"
+                              "curl -u admin:s3cretPw https://api.example.com/v1/deploy\n",
+                              ("s3cretPw",)),
+        "app/signing.py": ('"""Signing."""\n\nSIGNING = ("' + "".join(SPLIT_AWS) + '")\n',
+                           ("".join(SPLIT_AWS),)),
+        "notebooks/explore.ipynb": (notebook_json([["import os\n"], NOTEBOOK_TOKEN_CELL]),
+                                    SPLIT_GH),
+        "app/clean.py": (clean, ()),
+        "app/messages.py": ('MSG = ("Your token has expired. "\n       "Please log in again.")\n'
+                            'GREETING = "Hello, " + "world" + "!"\n' + clean.replace("handler",
+                                                                                  "view"), ()),
+    }
+    for rel, (text, _) in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    return {rel: pieces for rel, (_, pieces) in files.items()}
+
+
+def _all_output_text(out) -> str:
+    import pyarrow.parquet as pq
+
+    parts = []
+    for p in out.rglob("*"):
+        if p.is_file():
+            parts.append(p.read_bytes().decode("utf-8", "replace"))
+            if p.suffix == ".parquet":
+                parts += [json.dumps(r) for r in pq.read_table(p).to_pylist()]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("mode", ["redact", "drop-file"])
+def test_prepare_keeps_no_piece_of_a_split_secret(tmp_path, mode):
+    import pyarrow.parquet as pq
+
+    from codetune.data import store
+    from codetune.data.prepare import prepare
+
+    from .conftest import prep_cfg
+
+    expected = _split_secret_repo(tmp_path / "repo")
+    out = tmp_path / "ds"
+    prepare([str(tmp_path / "repo")], out, prep_cfg(valid_fraction=0.0, secrets=mode),
+            progress=False)
+    rows = {r["path"]: r for s in store.SPLITS for p in store.shard_paths(out, s)
+            for r in pq.read_table(p).to_pylist()}
+    everything = _all_output_text(out)
+    pieces = [p for ps in expected.values() for p in ps]
+    for p in pieces:
+        assert p not in everything, p
+    with open(out / "secrets.jsonl", encoding="utf-8") as fh:
+        reported = {d["path"] for d in map(json.loads, fh)}
+    with_secrets = {rel for rel, ps in expected.items() if ps}
+    assert reported == with_secrets
+    assert {"app/clean.py", "app/messages.py"} <= set(rows)
+    assert rows["app/messages.py"]["secrets_redacted"] == 0
+    assert "Your token has expired" in rows["app/messages.py"]["content"]
+    if mode == "redact":
+        for rel in with_secrets:
+            assert rows[rel]["secrets_redacted"] > 0, rel
+            assert "<SECRET>" in rows[rel]["content"]
+        assert rows["app/github.py"]["content"].startswith(
+            '"""GitHub access."""\n\nTOKEN = "<SECRET>" \\\n    "<SECRET>"\n')
+        assert 'TOKEN = ("<SECRET>"\n         "<SECRET>")\n' in \
+            rows["notebooks/explore.ipynb"]["content"]
+    else:
+        assert not with_secrets & set(rows)
+        with open(out / "dropped.jsonl", encoding="utf-8") as fh:
+            reasons = {d["path"]: d["reason"] for d in map(json.loads, fh)}
+        assert all(reasons.get(rel) == "secret" for rel in with_secrets), reasons
