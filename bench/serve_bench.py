@@ -73,7 +73,8 @@ def in_process(loaded, n: int, max_tokens: int, limit: float) -> dict:
 
 
 def _in_process(loaded, n: int, max_tokens: int, limit: float) -> dict:
-    from codetune.inference import GenParams, TokenStream, fim_prompt
+    from codetune.infer.generate import GenParams, TokenStream
+    from codetune.infer.prompts import fim_prompt
 
     lat, tokens, t0 = [], 0, time.perf_counter()
     for i in range(n):
@@ -181,7 +182,8 @@ def flood(url: str, n: int) -> dict:
 
 
 def run_flood(loaded, n: int) -> None:
-    from codetune.serve import BackgroundServer, ServeSettings, create_app
+    from codetune.serve.app import BackgroundServer, create_app
+    from codetune.serve.limits import ServeSettings
 
     print(f"\n| {n} x 1 MB prompts over 200 tokens | refused in s | codes | /health n | "
           "p50 ms | max ms | max / idle p50 |")
@@ -214,8 +216,9 @@ def main() -> None:
 
     import torch
 
-    from codetune.inference import load
-    from codetune.serve import BackgroundServer, ServeSettings, create_app
+    from codetune.infer.loader import load
+    from codetune.serve.app import BackgroundServer, create_app
+    from codetune.serve.limits import ServeSettings
 
     with tempfile.TemporaryDirectory(prefix="codetune-serve-bench-") as tmp:
         target = args.model or str(build_tiny(Path(tmp), args.layers, args.hidden))

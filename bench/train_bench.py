@@ -172,7 +172,7 @@ def worker(args) -> dict:
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
     loss_path = "standard"
     if not seed_path:
-        from codetune.loss import enable_efficient_loss
+        from codetune.train.loss import enable_efficient_loss
 
         loss_path = enable_efficient_loss(model, chunk_tokens=args.chunk_tokens)
     model.train()

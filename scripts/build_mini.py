@@ -11,7 +11,7 @@ StarCoder specials on the rest; the training text is the rest plus the stdlib's 
 (`Lib/test`, ~2x more Python, so that a long run repeats each file fewer times),
 pretrain with FIM (rate 0.5, PSM/SPM half each, the seed's token-level permutation from
 `codetune.tokens.fim`) on documents packed into 1024-token sequences, then export the weights
-(bfloat16 safetensors), tokenizer and generation config into `src/codetune/models/codetune-mini/`
+(bfloat16 safetensors), tokenizer and generation config into `src/codetune/assets/codetune-mini/`
 and measure bits per byte on the held-out files against per-file `lzma -9`, plus codetune's own
 eval (exact match on single- and multi-line holes), into MODEL_CARD.md.
 
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "src" / "codetune" / "models" / "codetune-mini"
+OUT = ROOT / "src" / "codetune" / "assets" / "codetune-mini"
 WORK = ROOT / "build" / "mini"
 
 SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>",
@@ -418,7 +418,7 @@ def codetune_eval(model_dir: Path, held_rels: list[str], held_texts: list[str],
     import pyarrow.parquet as pq
 
     from codetune import config
-    from codetune.evaluate import evaluate
+    from codetune.evaluation.run import evaluate
 
     pq.write_table(pa.table({"repo_id": ["python-stdlib"] * len(held_rels), "path": held_rels,
                              "content": held_texts}), work / "heldout.parquet")

@@ -62,7 +62,7 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     run folder trained on it for a few steps: what eval/merge/complete/serve tests start from."""
     from codetune import config
     from codetune.data.prepare import prepare
-    from codetune.train import train
+    from codetune.train.trainer import train
 
     from .tiny import build_model, build_tokenizer
 

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from codetune import cli, inference
-from codetune.complete import complete, hole_in_file
+from codetune import cli
+from codetune import infer as inference
 from codetune.errors import CodetuneError
-from codetune.inference import GenParams, TokenStream
+from codetune.infer.complete import complete, hole_in_file
+from codetune.infer.generate import GenParams, TokenStream
 
 PREFIX = "def handle_3(request):\n    user = request.user\n    if not user.is_authenticated:\n"
 SUFFIX = "\n    return render(request, \"orders/list.html\")\n"
@@ -240,7 +241,7 @@ def test_trim_the_return_none_example():
     # the file reassembles exactly, the suffix's blank line kept once
     assert NONE_PREFIX + text + NONE_SUFFIX == NONE_PREFIX + NONE_MIDDLE + NONE_SUFFIX
     # and the multi-line task now scores (eval strips both sides)
-    from codetune.evaltasks import exact_match
+    from codetune.evaluation.tasks import exact_match
 
     assert exact_match(text, NONE_MIDDLE) == 1.0
     assert exact_match(NONE_MIDDLE + NONE_SUFFIX, NONE_MIDDLE) == 0.0
@@ -334,7 +335,7 @@ def test_complete_returns_the_middle_alone_and_stops_generating(loaded):
 
 
 def test_cli_complete_prints_the_middle_alone(loaded, monkeypatch, capsys):
-    import codetune.complete as C
+    import codetune.cli.complete as C
 
     monkeypatch.setattr(C, "load_target",
                         lambda args: scripted_text(loaded, CLICK_MIDDLE + CLICK_SUFFIX))

@@ -14,7 +14,7 @@ def test_complete_without_target_uses_mini(capsys):
 
 
 def test_train_and_eval_without_model_use_mini(tiny_run, tmp_path, capsys):
-    from codetune.train import train
+    from codetune.train.trainer import train
 
     cfg = config.load(None, [f"data.dataset={tiny_run['ds']}", "train.max_steps=1",
                              "train.batch_size=2", "train.report_to=none",

@@ -81,7 +81,9 @@ def test_pick_example_prefers_a_fix():
 
 def test_parser():
     parser = argparse.ArgumentParser()
-    demo.add_parser(parser.add_subparsers(dest="command"))
+    from codetune.cli import demo as demo_cli
+
+    demo_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", "proj", "--steps", "5", "-o", "x"])
     assert (args.path, args.steps, args.output) == ("proj", 5, "x")
     assert parser.parse_args(["demo"]).steps == demo.DEFAULT_STEPS

@@ -12,7 +12,7 @@ import torch
 from codetune.cli import main
 from codetune.config import EvalConfig
 from codetune.errors import CodetuneError
-from codetune.evaltasks import (
+from codetune.evaluation.tasks import (
     block_candidates,
     edit_similarity,
     exact_match,
@@ -97,8 +97,8 @@ class _Uniform(torch.nn.Module):
 def test_bits_per_byte_by_hand(tiny_run):
     from transformers import AutoTokenizer
 
-    from codetune.evaluate import ltr_nll
-    from codetune.inference import Loaded
+    from codetune.evaluation.bpb import ltr_nll
+    from codetune.infer.loader import Loaded
     from codetune.tokens.fim import detect_fim
 
     tok = AutoTokenizer.from_pretrained(str(tiny_run["tok"]))
@@ -113,7 +113,7 @@ def test_bits_per_byte_by_hand(tiny_run):
 
 
 def test_eval_run_folder_reports_and_tuned_beats_base(tiny_run, tmp_path):
-    from codetune.evaluate import evaluate
+    from codetune.evaluation.run import evaluate
 
     out = tmp_path / "eval"
     cfg = EvalConfig(max_new_tokens_single=8, max_new_tokens_multi=16, bootstrap=300)
@@ -152,7 +152,7 @@ def test_eval_cli_and_forgetting_benchmark(tiny_run, tmp_path, capsys):
     assert main(["eval", "--model", str(tiny_run["base"]), "-q"]) == 2
     assert "--dataset" in capsys.readouterr().err
     with pytest.raises(CodetuneError, match="forgetting benchmark"):
-        from codetune.evaluate import load_benchmark
+        from codetune.evaluation.run import load_benchmark
 
         load_benchmark(str(tmp_path / "missing.jsonl"))
 
@@ -160,8 +160,8 @@ def test_eval_cli_and_forgetting_benchmark(tiny_run, tmp_path, capsys):
 def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from codetune.export import merge
-    from codetune.inference import load
+    from codetune.infer.loader import load
+    from codetune.merge import merge
 
     out = tmp_path / "merged"
     r = merge(tiny_run["run"], out, dtype="float32")
@@ -185,7 +185,7 @@ def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
 
 
 def test_merge_refuses_non_runs(tmp_path):
-    from codetune.export import merge
+    from codetune.merge import merge
 
     with pytest.raises(CodetuneError, match="not a codetune run folder"):
         merge(tmp_path, tmp_path / "out")
@@ -235,9 +235,11 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
                                                                   capsys):
     """A model that writes each hole's middle and then goes on with its suffix (as a real 0.5B
     model did): the multi-line tasks score exact match 1 once cut, and the report counts it."""
-    from codetune import evaluate as E
-    from codetune import inference
+    from codetune import infer as inference
     from codetune.data.prepare import prepare
+    from codetune.evaluation import run as E
+    from codetune.evaluation.report import print_summary
+    from codetune.infer import loader
 
     from .conftest import prep_cfg
 
@@ -262,10 +264,10 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
     assert any(t.middle == "        return None\n" for t in runs_on)  # the real-model case
     handle = forced(loaded, plan)
     try:
-        monkeypatch.setattr(inference, "load", lambda *a, **kw: loaded)
+        monkeypatch.setattr(loader, "load", lambda *a, **kw: loaded)
         res = E.evaluate(str(tiny_run["run"]), cfg, tmp_path / "e", dataset=str(tmp_path / "ds"),
                          progress=False)
-        E.print_summary(res)
+        print_summary(res)
         # batched generation stopped where the suffix started over, not at the token budget
         prompts = [E.task_prompt(loaded, t, fitted.context_tokens) for t in runs_on]
         params = inference.GenParams(max_new_tokens=128, greedy=True)

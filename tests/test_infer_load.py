@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from codetune import config
-from codetune import model as M
-from codetune.train import train
+from codetune.model import load as M
+from codetune.train.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _has_4bit(model) -> bool:
 
 
 def test_a_4bit_run_is_dequantized_for_inference_where_it_fits(qlora_run):
-    from codetune.inference import load
+    from codetune.infer.loader import load
 
     loaded = load(str(qlora_run))
     assert loaded.quantization == "none" and not _has_4bit(loaded.model)
@@ -37,7 +37,7 @@ def test_a_4bit_run_is_dequantized_for_inference_where_it_fits(qlora_run):
 
 
 def test_auto_keeps_4bit_when_the_unquantized_model_does_not_fit(qlora_run, monkeypatch):
-    from codetune.inference import load
+    from codetune.infer.loader import load
 
     monkeypatch.setattr(M, "available_memory", lambda: 1000)  # bytes
     loaded = load(str(qlora_run))
@@ -45,18 +45,18 @@ def test_auto_keeps_4bit_when_the_unquantized_model_does_not_fit(qlora_run, monk
 
 
 def test_eval_and_complete_follow_the_setting(qlora_run, tmp_path, monkeypatch):
-    from codetune import inference
     from codetune.cli import main
+    from codetune.infer import loader
 
     seen = []
-    real = inference.load
+    real = loader.load
 
     def spy(*a, **k):
         loaded = real(*a, **k)
         seen.append(loaded.quantization)
         return loaded
 
-    monkeypatch.setattr(inference, "load", spy)
+    monkeypatch.setattr(loader, "load", spy)
     args = ["-q", "-s", "eval.max_files=1", "-s", "eval.bpb=false", "-s", "eval.max_tasks=1",
             "-s", "eval.bootstrap=10"]
     assert main(["eval", str(qlora_run), "-o", str(tmp_path / "e1"), *args]) == 0

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from codetune import loss as L
-from codetune.loss import (
+from codetune.train import loss as L
+from codetune.train.loss import (
     chunked_cross_entropy,
     disable_efficient_loss,
     enable_efficient_loss,
@@ -451,7 +451,7 @@ def test_probe_passes_with_dropout_and_4bit_model_still_trains(tmp_path):
         GPTBigCodeForCausalLM,
     )
 
-    from codetune.loss import find_causal_lm
+    from codetune.train.loss import find_causal_lm
 
     cfg = GPTBigCodeConfig(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256,
                            bos_token_id=0, eos_token_id=1)  # default dropouts 0.1

@@ -22,14 +22,14 @@ MAX_BYTES = 12_000
 
 @pytest.fixture(scope="module")
 def loaded():
-    from codetune import inference
+    from codetune import infer as inference
 
     return inference.load(str(mini.MINI_PATH))
 
 
 def test_packaged_with_the_installed_package():
     pkg = Path(str(resources.files("codetune")))
-    assert pkg / "models" / "codetune-mini" == mini.MINI_PATH
+    assert pkg / "assets" / "codetune-mini" == mini.MINI_PATH
     assert mini.mini_available()
     weights = mini.MINI_PATH / "model.safetensors"
     assert weights.stat().st_size <= 40 * 1024 * 1024
@@ -94,7 +94,7 @@ def _heldout_texts() -> list[tuple[str, str]]:
 
 def test_bits_per_byte_under_three_quarters_of_per_file_lzma(loaded):
     """Measured the way `codetune eval` measures it (`ltr_nll`: EOS-started windows)."""
-    from codetune.evaluate import ltr_nll
+    from codetune.evaluation.bpb import ltr_nll
 
     files = _heldout_texts()
     assert len(files) == N_FILES, "the held-out stdlib files are missing from this Python"

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from codetune import config, metrics
-from codetune import model as M
-from codetune import modelsource as S
+from codetune import config
 from codetune.errors import CodetuneError
+from codetune.model import load as M
+from codetune.model import source as S
+from codetune.train import lora as L
+from codetune.train import telemetry as metrics
 
 from . import tiny
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "codetune" / "assets" / "recipes"
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +156,7 @@ def test_gguf_loads_dequantized_and_in_4bit(models, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     q = M.load_model(qlora(f))
     assert isinstance(q.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
-    q = M.prepare_for_training(q, qlora(f))
+    q = L.prepare_for_training(q, qlora(f))
     assert torch.isfinite(torch.tensor(train_step(q, len(tok))))
 
 
@@ -290,23 +292,23 @@ def test_lora_target_table(models, caplog):
     llama_like = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     for arch in ("llama", "qwen2"):
         m = AutoModelForCausalLM.from_pretrained(models[arch])
-        assert M.lora_targets(m, "auto") == llama_like
-        assert M.lora_targets(m, "all-linear") == "all-linear"
-        assert M.lora_targets(m, " q_proj, v_proj ") == ["q_proj", "v_proj"]
+        assert L.lora_targets(m, "auto") == llama_like
+        assert L.lora_targets(m, "all-linear") == "all-linear"
+        assert L.lora_targets(m, " q_proj, v_proj ") == ["q_proj", "v_proj"]
         with pytest.raises(CodetuneError, match=r"c_attn, which match no linear layer.*q_proj"):
-            M.lora_targets(m, "q_proj,c_attn")
+            L.lora_targets(m, "q_proj,c_attn")
     big = AutoModelForCausalLM.from_pretrained(models["gpt_bigcode"])
     with caplog.at_level(logging.WARNING, logger="codetune.model"):
-        assert M.lora_targets(big, "auto") == ["c_proj", "c_attn", "c_fc"]
-        assert M.lora_targets(big, "c_proj,c_attn,q_attn,c_fc") == ["c_proj", "c_attn", "c_fc"]
+        assert L.lora_targets(big, "auto") == ["c_proj", "c_attn", "c_fc"]
+        assert L.lora_targets(big, "c_proj,c_attn,q_attn,c_fc") == ["c_proj", "c_attn", "c_fc"]
     assert "q_attn" in caplog.text  # dropped with a warning: absent in this variant
     with pytest.raises(CodetuneError, match="q_proj, which match no linear layer.*c_attn"):
-        M.lora_targets(big, "c_attn,q_proj")
-    assert M.lora_targets(_tiny_in_memory("starcoder2"), "auto") == [
+        L.lora_targets(big, "c_attn,q_proj")
+    assert L.lora_targets(_tiny_in_memory("starcoder2"), "auto") == [
         "q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"]
     with pytest.raises(CodetuneError, match=r"no LoRA target table for model type 'gpt2'.*"
                                             r"all-linear.*c_attn"):
-        M.lora_targets(_tiny_in_memory("gpt2"), "auto")
+        L.lora_targets(_tiny_in_memory("gpt2"), "auto")
 
 
 # --------------------------------------------------------------------------- training
@@ -318,7 +320,7 @@ def test_qlora_gpt_bigcode_trains_only_lora(models):
 
     model = M.load_model(qlora(models["gpt_bigcode"]))
     vocab = model.config.vocab_size
-    model = M.prepare_for_training(model, qlora(models["gpt_bigcode"]))
+    model = L.prepare_for_training(model, qlora(models["gpt_bigcode"]))
     names = trainable_names(model)
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"c_attn", "c_proj", "c_fc"}
@@ -341,7 +343,7 @@ def test_lora_llama_float32_trains(models):
     cfg = plain(models["llama"])
     model = M.load_model(cfg)
     assert model.dtype == torch.float32 and not getattr(model, "is_loaded_in_4bit", False)
-    model = M.prepare_for_training(model, cfg)
+    model = L.prepare_for_training(model, cfg)
     names = trainable_names(model)
     assert len(names) == 2 * 7 * 2  # 2 layers x 7 projections x (A, B)
     assert all(".lora_" in n for n in names)
@@ -359,13 +361,13 @@ def test_8bit_lora_trains_on_cpu_too(models):
     cfg = run_cfg(models["llama"], "model.quantization=8bit", "lora.r=4")
     model = M.load_model(cfg)
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear8bitLt)
-    model = M.prepare_for_training(model, cfg)
+    model = L.prepare_for_training(model, cfg)
     assert torch.isfinite(torch.tensor(train_step(model, model.config.vocab_size)))
 
 
 def test_full_finetune_trains_everything(models):
     cfg = plain(models["llama"], "model.finetune=full")
-    model = M.prepare_for_training(M.load_model(cfg), cfg)
+    model = L.prepare_for_training(M.load_model(cfg), cfg)
     assert all(p.requires_grad for p in model.parameters())
     assert not hasattr(model, "peft_config")
 
@@ -380,7 +382,7 @@ def test_new_token_rows_train_and_nothing_else_in_the_embeddings(models, arch, q
     old = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(old + 2)
     new_ids = [old, old + 1]
-    model = M.prepare_for_training(model, cfg, new_ids)
+    model = L.prepare_for_training(model, cfg, new_ids)
     extra = [n for n in trainable_names(model) if ".lora_" not in n]
     assert extra and all("trainable_tokens_delta" in n for n in extra)
     assert sum(p.numel() for n, p in model.named_parameters() if n in extra) == (
@@ -411,7 +413,7 @@ def test_new_token_ids_must_exist(models):
     model = M.load_model(cfg)
     rows = model.get_input_embeddings().weight.shape[0]
     with pytest.raises(ValueError, match="resize_token_embeddings"):
-        M.prepare_for_training(model, cfg, [rows])
+        L.prepare_for_training(model, cfg, [rows])
 
 
 # --------------------------------------------------------------------------- sizes and FLOPs
@@ -452,7 +454,7 @@ def test_seed_shapes_give_the_seeds_parameter_counts():
                            n_head=16, n_inner=8192, multi_query=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-        targets = M.lora_targets(model, "c_proj,c_attn,q_attn,c_fc")
+        targets = L.lora_targets(model, "c_proj,c_attn,q_attn,c_fc")
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
     counts = metrics.count_params(model)

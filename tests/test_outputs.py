@@ -18,7 +18,7 @@ from codetune import config, outputs
 from codetune.cli import main
 from codetune.data.prepare import prepare
 from codetune.errors import CodetuneError
-from codetune.train import train
+from codetune.train.trainer import train
 
 from .conftest import prep_cfg
 

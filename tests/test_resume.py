@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from codetune import checkpoints, config
+from codetune import config
 from codetune.cli import main
 from codetune.errors import CodetuneError
-from codetune.train import resume_config, train
+from codetune.train import checkpoints
+from codetune.train.rundir import resume_config
+from codetune.train.trainer import train
 
 
 def _digest(path: Path) -> str:

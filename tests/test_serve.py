@@ -13,10 +13,12 @@ import openai
 import pytest
 import yaml
 
-from codetune import cli, inference
-from codetune.complete import complete
+from codetune import cli
+from codetune import infer as inference
 from codetune.errors import CodetuneError
-from codetune.serve import BackgroundServer, ServeSettings, create_app, is_loopback
+from codetune.infer.complete import complete
+from codetune.serve.app import BackgroundServer, create_app
+from codetune.serve.limits import ServeSettings, is_loopback
 
 from .test_complete import PREFIX, SUFFIX, scripted
 
@@ -279,7 +281,7 @@ def test_editor_template_text_encodes_like_the_training_prompt(tmp_path):
     server's raw tokenization of it must equal the FIM prompt built from prefix and suffix."""
     from transformers import AutoTokenizer
 
-    from codetune.serve import fim_info
+    from codetune.serve.app import fim_info
     from codetune.tokens.fim import build_prompt, detect_fim
 
     from .tiny import build_codellama_tokenizer
@@ -355,8 +357,10 @@ def test_prompts_are_tokenized_off_the_event_loop(loaded, monkeypatch):
             return build(*a)
         return wrapper
 
-    monkeypatch.setattr(inference, "raw_prompt", recorded(inference.raw_prompt))
-    monkeypatch.setattr(inference, "fim_prompt", recorded(inference.fim_prompt))
+    from codetune.infer import prompts
+
+    monkeypatch.setattr(prompts, "raw_prompt", recorded(prompts.raw_prompt))
+    monkeypatch.setattr(prompts, "fim_prompt", recorded(prompts.fim_prompt))
     app = create_app(loaded, ServeSettings(model_name="tiny", max_prompt_tokens=200,
                                            max_tokens=2))
     app.state.engine.max_prompt_chars = None
@@ -545,7 +549,7 @@ def test_chars_per_token_bound_holds_on_hostile_text(tmp_path):
     from tokenizers import normalizers, pre_tokenizers
     from transformers import AutoTokenizer
 
-    from codetune.serve import max_chars_per_token
+    from codetune.serve.limits import max_chars_per_token
 
     from .tiny import build_codellama_tokenizer, build_tokenizer
 
@@ -574,7 +578,7 @@ def test_no_chars_per_token_bound_where_text_can_vanish():
     early rejection): whitespace splitting, Strip, an added token that swallows spaces, WordPiece."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-    from codetune.serve import max_chars_per_token
+    from codetune.serve.limits import max_chars_per_token
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     spaces = _trained_bpe(pre_tokenizers.Whitespace())

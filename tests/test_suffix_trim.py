@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 
-from codetune import inference
-from codetune.serve import BackgroundServer, ServeSettings, create_app
+from codetune import infer as inference
+from codetune.serve.app import BackgroundServer, create_app
+from codetune.serve.limits import ServeSettings
 
 from .test_complete import (
     CLICK_MIDDLE,

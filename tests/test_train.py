@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from codetune import checkpoints, config
+from codetune import config
 from codetune.errors import CodetuneError
-from codetune.train import train
+from codetune.train import checkpoints
+from codetune.train.trainer import train
 
 from .tiny import build_model, build_tokenizer
 
@@ -53,11 +54,12 @@ def _initial_adapter(cfg) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
     from transformers import set_seed
 
-    from codetune import model as M
+    from codetune.model import load as M
+    from codetune.train import lora as L
 
     set_seed(cfg.train.seed)
     tok = M.load_tokenizer(cfg.model)
-    m = M.prepare_for_training(M.load_model(cfg, tok), cfg, [])
+    m = L.prepare_for_training(M.load_model(cfg, tok), cfg, [])
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(m).items()}
 
 
@@ -337,7 +339,7 @@ def test_train_time_eval_is_capped_by_default(workdir, tmp_path, monkeypatch):
 
 
 def test_capped_eval_share_is_exact_on_several_ranks():
-    from codetune.train import _Capped
+    from codetune.train.trainer import _Capped
 
     assert list(_Capped([1, 2, 3], 2)) == [1, 2]
     assert list(_Capped([1, 2, 3], 5)) == [1, 2, 3]  # one rank: what there is
@@ -348,7 +350,7 @@ def test_capped_eval_share_is_exact_on_several_ranks():
 def test_progress_is_lines_off_a_terminal_and_a_bar_on_one(workdir, tmp_path):
     import io
 
-    from codetune.metrics import progress_callback
+    from codetune.train.telemetry import progress_callback
 
     cfg = run_cfg(workdir, **{"train.max_steps": 2, "train.save_steps": 2})
     config.dump(cfg, tmp_path / "cfg.yaml")

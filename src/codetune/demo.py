@@ -5,7 +5,7 @@ bitsandbytes) → evaluate base vs fine-tuned on the held-out files → show one
 before and after → report + chart → the commands for real use.
 
 PATH defaults to the git repository around the current directory, or, outside one, the bundled
-sample project (`codetune/samples/harbor`, a small marina-booking library with consistent house
+sample project (`codetune/assets/samples/harbor`, a small marina-booking library with consistent house
 conventions). The defaults (200 LoRA steps of 4 x 512 tokens, up to 16 held-out files) take about
 2 minutes on 2 CPU cores; `--steps` trades time for how much the model adapts.
 
@@ -15,12 +15,11 @@ model, and 4-bit saves no memory worth having at this size (`-s model.quantizati
 it).
 """
 
+
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -29,11 +28,15 @@ from typing import Any
 from codetune import outputs
 from codetune.errors import CodetuneError
 
-__all__ = ["DEFAULT_STEPS", "SAMPLE_NAME", "add_parser", "pick_example", "resolve_source",
-           "run_demo", "sample_path"]
+__all__ = ["DEFAULT_STEPS", "SAMPLE_NAME", "pick_example", "resolve_source", "run_demo",
+           "sample_path"]
+
 
 DEFAULT_STEPS = 200
+
+
 SAMPLE_NAME = "harbor"
+
 
 # LoRA on a 5 M-parameter model: a larger rank and learning rate than the seed's 1B recipe
 # (r=8, 5e-4) adapt it within a hundred-odd steps; 4 x 512 tokens keep a step near 1 s on 2
@@ -45,6 +48,8 @@ _TRAIN = {
     "train.gradient_checkpointing": False, "lora.r": 16, "lora.alpha": 32,
     "prepare.valid_fraction": 0.15, "prepare.dedup_near": False,
 }
+
+
 _EVAL = {
     "eval.single_line_per_file": 4, "eval.multi_line_per_file": 2, "eval.max_tasks": 80,
     "eval.max_new_tokens_single": 32, "eval.max_new_tokens_multi": 64, "eval.bootstrap": 500,
@@ -54,7 +59,7 @@ _EVAL = {
 
 def sample_path() -> Path:
     """The bundled sample project inside the installed package."""
-    return Path(str(resources.files("codetune") / "samples" / SAMPLE_NAME))
+    return Path(str(resources.files("codetune") / "assets" / "samples" / SAMPLE_NAME))
 
 
 def _git_toplevel(cwd: Path) -> Path | None:
@@ -158,8 +163,8 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
           overrides, progress: bool, echo) -> dict[str, Any]:
     from codetune import config, mini
     from codetune.data.prepare import prepare
-    from codetune.evaluate import evaluate
-    from codetune.train import train
+    from codetune.evaluation.run import evaluate
+    from codetune.train.trainer import train
 
     model_dir = mini.default_model()
     quant = _quantization()
@@ -234,31 +239,3 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
     echo("")
     echo(NEXT_STEPS.format(run=out / "run"))
     return doc
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo", help="the whole loop on a small model in a few minutes, offline, on a CPU",
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", nargs="?", metavar="PATH",
-                   help="project to fine-tune on (default: the current git repository, "
-                        "else the bundled sample project)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"LoRA steps (default {DEFAULT_STEPS})")
-    p.add_argument("-o", "--output", default="codetune-demo", metavar="DIR",
-                   help="where the dataset, run, report and chart go")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier demo folder (only once the new one is complete)")
-    p.add_argument("--sample", action="store_true",
-                   help="use the bundled sample project even inside a git repository")
-    p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a config key, e.g. -s eval.max_tasks=20")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    path = str(sample_path()) if args.sample else args.path
-    run_demo(path, args.steps, args.output, overwrite=args.overwrite, overrides=args.set,
-             progress=not args.quiet and sys.stderr.isatty())
-    return 0

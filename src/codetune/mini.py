@@ -22,7 +22,7 @@ __all__ = ["MINI_NAME", "MINI_PATH", "REAL_RECIPE", "default_model", "default_mo
 MINI_NAME = "codetune-mini"
 REAL_RECIPE = "recipes/starcoderbase-1b-qlora.yaml"
 # The installed package's copy (a real directory for regular and editable installs).
-MINI_PATH: Path = Path(str(resources.files("codetune") / "models" / MINI_NAME))
+MINI_PATH: Path = Path(str(resources.files("codetune") / "assets" / MINI_NAME))
 
 # The model's 1024 positions: codetune eval's defaults (1536-token prompts, 1024-token scoring
 # windows, FIM scoring up to twice that) would run past them.

@@ -45,294 +45,27 @@ the forward passes of all slots are serialised by one lock, interleaving token b
 bounds memory and latency, not throughput: for many users serve with vLLM (see the README).
 """
 
-import argparse
+
 import asyncio
-import concurrent.futures
-import contextlib
-import copy
-import dataclasses
 import hmac
-import ipaddress
 import json
 import logging
-import math
-import os
-import queue
 import threading
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.serve.engine import Engine
+from codetune.serve.limits import (
+    ApiError,
+    ServeSettings,
+    error_body,
+    gen_params,
+    reject_unsupported,
+)
 
 log = logging.getLogger("codetune.serve")
-
-API_KEY_ENV = "CODETUNE_API_KEY"
-# Two: one huge prompt being tokenized does not hold up the small ones behind it, and on a small
-# machine the generation slots keep the other cores.
-TOKENIZER_THREADS = 2
-SEEDS = (-(1 << 63), 1 << 64)  # OpenAI's seed is an int64, TGI's a u64: accept both
-
-
-@dataclass
-class ServeSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    model_name: str = "codetune"
-    slots: int = 2  # requests generating at once
-    queue: int = 16  # requests waiting for a slot; beyond that: 429
-    max_body_bytes: int = 1 << 20
-    max_prompt_tokens: int | None = None  # None: the context window minus one
-    max_tokens: int = 512  # cap on max_tokens / max_new_tokens
-    default_max_tokens: int = 128  # when the request gives none (the seed's value)
-    request_timeout: float = 60.0  # seconds, queueing included
-    log_prompts: bool = False
-
-    def validate(self) -> None:
-        if not is_loopback(self.host) and not self.api_key:
-            raise CodetuneError(
-                f"refusing to serve on {self.host} without an API key: anyone who can reach "
-                f"this address could use the model. Set {API_KEY_ENV} (or --api-key), or bind "
-                "127.0.0.1 and reach it through an SSH tunnel.")
-        for name in ("slots", "max_body_bytes", "max_tokens", "default_max_tokens"):
-            if getattr(self, name) < 1:
-                raise CodetuneError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.queue < 0 or self.request_timeout <= 0:
-            raise CodetuneError("--queue must be >= 0 and --request-timeout > 0")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.headers = status, message, kind, headers
-
-
-def error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any]:
-    if path.startswith("/generate"):  # TGI's shape, which llm-ls parses
-        return {"error": message, "error_type": kind}
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
-
-
-# --------------------------------------------------------------------------- prompt length
-
-
-# NFC and NFKC compose at most 4 code points into one character (no character's canonical
-# decomposition is longer: U+1F87 and kin; UAX #15's "maximum expansion factor" of NFD is 4).
-_COMPOSED = 4
-_SPLITTERS = {"ByteLevel", "Metaspace", "Digits", "Punctuation", "Split"}
-
-
-def max_chars_per_token(tokenizer: Any) -> int | None:
-    """The most prompt characters one token can stand for with this tokenizer, or None when no
-    bound holds. A prompt of C characters then has at least C / bound tokens, so one longer than
-    bound * N characters is over N tokens without tokenizing it.
-
-    Why it holds: every character of the (normalized) text is covered by at least one token, and
-    a token covers at most as many characters as its string has bytes (byte-level BPE: one
-    vocabulary character per byte, and a character is at least one byte) or characters
-    (SentencePiece-style BPE: "▁" is one space; a <0xNN> byte-fallback token one byte). A
-    normalizer can shrink the text only by NFC-type composition (at most 4 code points into 1,
-    the factor applied) or a Replace to a shorter string (its ratio). That needs a pipeline that
-    never drops text and never maps an unbounded run of characters to one token: BPE with a token
-    for every byte (the byte-level alphabet, or byte fallback: so no <unk>, which fuses runs),
-    pre-tokenizers that only split (not Whitespace, not a Split that removes what it matches),
-    added tokens that do not swallow the whitespace around them (lstrip / rstrip), normalizers
-    from the list above. Anything else (WordPiece, Unigram, Strip, StripAccents, a regex Replace,
-    SentencePiece's precompiled charsmap, a slow tokenizer) gets None: only the exact count, after
-    tokenizing, applies."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    spec = json.loads(backend.to_str())
-    model, added = spec.get("model") or {}, spec.get("added_tokens") or []
-    shrink, pre = _shrink(spec.get("normalizer")), _splitters(spec.get("pre_tokenizer"))
-    if model.get("type") != "BPE" or shrink is None or pre is None:
-        return None
-    if any(t.get("lstrip") or t.get("rstrip") for t in added):
-        return None
-    vocab: dict[str, int] = model.get("vocab") or {}
-    if "ByteLevel" in pre:
-        from tokenizers.pre_tokenizers import ByteLevel
-
-        if not all(c in vocab for c in ByteLevel.alphabet()):
-            return None  # a byte without a token would be dropped (or become <unk>)
-        lengths = [len(t) for t in vocab]
-    elif model.get("byte_fallback") and all(f"<0x{b:02X}>" in vocab for b in range(256)):
-        lengths = [1 if len(t) == 6 and t.startswith("<0x") and t.endswith(">") else len(t)
-                   for t in vocab]
-    else:
-        return None
-    longest = max(lengths + [len(t.get("content", "")) for t in added], default=1)
-    return math.ceil(longest * shrink)
-
-
-def _shrink(spec: dict | None) -> float | None:
-    """At most how many input characters one normalized character comes from (None: no bound)."""
-    if spec is None:
-        return 1.0
-    kind = spec.get("type")
-    if kind == "Sequence":
-        factor = 1.0
-        for part in spec.get("normalizers", []):
-            f = _shrink(part)
-            if f is None:
-                return None
-            factor *= f
-        return factor
-    if kind in ("NFC", "NFKC"):
-        return _COMPOSED
-    if kind in ("NFD", "NFKD", "Lowercase", "Prepend"):  # each character becomes >= 1
-        return 1.0
-    pattern = (spec.get("pattern") or {}).get("String") if kind == "Replace" else None
-    if pattern and spec.get("content"):
-        return max(1.0, len(pattern) / len(spec["content"]))
-    return None
-
-
-def _splitters(spec: dict | None) -> set[str] | None:
-    """The pre-tokenizers' types, or None if one of them can drop text."""
-    if spec is None:
-        return set()
-    if spec.get("type") == "Sequence":
-        kinds: set[str] = set()
-        for part in spec.get("pretokenizers", []):
-            got = _splitters(part)
-            if got is None:
-                return None
-            kinds |= got
-        return kinds
-    if spec.get("type") not in _SPLITTERS or spec.get("behavior") == "Removed":
-        return None
-    return {spec["type"]}
-
-
-# --------------------------------------------------------------------------- the engine
-
-
-class Engine:
-    """Admission (slots + queue), the worker threads and the model lock. Counters are touched
-    only on the event loop thread; workers report back through `call_soon_threadsafe`."""
-
-    def __init__(self, loaded: Any, settings: ServeSettings) -> None:
-        from codetune.inference import context_window
-
-        self.loaded, self.settings = loaded, settings
-        self.lock = threading.Lock()
-        self.pool = concurrent.futures.ThreadPoolExecutor(settings.slots, "codetune-gen")
-        self.active = self.queued = 0
-        self.running: set[Any] = set()  # the TokenStreams of busy workers
-        self.closing = False
-        self.stats: Counter[str] = Counter()
-        self._freed: asyncio.Event | None = None
-        self.window = context_window(loaded)
-        limit = settings.max_prompt_tokens
-        self.max_prompt = limit if limit is not None else (self.window or 1 << 31) - 1
-        self.chars_per_token = max_chars_per_token(loaded.tokenizer)
-        self.max_prompt_chars = (None if self.chars_per_token is None
-                                 else self.chars_per_token * self.max_prompt)
-        # Each tokenizer thread has its own copy: a fast tokenizer keeps `encode_special_tokens`
-        # (FIM prompts set it, raw prompts clear it) and truncation as state that every call
-        # sets, so threads sharing one could tokenize each other's prompts in the wrong mode.
-        # The generation threads keep the original (they only decode).
-        copies: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(TOKENIZER_THREADS):
-            copies.put(dataclasses.replace(loaded, tokenizer=copy.deepcopy(loaded.tokenizer)))
-        self._mine = threading.local()
-        self.tokenizers = concurrent.futures.ThreadPoolExecutor(
-            TOKENIZER_THREADS, "codetune-tok",
-            initializer=lambda: setattr(self._mine, "loaded", copies.get_nowait()))
-
-    def check_chars(self, chars: int) -> None:
-        """400 for a prompt of `chars` characters that cannot fit, before tokenizing it."""
-        if self.max_prompt_chars is not None and chars > self.max_prompt_chars:
-            raise ApiError(400, f"the prompt is over {self.max_prompt} tokens ({chars} characters, "
-                           f"and no token of this tokenizer covers more than "
-                           f"{self.chars_per_token}); this server accepts at most "
-                           f"{self.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
-
-    async def tokenize(self, deadline: float, build: Any, *texts: str) -> list[int]:
-        """`build(loaded, *texts)` (raw_prompt, fim_prompt) in the tokenizer pool."""
-        fut = self.tokenizers.submit(lambda: build(self._mine.loaded, *texts))
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut),
-                                          max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:  # still queued: dropped; already running: its result is discarded
-            self.stats["rejected"] += 1
-            raise ApiError(503, "overloaded: the prompt was not tokenized within "
-                           f"{self.settings.request_timeout:g} s", "unavailable",
-                           {"Retry-After": "1"}) from None
-
-    async def acquire(self, deadline: float, disconnected: Any) -> None:
-        if self.closing:
-            raise ApiError(503, "the server is shutting down", "unavailable")
-        if self.active < self.settings.slots:
-            self.active += 1
-            return
-        if self.queued >= self.settings.queue:
-            self.stats["rejected"] += 1
-            raise ApiError(429, f"busy: {self.active} requests generating and {self.queued} "
-                           "queued; retry shortly", "rate_limit_error", {"Retry-After": "1"})
-        self.queued += 1
-        try:
-            while self.active >= self.settings.slots:
-                if self.closing or time.monotonic() > deadline:
-                    self.stats["rejected"] += 1
-                    raise ApiError(503, "overloaded: no generation slot came free within "
-                                   f"{self.settings.request_timeout:g} s", "unavailable",
-                                   {"Retry-After": "1"})
-                self._freed = self._freed or asyncio.Event()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), 0.2)
-                if await disconnected():
-                    raise ApiError(499, "client disconnected", "cancelled")
-            self.active += 1
-        finally:
-            self.queued -= 1
-
-    def start(self, stream: Any, on_piece: Any = None) -> concurrent.futures.Future:
-        """Run `stream` (an acquired slot) in a worker; the slot is freed when the worker ends,
-        not when the request does: a cancelled request holds it until its thread stops."""
-        loop = asyncio.get_running_loop()
-
-        def work() -> Any:
-            for piece in stream:
-                if on_piece is not None:
-                    on_piece(piece)
-            return stream
-
-        self.running.add(stream)
-        fut = self.pool.submit(work)
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._release, stream, f))
-        return fut
-
-    def _release(self, stream: Any, fut: concurrent.futures.Future) -> None:
-        self.active -= 1
-        self.running.discard(stream)
-        failed = fut.cancelled() or fut.exception() is not None
-        self.stats["error" if failed else stream.finish_reason] += 1
-        if self._freed is not None:
-            self._freed.set()  # wake every waiter; each re-checks, one wins the slot
-            self._freed = None
-
-    def health(self) -> dict[str, Any]:
-        return {"status": "shutting down" if self.closing else "ok", "active": self.active,
-                "queued": self.queued, "slots": self.settings.slots, **self.stats}
-
-
-# --------------------------------------------------------------------------- requests
 
 
 # Options that would change the answer, each with the values that change nothing (accepted:
@@ -341,6 +74,8 @@ class Engine:
 UNSUPPORTED_OPENAI: dict[str, tuple[Any, ...]] = {
     "n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (), "logit_bias": ({},),
     "presence_penalty": (0,), "frequency_penalty": (0,)}
+
+
 UNSUPPORTED_TGI: dict[str, tuple[Any, ...]] = {
     "best_of": (1,), "repetition_penalty": (1,), "frequency_penalty": (0,), "typical_p": (),
     "top_n_tokens": (0,), "truncate": (), "details": (False,), "decoder_input_details": (False,),
@@ -400,61 +135,6 @@ async def _parse(request: Any, schema: Any) -> Any:
         raise ApiError(400, f"{where + ': ' if where else ''}{err['msg']}") from None
 
 
-def _reject_unsupported(given: dict[str, Any] | None, table: dict[str, tuple[Any, ...]],
-                        where: str = "") -> None:
-    for name, neutral in table.items():
-        value = (given or {}).get(name)
-        # bool is an int in Python: `true` must not pass for best_of=1, nor 0 for echo=false
-        if value is None or any(value == n and isinstance(value, bool) == isinstance(n, bool)
-                                for n in neutral):
-            continue
-        allowed = " or ".join(["null", *(json.dumps(n) for n in neutral)])
-        raise ApiError(400, f"{where}{name}: not supported by this server (send {allowed}, or "
-                       "leave it out)")
-
-
-def _gen_params(settings: ServeSettings, max_tokens: int | None, temperature: float | None,
-                top_p: float | None, top_k: int | None, stop: Any, seed: int | None,
-                do_sample: bool | None = None, *, tgi: bool = False) -> Any:
-    """The sampling fields of either route, validated (a 400 naming the field, in the route's
-    spelling) and turned into GenParams. Omitted fields take codetune's defaults (the seed's:
-    temperature 0.2, top-p 0.95, top-k 50), not OpenAI's temperature 1. Temperature 0, or under
-    GREEDY_BELOW, is greedy; so is TGI's do_sample=false when no sampling field is given (TGI
-    samples whenever one is)."""
-    from codetune.inference import GenParams
-
-    where = "parameters." if tgi else ""
-
-    def bad(name: str, rule: str, value: Any) -> ApiError:
-        return ApiError(400, f"{where}{name}: must be {rule} (got {value!r})")
-
-    # no NaN / inf can reach here from JSON (the schemas refuse them); not-finite checks are for
-    # library callers
-    if max_tokens is not None and max_tokens < 1:
-        raise bad("max_new_tokens" if tgi else "max_tokens", "an integer >= 1", max_tokens)
-    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
-        raise bad("temperature", "a number from 0 to 2 (0: greedy)", temperature)
-    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
-        raise bad("top_p", "a number in (0, 1]", top_p)
-    if top_k is not None and not -1 <= top_k < 1 << 31:
-        raise bad("top_k", "an integer from 0 to 2**31 - 1 (0, or vLLM's -1: off)", top_k)
-    if seed is not None and not SEEDS[0] <= seed < SEEDS[1]:
-        raise bad("seed", "an integer from -2**63 to 2**64 - 1", seed)
-    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    if len(stops) > 32 or any(len(s) > 500 for s in stops):
-        raise ApiError(400, f"{where}stop: at most 32 strings of at most 500 characters")
-    d = GenParams()
-    from codetune.inference import GREEDY_BELOW
-
-    greedy = (temperature is not None and temperature < GREEDY_BELOW) or (
-        do_sample is False and temperature is None and top_p is None and top_k is None)
-    cap = min(max_tokens or settings.default_max_tokens, settings.max_tokens)
-    return GenParams(max_new_tokens=cap, temperature=d.temperature if temperature is None
-                     else temperature, top_p=top_p or d.top_p,
-                     top_k=d.top_k if top_k is None else max(top_k, 0), greedy=greedy,
-                     stop=stops, seed=None if seed is None else seed % (1 << 64))
-
-
 def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -482,7 +162,8 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    from codetune.inference import TokenStream, raw_prompt
+    from codetune.infer.generate import TokenStream
+    from codetune.infer.prompts import raw_prompt
 
     settings = settings or ServeSettings()
     engine = Engine(loaded, settings)
@@ -522,7 +203,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
     async def tokenized(deadline: float, text: str, suffix: str | None = None) -> list[int]:
         """The prompt's ids, tokenized in the tokenizer pool: the FIM prompt of prefix `text` and
         `suffix`, or, without a suffix, `text` as the client formatted it."""
-        from codetune.inference import fim_prompt
+        from codetune.infer.prompts import fim_prompt
 
         engine.check_chars(len(text) + len(suffix or ""))
         try:
@@ -583,7 +264,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
 
     @app.get("/v1/models")
     async def models():
-        from codetune.inference import stop_ids
+        from codetune.infer.prompts import stop_ids
 
         stops = [loaded.tokenizer.decode([i]) for i in stop_ids(loaded)]
         return {"object": "list", "data": [{
@@ -599,8 +280,8 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise ApiError(400, "one prompt per request (send several requests)")
-        _reject_unsupported(body.model_extra, UNSUPPORTED_OPENAI)
-        params = _gen_params(settings, body.max_tokens, body.temperature, body.top_p, body.top_k,
+        reject_unsupported(body.model_extra, UNSUPPORTED_OPENAI)
+        params = gen_params(settings, body.max_tokens, body.temperature, body.top_p, body.top_k,
                              body.stop, body.seed)
         ids = await tokenized(deadline, prompts[0], body.suffix)
         fim = body.suffix is not None
@@ -668,8 +349,8 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         if body.stream:
             raise ApiError(400, "stream is not supported on /generate; use /v1/completions")
         p = body.parameters
-        _reject_unsupported(p.model_extra, UNSUPPORTED_TGI, "parameters.")
-        params = _gen_params(settings, p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.stop,
+        reject_unsupported(p.model_extra, UNSUPPORTED_TGI, "parameters.")
+        params = gen_params(settings, p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.stop,
                              p.seed, p.do_sample, tgi=True)
         stream = prepare(await tokenized(deadline, body.inputs), params)
         await run_to_end(request, stream, "/generate", deadline)
@@ -742,9 +423,6 @@ class Guard:
         await send({"type": "http.response.body", "body": data})
 
 
-# --------------------------------------------------------------------------- running it
-
-
 class BackgroundServer:
     """uvicorn in a daemon thread on an ephemeral loopback port (tests, benchmarks):
 
@@ -802,81 +480,3 @@ def serve(loaded: Any, settings: ServeSettings) -> None:
           f"http://{settings.host}:{settings.port} (OpenAI /v1/completions, TGI /generate); "
           f"API key {'required' if settings.api_key else 'off'}", flush=True)
     server.run()
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_parser(sub) -> None:
-    from codetune.complete import add_model_args
-
-    p = sub.add_parser(
-        "serve", help="an OpenAI-compatible (and TGI/llm-ls) completion server for editors",
-        description="Serve a run folder (base + adapter), a merged model or a base model over "
-                    "HTTP: POST /v1/completions (OpenAI, with suffix = FIM, streaming), POST "
-                    "/generate (TGI, llm-vscode), GET /v1/models, GET /health.")
-    add_model_args(p)
-    d = ServeSettings()
-    p.add_argument("--host", default=d.host,
-                   help="address to bind (default 127.0.0.1; any other needs an API key)")
-    p.add_argument("--port", type=int, default=d.port, help=f"default {d.port}")
-    p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV};"
-                                     " prefer the variable: flags show in `ps`)")
-    p.add_argument("--model-name", help="the model id clients send and see (default: TARGET's "
-                                        "folder name)")
-    p.add_argument("--slots", type=int, default=d.slots, help=f"requests generating at once "
-                                                             f"(default {d.slots})")
-    p.add_argument("--queue", type=int, default=d.queue, help=f"requests waiting for a slot "
-                                                             f"before 429 (default {d.queue})")
-    p.add_argument("--max-prompt-tokens", type=int,
-                   help="longer prompts get 400 (default: the context window minus one)")
-    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
-                   help=f"max_tokens is clamped to this (default {d.max_tokens})")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
-                   help="larger request bodies get 413 (default 1 MiB)")
-    p.add_argument("--request-timeout", type=float, default=d.request_timeout,
-                   help=f"seconds per request, queueing included (default {d.request_timeout:g})")
-    p.add_argument("--log-prompts", action="store_true",
-                   help="log prompts and completions (off: only sizes and timings)")
-    p.set_defaults(func=run)
-
-    e = sub.add_parser(
-        "editor-config", help="print a Continue or llm-vscode config for `codetune serve`",
-        description="Print a configuration snippet for an editor plugin. The FIM tokens come "
-                    "from --family, from TARGET, or else from the server at --url.")
-    e.add_argument("editor", choices=["continue", "llm-vscode"])
-    e.add_argument("target", nargs="?", metavar="TARGET", help="the served run or model")
-    e.add_argument("--url", default=f"http://127.0.0.1:{d.port}", help="the server's address")
-    e.add_argument("--api-key-env", metavar="NAME",
-                   help=f"the variable holding the API key (e.g. {API_KEY_ENV})")
-    e.add_argument("--model-name", help="the model id (default: as the server reports it)")
-    e.add_argument("--family", help="FIM tokens of this family (starcoder, qwen2.5-coder, "
-                                    "codellama, deepseek-coder, ...)")
-    e.set_defaults(func=_run_editor_config)
-
-
-def run(args: argparse.Namespace) -> int:
-    from codetune.complete import load_target, resolve_target
-
-    resolve_target(args)
-    settings = ServeSettings(
-        host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
-        model_name=args.model_name or _model_name_of(args.target), slots=args.slots,
-        queue=args.queue, max_body_bytes=args.max_body_bytes,
-        max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
-        request_timeout=args.request_timeout, log_prompts=args.log_prompts)
-    settings.validate()  # before the (slow) model load
-    serve(load_target(args), settings)
-    return 0
-
-
-def _run_editor_config(args: argparse.Namespace) -> int:
-    from codetune.editors import run_editor_config
-
-    return run_editor_config(args)
-
-
-def _model_name_of(target: str) -> str:
-    from codetune.editors import model_name_of
-
-    return model_name_of(target)

@@ -7,14 +7,12 @@ tokens come from --family, from TARGET's tokenizer, or from the running server's
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from codetune.errors import CodetuneError
-from codetune.serve import fim_info
 
 
 def editor_config(editor: str, url: str, model: str, fim: dict[str, Any] | None,
@@ -70,50 +68,44 @@ def editor_config(editor: str, url: str, model: str, fim: dict[str, Any] | None,
     raise CodetuneError(f"unknown editor {editor!r}; choose continue or llm-vscode")
 
 
-def _model_info(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, int | None]:
-    """(model id, FIM tokens, context window) from --family, TARGET, or the running server."""
+def model_info(family: str | None, target: str | None, url: str, api_key_env: str | None,
+               model_name: str | None) -> tuple[str, dict[str, Any] | None, int | None]:
+    """(model id, FIM tokens, context window) from `family`, `target`, or the server at `url`."""
     from codetune.tokens.fim import FIM_FORMATS
 
-    if args.family:
-        if args.family not in FIM_FORMATS:
-            raise CodetuneError(f"unknown FIM family {args.family!r}; choose one of: "
+    if family:
+        if family not in FIM_FORMATS:
+            raise CodetuneError(f"unknown FIM family {family!r}; choose one of: "
                                 f"{', '.join(FIM_FORMATS)}")
-        f = FIM_FORMATS[args.family]
+        f = FIM_FORMATS[family]
         stop = [s for s in (f.eos, f.eot, f.file_sep, f.repo_name, f.prefix, f.suffix, f.middle,
                             f.pad) if s]
         fim = {"family": f.family, "prefix": f.prefix + (" " if f.sentencepiece_spacing else ""),
                "suffix": f.suffix, "middle": f.middle, "stop": stop}
-        return args.model_name or "codetune", fim, None
-    if args.target:
-        from codetune.inference import load_tokenizer
+        return model_name or "codetune", fim, None
+    if target:
+        from codetune.infer.loader import load_tokenizer
+        from codetune.serve.app import fim_info
 
-        _, fim = load_tokenizer(args.target)
-        return args.model_name or model_name_of(args.target), fim_info(fim), None
+        _, fim = load_tokenizer(target)
+        return model_name or model_name_of(target), fim_info(fim), None
     import urllib.request
 
-    req = urllib.request.Request(args.url.rstrip("/") + "/v1/models")
-    if args.api_key_env and os.environ.get(args.api_key_env):
-        req.add_header("Authorization", f"Bearer {os.environ[args.api_key_env]}")
+    req = urllib.request.Request(url.rstrip("/") + "/v1/models")
+    if api_key_env and os.environ.get(api_key_env):
+        req.add_header("Authorization", f"Bearer {os.environ[api_key_env]}")
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             entry = json.load(r)["data"][0]
     except (OSError, ValueError, KeyError, IndexError) as e:
         raise CodetuneError(
-            f"could not ask the server at {args.url} which model it serves ({e}); start "
+            f"could not ask the server at {url} which model it serves ({e}); start "
             "`codetune serve` first, or give the TARGET or --family") from None
     info = entry.get("codetune", {})
     limit = info.get("max_prompt_tokens")  # the prompt may use the whole window but one token
-    return args.model_name or entry["id"], info.get("fim"), limit + 1 if limit else None
+    return model_name or entry["id"], info.get("fim"), limit + 1 if limit else None
 
 
 def model_name_of(target: str) -> str:
     path = Path(target)
     return path.resolve().name if path.exists() else target
-
-
-
-
-def run_editor_config(args: argparse.Namespace) -> int:
-    model, fim, context = _model_info(args)
-    print(editor_config(args.editor, args.url, model, fim, args.api_key_env, context), end="")
-    return 0

@@ -27,10 +27,10 @@ def _probe_inputs(loaded, n: int = 3, length: int = 64) -> list[list[int]]:
     texts = []
     if loaded.run_dir is not None:
         try:
-            from codetune import inference
-            from codetune.evaluate import held_out_files
+            from codetune.evaluation.run import held_out_files
+            from codetune.infer import loader
 
-            rows = held_out_files(inference.run_config(loaded.run_dir).data.dataset, n)
+            rows = held_out_files(loader.run_config(loaded.run_dir).data.dataset, n)
             texts = [r["content"] for r in rows]
         except CodetuneError:
             texts = []
@@ -54,20 +54,20 @@ def _logits(model, inputs: list[list[int]]):
 def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
           overwrite: bool = False) -> dict[str, Any]:
     """Merge the adapter of `run_dir` into its base and save to `out_dir`."""
-    from codetune import inference
+    from codetune.infer import loader
 
     run_dir, out = Path(run_dir), Path(out_dir).absolute()
-    if not inference.is_run_dir(run_dir):
+    if not loader.is_run_dir(run_dir):
         raise CodetuneError(f"{run_dir} is not a codetune run folder (no run.json / "
                             "config.yaml); give the folder written by `codetune train`")
-    cfg = inference.run_config(run_dir)
+    cfg = loader.run_config(run_dir)
     if cfg.model.finetune != "lora":
         raise CodetuneError(f"{run_dir} is a full fine-tuning run: the folder already holds "
                             "the whole model, there is no adapter to merge")
     out = outputs.check(out, overwrite, "merged")
     if dtype not in TOLERANCE:
         raise CodetuneError(f"--dtype must be one of {', '.join(TOLERANCE)}")
-    loaded = inference.load(str(run_dir), quantization="none", dtype=dtype)
+    loaded = loader.load(str(run_dir), quantization="none", dtype=dtype)
     inputs = _probe_inputs(loaded)
     before = _logits(loaded.model, inputs)
     merged = loaded.model.merge_and_unload()

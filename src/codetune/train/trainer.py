@@ -19,6 +19,7 @@ position of every rank's data stream, and the DataLoader is torchdata's Stateful
 codetune's stream (each rank reads its own disjoint share: no dispatching from rank 0).
 """
 
+
 from __future__ import annotations
 
 import contextlib
@@ -31,11 +32,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codetune import __version__, checkpoints, outputs
+from codetune import outputs
 from codetune.config import RunConfig, dump
 from codetune.errors import CodetuneError
-
-RUN_RECORD = "run.json"
+from codetune.train import checkpoints
+from codetune.train.rundir import (
+    RUN_RECORD,
+    _check_resume_compatible,
+    _dataset_identity,
+    _run_record,
+    check_output,
+    finished_step,
+)
 
 
 @dataclass
@@ -61,125 +69,6 @@ class TrainResult:
 
 def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-# --------------------------------------------------------------------------- run folder
-
-
-def check_output(out: Path, resume: bool, overwrite: bool) -> None:
-    """Fail early, before any model is loaded, if `out` cannot take this run."""
-    if resume:
-        if out.is_symlink() or not (out / RUN_RECORD).is_file():
-            raise CodetuneError(f"there is no run to resume in {out} (no {RUN_RECORD}); start "
-                                "it without --resume")
-        if outputs.kind_of(out) != "run":
-            raise CodetuneError(f"{out} is not a codetune run ({out / RUN_RECORD} was not "
-                                "written by codetune); nothing to resume")
-        return
-    if not overwrite and outputs.kind_of(out) == "run":
-        raise CodetuneError(f"{out} already holds a run; pass --resume to continue it, "
-                            "--overwrite to start over, or choose another -o folder")
-    outputs.check(out, overwrite, "run")
-
-
-# Overrides that leave an interrupted run resumable exactly: they change when it stops, saves,
-# logs and evaluates, not what it trains on or how. Anything else needs --force.
-RESUME_SAFE = {
-    "train.max_steps", "train.save_steps", "train.eval_steps", "train.logging_steps",
-    "train.save_total_limit", "train.report_to", "train.push_to_hub", "train.hub_model_id",
-    "data.max_eval_sequences", "data.eval_ltr", "data.eval_fim",
-}
-
-
-def resume_config(out: str | Path, overrides: list[str], force: bool = False,
-                  echo=None) -> RunConfig:
-    """The config of the run in `out` (its own config.yaml) with `overrides` on top. Each
-    change is printed; one that breaks exact resume (batch, sequence length, data, ...) is
-    refused unless `force`."""
-    from codetune import config
-
-    say = echo or (lambda m: print(m, file=sys.stderr))
-    out = Path(out)
-    check_output(out.absolute(), resume=True, overwrite=False)
-    own = out / "config.yaml"
-    if not own.is_file():
-        raise CodetuneError(f"{own} is missing, so the run cannot be resumed as it was "
-                            "started; start a new run in another folder")
-    base = config.load(own)
-    cfg = config.load(own, overrides)
-    changed = config.changes(base, cfg)
-    for key, old, new in changed:
-        say(f"resume override: {key}: {old!r} -> {new!r}")
-    unsafe = [k for k, _, _ in changed if k not in RESUME_SAFE and not k.startswith("eval.")]
-    if unsafe and not force:
-        raise CodetuneError(
-            f"changing {', '.join(unsafe)} would break exact resume (the data order, batches "
-            "or model would differ from the interrupted run); resume without it, pass --force "
-            "to resume anyway, or start a new run in another folder")
-    return cfg
-
-
-def finished_step(out: Path, max_steps: int) -> int | None:
-    """The step a finished run stopped at (its newest complete checkpoint reached
-    `max_steps` and the final weights were saved), else None."""
-    last = checkpoints.latest(out / "checkpoints", quiet=True)
-    if last is None or checkpoints.step_of(last) < max_steps:
-        return None
-    weights = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-    if not (out / "metrics.json").is_file() or not any((out / f).is_file() for f in weights):
-        return None  # killed after the last checkpoint, before the final save: resume it
-    return checkpoints.step_of(last)
-
-
-def _dataset_identity(cfg: RunConfig) -> dict[str, Any]:
-    from codetune.data import store
-
-    path = Path(cfg.data.dataset or "")
-    if path.is_dir():
-        man = store.load_manifest(path)
-        return {"path": str(path.resolve()), "content_hash": man["content_hash"]}
-    return {"path": str(cfg.data.dataset), "content_hash": None}
-
-
-def _run_record(cfg: RunConfig, source, fim_tokens, dataset: dict, counts: dict) -> dict:
-    import peft
-    import torch
-    import transformers
-
-    return {
-        **outputs.mark("run"),
-        "codetune_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(sys.argv),
-        "base_model": source.record() if hasattr(source, "record") else asdict(source),
-        "dataset": dataset,
-        "fim_format": fim_tokens.family if fim_tokens is not None else None,
-        "finetune": cfg.model.finetune,
-        "lora": asdict(cfg.lora) if cfg.model.finetune == "lora" else None,
-        "quantization": cfg.model.quantization,
-        "seq_length": cfg.data.seq_length,
-        "params": counts,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "peft": peft.__version__},
-    }
-
-
-def _check_resume_compatible(out: Path, record: dict, force: bool) -> None:
-    old = json.loads((out / RUN_RECORD).read_text())
-    problems = []
-    for key, what in (("base_model", "base model"), ("dataset", "dataset"),
-                      ("lora", "LoRA shape"), ("finetune", "fine-tuning mode"),
-                      ("seq_length", "sequence length"), ("fim_format", "FIM format")):
-        if old.get(key) != record.get(key):
-            problems.append(f"{what}: was {old.get(key)!r}, now {record.get(key)!r}")
-    if problems and not force:
-        raise CodetuneError(
-            "refusing to resume: this run was started with a different setup ("
-            + "; ".join(problems) + "). Resume with the original settings, start a new run in "
-            "another folder, or pass --force to resume anyway.")
-
-
-# --------------------------------------------------------------------------- trainer
 
 
 def _trainer_class():
@@ -297,18 +186,18 @@ class _Capped:
         return Capped()
 
 
-# --------------------------------------------------------------------------- main entry
-
-
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
           force: bool = False, progress: bool = True) -> TrainResult:
     """Fine-tune `cfg.model.name` on `cfg.data.dataset` into `out_dir` (see module docstring)."""
     import torch
     from transformers import TrainingArguments
 
-    from codetune import model as M
-    from codetune.loss import enable_efficient_loss
-    from codetune.metrics import (
+    from codetune.model import load as M
+    from codetune.model.source import resolve_source
+    from codetune.tokens.stream import make_stream, resolve_files, resolve_fim
+    from codetune.train import lora as L
+    from codetune.train.loss import enable_efficient_loss
+    from codetune.train.telemetry import (
         Throughput,
         count_params,
         flops_per_token,
@@ -316,8 +205,6 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
         progress_callback,
         write_metrics,
     )
-    from codetune.modelsource import resolve_source
-    from codetune.tokens.stream import make_stream, resolve_files, resolve_fim
 
     out = Path(out_dir).absolute()
     rank, world = _rank()
@@ -370,7 +257,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
         cfg.data.seq_length = positions  # the bundled model, not the user's choice: fit it
     if new_ids:
         model.resize_token_embeddings(len(tokenizer))
-    model = M.prepare_for_training(model, cfg, new_ids)
+    model = L.prepare_for_training(model, cfg, new_ids)
     loss_path = enable_efficient_loss(model, cfg.train.loss_chunk_tokens)
     counts = count_params(model)
     record = _run_record(cfg, source, fim_tokens, dataset, counts)

@@ -1,0 +1,88 @@
+"""Subcommands: serve and editor-config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from codetune.serve.limits import API_KEY_ENV, ServeSettings
+
+
+def add_parser(sub) -> None:
+    from codetune.cli.complete import add_model_args
+
+    p = sub.add_parser(
+        "serve", help="an OpenAI-compatible (and TGI/llm-ls) completion server for editors",
+        description="Serve a run folder (base + adapter), a merged model or a base model over "
+                    "HTTP: POST /v1/completions (OpenAI, with suffix = FIM, streaming), POST "
+                    "/generate (TGI, llm-vscode), GET /v1/models, GET /health.")
+    add_model_args(p)
+    d = ServeSettings()
+    p.add_argument("--host", default=d.host,
+                   help="address to bind (default 127.0.0.1; any other needs an API key)")
+    p.add_argument("--port", type=int, default=d.port, help=f"default {d.port}")
+    p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV};"
+                                     " prefer the variable: flags show in `ps`)")
+    p.add_argument("--model-name", help="the model id clients send and see (default: TARGET's "
+                                        "folder name)")
+    p.add_argument("--slots", type=int, default=d.slots, help=f"requests generating at once "
+                                                             f"(default {d.slots})")
+    p.add_argument("--queue", type=int, default=d.queue, help=f"requests waiting for a slot "
+                                                             f"before 429 (default {d.queue})")
+    p.add_argument("--max-prompt-tokens", type=int,
+                   help="longer prompts get 400 (default: the context window minus one)")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help=f"max_tokens is clamped to this (default {d.max_tokens})")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help="larger request bodies get 413 (default 1 MiB)")
+    p.add_argument("--request-timeout", type=float, default=d.request_timeout,
+                   help=f"seconds per request, queueing included (default {d.request_timeout:g})")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="log prompts and completions (off: only sizes and timings)")
+    p.set_defaults(func=run)
+
+    e = sub.add_parser(
+        "editor-config", help="print a Continue or llm-vscode config for `codetune serve`",
+        description="Print a configuration snippet for an editor plugin. The FIM tokens come "
+                    "from --family, from TARGET, or else from the server at --url.")
+    e.add_argument("editor", choices=["continue", "llm-vscode"])
+    e.add_argument("target", nargs="?", metavar="TARGET", help="the served run or model")
+    e.add_argument("--url", default=f"http://127.0.0.1:{d.port}", help="the server's address")
+    e.add_argument("--api-key-env", metavar="NAME",
+                   help=f"the variable holding the API key (e.g. {API_KEY_ENV})")
+    e.add_argument("--model-name", help="the model id (default: as the server reports it)")
+    e.add_argument("--family", help="FIM tokens of this family (starcoder, qwen2.5-coder, "
+                                    "codellama, deepseek-coder, ...)")
+    e.set_defaults(func=_run_editor_config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from codetune.cli.complete import load_target, resolve_target
+
+    resolve_target(args)
+    settings = ServeSettings(
+        host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
+        model_name=args.model_name or _model_name_of(args.target), slots=args.slots,
+        queue=args.queue, max_body_bytes=args.max_body_bytes,
+        max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+        request_timeout=args.request_timeout, log_prompts=args.log_prompts)
+    settings.validate()  # before the (slow) model load
+    from codetune.serve.app import serve
+
+    serve(load_target(args), settings)
+    return 0
+
+
+def _run_editor_config(args: argparse.Namespace) -> int:
+    from codetune.serve.editors import editor_config, model_info
+
+    model, fim, context = model_info(args.family, args.target, args.url, args.api_key_env,
+                                     args.model_name)
+    print(editor_config(args.editor, args.url, model, fim, args.api_key_env, context), end="")
+    return 0
+
+
+def _model_name_of(target: str) -> str:
+    from codetune.serve.editors import model_name_of
+
+    return model_name_of(target)

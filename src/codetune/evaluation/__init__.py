@@ -1,0 +1,17 @@
+"""`codetune eval`: tasks cut from held-out files, bits per byte, base vs fine-tuned with
+paired bootstrap intervals, and the report. `evaluate` is the entry point."""
+
+from codetune.evaluation.bpb import fim_nll, fim_split, ltr_nll
+from codetune.evaluation.report import print_summary, report_markdown
+from codetune.evaluation.run import (
+    evaluate,
+    fit_to_model,
+    held_out_files,
+    load_benchmark,
+    predict,
+    task_prompt,
+)
+
+__all__ = ["evaluate", "fim_nll", "fim_split", "fit_to_model", "held_out_files",
+           "load_benchmark", "ltr_nll", "predict", "print_summary", "report_markdown",
+           "task_prompt"]

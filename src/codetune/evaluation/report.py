@@ -1,0 +1,237 @@
+"""The eval result: scores per model with paired bootstrap intervals, the verdict, and the
+files that show it (report.md, eval.json with every task, eval.png)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codetune import outputs
+from codetune.config import EvalConfig
+from codetune.evaluation.bpb import LN2
+from codetune.evaluation.tasks import Task, edit_similarity, exact_match, paired_bootstrap
+
+
+def suffix_trims(tasks: list[Task], bench: list[Task],
+                 trims: dict[str, dict[str, list[bool]]]) -> dict[str, dict[str, int]]:
+    """How many completions were cut where they started repeating the suffix, by task kind
+    (plus "all" and "benchmark"): {kind: {"n": tasks, model: count, ...}}."""
+    out: dict[str, dict[str, int]] = {}
+    groups = [(k, "tasks", [i for i, t in enumerate(tasks) if t.kind == k])
+              for k in ("single_line", "multi_line")]
+    groups.append(("all", "tasks", list(range(len(tasks)))))
+    if bench:
+        groups.append(("benchmark", "benchmark", list(range(len(bench)))))
+    for kind, source, idx in groups:
+        if idx:
+            out[kind] = {"n": len(idx), **{name: int(sum(t[source][i] for i in idx))
+                                           for name, t in trims.items()}}
+    return out
+
+
+def _trims_line(result: dict[str, Any]) -> str:
+    """One sentence: how often each model's middle ran on into the suffix and was cut."""
+    trims = result.get("suffix_trims") or {}
+    if "all" not in trims:
+        return ""
+    parts = []
+    for name in result["models"]:
+        kinds = ", ".join(f"{k.replace('_', '-')} {trims[k][name]}/{trims[k]['n']}"
+                          for k in ("single_line", "multi_line", "benchmark") if k in trims)
+        parts.append(f"{name} {trims['all'][name]}/{trims['all']['n']} ({kinds})")
+    return ("Completions cut where they started repeating the suffix: " + "; ".join(parts)
+            + ".")
+
+
+def _scores(tasks: list[Task], preds: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    idx = [i for i, t in enumerate(tasks) if t.kind == kind]
+    em = np.array([exact_match(preds[i], tasks[i].middle) for i in idx])
+    es = np.array([edit_similarity(preds[i], tasks[i].middle) for i in idx])
+    return em, es
+
+
+def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> dict[str, Any]:
+    names = list(preds)
+    metrics: dict[str, dict[str, Any]] = {}
+
+    def add(metric: str, values: dict[str, np.ndarray], weights=None, lower_better=False):
+        m: dict[str, Any] = {"n": int(len(next(iter(values.values())))),
+                             "lower_is_better": lower_better}
+        for n, v in values.items():
+            w = np.ones(len(v)) if weights is None else np.asarray(weights, float)
+            m[n] = float((v * w).sum() / w.sum()) if len(v) and w.sum() > 0 else None
+        if "base" in values and "tuned" in values and m["n"]:
+            d, lo, hi = paired_bootstrap(values["base"], values["tuned"], cfg.bootstrap,
+                                         cfg.seed, weights)
+            m.update(delta=d, ci95=[lo, hi])
+        metrics[metric] = m
+
+    for kind in ("single_line", "multi_line"):
+        per = {n: _scores(tasks, preds[n], kind) for n in names}
+        if len(next(iter(per.values()))[0]):
+            add(f"{kind}_exact_match", {n: p[0] for n, p in per.items()})
+            add(f"{kind}_edit_similarity", {n: p[1] for n, p in per.items()})
+    if bench:
+        for kind in ("single_line", "multi_line"):
+            per = {n: _scores(bench, bench_preds[n], kind) for n in names}
+            if len(next(iter(per.values()))[0]):
+                add(f"benchmark_{kind}_exact_match", {n: p[0] for n, p in per.items()})
+    if bpb:
+        nbytes = np.array([len(r["content"].encode("utf-8", "surrogatepass")) for r in rows])
+        ok = nbytes > 0
+        add("bits_per_byte_ltr", {n: np.array(b["ltr_nll"])[ok] / LN2 / nbytes[ok]
+                                  for n, b in bpb.items()}, weights=nbytes[ok], lower_better=True)
+        fb = np.array(next(iter(bpb.values()))["fim_bytes"])
+        okf = fb > 0
+        add("bits_per_byte_fim", {n: np.array(b["fim_nll"])[okf] / LN2 / fb[okf]
+                                  for n, b in bpb.items()}, weights=fb[okf], lower_better=True)
+    return {"models": names, "tasks": len(tasks), "files": len(rows), "metrics": metrics,
+            "verdict": _verdict(metrics)}
+
+
+def _verdict(metrics: dict[str, dict[str, Any]]) -> str:
+    """One sentence: which differences are outside their 95 % interval, and which way."""
+    better, worse = [], []
+    for name, m in metrics.items():
+        if "ci95" not in m:
+            continue
+        lo, hi = m["ci95"]
+        good = (hi < 0) if m["lower_is_better"] else (lo > 0)
+        bad = (lo > 0) if m["lower_is_better"] else (hi < 0)
+        (better if good else worse if bad else []).append(name.replace("_", " "))
+    if not better and not worse:
+        return "no difference between base and fine-tuned is outside its 95 % interval"
+    parts = []
+    if better:
+        parts.append("fine-tuning helped on " + ", ".join(better))
+    if worse:
+        parts.append("it hurt on " + ", ".join(worse))
+    return "; ".join(parts) + " (95 % bootstrap intervals)"
+
+
+def write(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
+    """report.md, eval.json and eval.png, built beside `out` and swapped in when complete."""
+    with outputs.staged(out, False, "eval", replace_own=True) as tmp:
+        _write_files(tmp, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
+
+
+def _write_files(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
+    names = result["models"]
+    task_recs = []
+    for i, t in enumerate(tasks):
+        rec = t.to_dict()
+        for n in names:
+            rec[n] = {"output": preds[n][i], "exact_match": exact_match(preds[n][i], t.middle),
+                      "edit_similarity": edit_similarity(preds[n][i], t.middle),
+                      "trimmed_suffix": trims[n]["tasks"][i]}
+        task_recs.append(rec)
+    files = []
+    for j, r in enumerate(rows):
+        rec = {"repo_id": r["repo_id"], "path": r["path"],
+               "bytes": len(r["content"].encode("utf-8", "surrogatepass"))}
+        for n, b in bpb.items():
+            rec[n] = {"ltr_nll": b["ltr_nll"][j], "fim_nll": b["fim_nll"][j],
+                      "fim_bytes": b["fim_bytes"][j]}
+        files.append(rec)
+    doc = {**outputs.mark("eval"), **result, "task_records": task_recs, "file_records": files,
+           "benchmark_records": [dict(t.to_dict(), **{n: bench_preds[n][i] for n in names})
+                                 for i, t in enumerate(bench)]}
+    (out / "eval.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+    (out / "report.md").write_text(report_markdown(result, task_recs), encoding="utf-8")
+    plot(result, out / "eval.png")
+
+
+def report_markdown(result: dict[str, Any], task_recs: list[dict]) -> str:
+    names = result["models"]
+    lines = ["# codetune eval", "", f"**{result['verdict'].capitalize()}.**", "",
+             f"Model: {result['model']}  ", f"Held-out data: {result['dataset']} "
+             f"({result['files']} files, {result['tasks']} infilling tasks; FIM format "
+             f"{result['fim_format']})  ",
+             f"Time: {result['seconds']} s ({result['tasks_per_second']} tasks/s)", ""]
+    if _trims_line(result):
+        lines += [_trims_line(result) + " (Each is cut there, as `complete` and `serve` "
+                  "do; a model that stops by itself after the middle needs none.)", ""]
+    head = "| metric | " + " | ".join(names) + (" | Δ (tuned − base) | 95 % CI | n |"
+                                                 if "base" in names else " | n |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, m in result["metrics"].items():
+        cells = [f"{m[n]:.4f}" if m.get(n) is not None else "–" for n in names]
+        row = f"| {name.replace('_', ' ')}{' (lower is better)' if m['lower_is_better'] else ''}"
+        row += " | " + " | ".join(cells)
+        if "delta" in m:
+            row += f" | {m['delta']:+.4f} | [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]"
+        elif "base" in names:
+            row += " | | "
+        lines.append(row + f" | {m['n']} |")
+    if "base" in names:
+        changed = [r for r in task_recs if r["base"]["exact_match"] != r["tuned"]["exact_match"]]
+        lines += ["", f"## Tasks where the two differ ({len(changed)}; all in eval.json)", ""]
+        for r in changed[:10]:
+            lines += [f"### {r['task_id']} ({r['kind'].replace('_', ' ')})", "",
+                      "expected:", "```", r["middle"].rstrip("\n"), "```",
+                      f"base ({'right' if r['base']['exact_match'] else 'wrong'}):", "```",
+                      r["base"]["output"].rstrip("\n"), "```",
+                      f"fine-tuned ({'right' if r['tuned']['exact_match'] else 'wrong'}):",
+                      "```", r["tuned"]["output"].rstrip("\n"), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = result["models"]
+    m = result["metrics"]
+    acc = [k for k in m if not m[k]["lower_is_better"]]
+    bpb = [k for k in m if m[k]["lower_is_better"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110,
+                             gridspec_kw={"width_ratios": [max(len(acc), 1), max(len(bpb), 1)]})
+    for ax, keys, title in ((axes[0], acc, "infilling (higher is better)"),
+                            (axes[1], bpb, "bits per byte (lower is better)")):
+        x = np.arange(len(keys))
+        width = 0.8 / max(len(names), 1)
+        for j, n in enumerate(names):
+            vals = [m[k][n] or 0.0 for k in keys]
+            ax.bar(x + j * width, vals, width, label=n)
+        ax.set_xticks(x + width * (len(names) - 1) / 2)
+        ax.set_xticklabels([k.replace("_", "\n") for k in keys], fontsize=7)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(result["verdict"], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = result["models"]
+    t = Table(title=f"codetune eval ({result['tasks']} tasks, {result['files']} held-out files)",
+              show_edge=False)
+    t.add_column("metric")
+    for n in names:
+        t.add_column(n, justify="right")
+    if "base" in names:
+        t.add_column("Δ", justify="right")
+        t.add_column("95 % CI", justify="right")
+    for name, m in result["metrics"].items():
+        row = [name.replace("_", " ")] + [f"{m[n]:.4f}" if m.get(n) is not None else "–"
+                                           for n in names]
+        if "delta" in m:
+            row += [f"{m['delta']:+.4f}", f"[{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"]
+        elif "base" in names:
+            row += ["", ""]
+        t.add_row(*row)
+    Console().print(t)
+    if _trims_line(result):
+        print(_trims_line(result))
+    print(f"{result['verdict']}. {result['tasks_per_second']} tasks/s. "
+          f"Report: {result['out_dir']}/report.md")

@@ -1,0 +1,216 @@
+"""`codetune eval`: did fine-tuning help, on the user's own held-out code?
+
+Base and fine-tuned model run the same tasks, cut deterministically from the held-out split
+of the run's dataset (files never trained on): single- and multi-line infilling, greedy and
+batched, scored by exact match and edit similarity; plus bits per byte of the held-out files,
+left-to-right and in FIM form (bits per *byte*, so models with different tokenizers compare).
+Every difference comes with a paired bootstrap 95 % interval. Outputs in OUT (default
+RUN/eval): report.md, eval.json (every task with both outputs), eval.png.
+
+Completions end as in `complete` and `serve` (`inference.Finisher`): a middle that goes on into
+the suffix is cut where the suffix starts over, and how often that happened, per model, is
+reported (`suffix_trims`): a model that rarely emits EOS after the middle shows up there.
+
+For a LoRA run the base is the same loaded model with its adapter disabled: one load, the
+same tokenizer (with any FIM tokens the run added), the same prompts.
+"""
+
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codetune import outputs
+from codetune.config import EvalConfig
+from codetune.data import store
+from codetune.errors import CodetuneError
+from codetune.evaluation.bpb import fim_nll, fim_split, fit_lines, ltr_nll
+from codetune.evaluation.report import suffix_trims, summarise, write
+from codetune.evaluation.tasks import Task, make_tasks
+
+
+def held_out_files(dataset: str, max_files: int | None) -> list[dict[str, str]]:
+    import pyarrow.parquet as pq
+
+    from codetune.tokens.stream import resolve_files
+
+    files, column = resolve_files(dataset, "validation")
+    rows = []
+    for f in files:
+        with store.reading(f):
+            t = pq.read_table(f, columns=["repo_id", "path", column or "content"])
+        rows += [{"repo_id": r, "path": p, "content": c} for r, p, c in zip(
+            t.column(0).to_pylist(), t.column(1).to_pylist(), t.column(2).to_pylist(),
+            strict=True)]
+    if not rows:
+        raise CodetuneError(f"{dataset} has no held-out (validation) files to evaluate on; "
+                            "prepare it with --valid-fraction above 0")
+    return rows[:max_files] if max_files else rows
+
+
+def build_tasks(rows: list[dict[str, str]], cfg: EvalConfig) -> list[Task]:
+    tasks = [t for r in rows for t in make_tasks(
+        r["repo_id"], r["path"], r["content"], cfg.seed, cfg.single_line_per_file,
+        cfg.multi_line_per_file, cfg.max_block_lines)]
+    if len(tasks) > cfg.max_tasks:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(tasks), cfg.max_tasks,
+                                                              replace=False))
+        tasks = [tasks[i] for i in keep]
+    return tasks
+
+
+def load_benchmark(path: str) -> list[Task]:
+    """A local FIM benchmark: JSON lines with prefix/middle/suffix (or HumanEval-infilling's
+    prompt/canonical_solution/suffix)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CodetuneError(f"forgetting benchmark {path} not found; give a local .jsonl file")
+    tasks = []
+    with open(p, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                prefix = r.get("prefix", r.get("prompt"))
+                middle = r.get("middle", r.get("canonical_solution"))
+                suffix = r["suffix"]
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                raise CodetuneError(f"{path} line {i + 1} is not a FIM task (needs prefix/"
+                                    "middle/suffix or prompt/canonical_solution/suffix)") from None
+            if prefix is None or middle is None:
+                raise CodetuneError(f"{path} line {i + 1} lacks a prefix or middle")
+            kind = "single_line" if "\n" not in middle.strip("\n") else "multi_line"
+            tasks.append(Task(str(r.get("task_id", i)), kind, "benchmark", p.name,
+                              prefix, middle, suffix))
+    return tasks
+
+
+
+
+def task_prompt(loaded, task: Task, budget: int) -> list[int]:
+    from codetune.infer.prompts import fim_prompt
+
+    tok = loaded.tokenizer
+    prefix = fit_lines(tok, task.prefix, budget * 3 // 4, keep_end=True)
+    suffix = fit_lines(tok, task.suffix, budget // 4, keep_end=False)
+    return fim_prompt(loaded, prefix, suffix)
+
+
+def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None) -> list[Any]:
+    """Greedy completions (`inference.Generation`) of all tasks, batched by kind and prompt
+    length; single-line tasks end at the line end."""
+    from codetune.infer.generate import GenParams, generations
+
+    out: list[Any] = [None] * len(tasks)
+    prompts = [task_prompt(loaded, t, cfg.context_tokens) for t in tasks]
+    for kind, max_new, stop in (("single_line", cfg.max_new_tokens_single, ("\n",)),
+                                ("multi_line", cfg.max_new_tokens_multi, ())):
+        idx = sorted((i for i, t in enumerate(tasks) if t.kind == kind),
+                     key=lambda i: len(prompts[i]))
+        params = GenParams(max_new_tokens=max_new, greedy=True, stop=stop)
+        for s in range(0, len(idx), cfg.batch_size):
+            batch = idx[s:s + cfg.batch_size]
+            done = generations(loaded, [prompts[i] for i in batch], params,
+                               [(tasks[i].prefix, tasks[i].suffix) for i in batch])
+            for i, g in zip(batch, done, strict=True):
+                out[i] = g
+            if bar is not None:
+                bar.update(len(batch))
+    return out
+
+
+def fit_to_model(cfg: EvalConfig, window: int | None) -> EvalConfig:
+    """Shrink prompt and scoring budgets to a model with a short context (e.g. the bundled
+    codetune-mini's 1024 positions): a prompt plus its generation, and a FIM scoring sequence
+    (up to twice `bpb_window` tokens), must fit."""
+    import dataclasses
+
+    if not window:
+        return cfg
+    ctx = min(cfg.context_tokens, window - max(cfg.max_new_tokens_multi,
+                                               cfg.max_new_tokens_single) - 4)
+    if ctx < 16:
+        raise CodetuneError(f"the model's {window} positions leave no room for a prompt; lower "
+                            "eval.max_new_tokens_multi")
+    return dataclasses.replace(cfg, context_tokens=ctx,
+                               bpb_window=min(cfg.bpb_window, (window - 1) // 2))
+
+
+def _variants(loaded) -> list[tuple[str, Any]]:
+    """(name, context manager factory) per model compared: base (adapter off) and tuned."""
+    if loaded.run_dir is not None and hasattr(loaded.model, "disable_adapter"):
+        return [("base", loaded.model.disable_adapter), ("tuned", contextlib.nullcontext)]
+    return [("model", contextlib.nullcontext)]
+
+
+def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
+             dataset: str | None = None, adapter: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate `target` (a run folder: base vs fine-tuned; or a model [+ adapter])."""
+    from tqdm.auto import tqdm
+
+    from codetune.infer import loader
+
+    is_run = loader.is_run_dir(target)
+    if dataset is None:
+        if not is_run:
+            raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
+                                "a model rather than a run folder")
+        dataset = loader.run_config(target).data.dataset
+    # Everything that can fail cheaply fails before the model is loaded: the output folder
+    # (an earlier report of ours is replaced, anything else refused) and the held-out data.
+    out = outputs.check(Path(out_dir) if out_dir else (
+        Path(target) / "eval" if is_run or adapter else Path("eval-" + Path(target).name)),
+        False, "eval", replace_own=True)
+    rows = held_out_files(dataset, cfg.max_files)
+    loaded = loader.load(target, adapter=adapter, quantization=cfg.quantization,
+                            dtype=cfg.dtype)
+    if loaded.run_dir is None and adapter is not None:
+        loaded.run_dir = Path(adapter)
+    if loaded.fim is None:
+        raise CodetuneError(f"{loaded.description} has no FIM tokens: infilling cannot be "
+                            "evaluated. Train with FIM (fim.rate > 0) or use a FIM model.")
+    cfg = fit_to_model(cfg, loader.context_window(loaded))
+    tasks = build_tasks(rows, cfg)
+    bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
+    variants = _variants(loaded)
+    preds: dict[str, list[str]] = {}
+    bench_preds: dict[str, list[str]] = {}
+    trims: dict[str, dict[str, list[bool]]] = {}  # model -> "tasks"/"benchmark" -> per item
+    bpb: dict[str, dict[str, list[float]]] = {}
+    started = time.perf_counter()
+    n_gen = 0
+    for name, ctx in variants:
+        with ctx():
+            with tqdm(total=len(tasks) + len(bench), desc=f"{name}: infilling",
+                      disable=not progress) as bar:
+                done = predict(loaded, tasks, cfg, bar)
+                bench_done = predict(loaded, bench, cfg, bar) if bench else []
+            preds[name], bench_preds[name] = [g.text for g in done], [g.text for g in bench_done]
+            trims[name] = {"tasks": [g.trimmed_suffix for g in done],
+                           "benchmark": [g.trimmed_suffix for g in bench_done]}
+            n_gen += len(tasks) + len(bench)
+            if cfg.bpb:
+                ltr, fim = [], []
+                for r in tqdm(rows, desc=f"{name}: bits per byte", disable=not progress):
+                    ltr.append(ltr_nll(loaded, r["content"], cfg.bpb_window))
+                    parts = fim_split(r["content"], cfg.seed, f"{r['repo_id']}/{r['path']}")
+                    fim.append(fim_nll(loaded, parts, cfg.bpb_window) if parts else (0.0, 0))
+                bpb[name] = {"ltr_nll": ltr, "fim_nll": [f[0] for f in fim],
+                             "fim_bytes": [f[1] for f in fim]}
+    seconds = time.perf_counter() - started
+    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg)
+    result["suffix_trims"] = suffix_trims(tasks, bench, trims)
+    result.update(target=str(target), model=loaded.description, dataset=str(dataset),
+                  fim_format=loaded.fim.family, seconds=round(seconds, 1),
+                  tasks_per_second=round(n_gen / max(seconds, 1e-9), 2))
+    write(out, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
+    result["out_dir"] = str(out)
+    return result
