@@ -172,11 +172,11 @@ def codetune_stream(dataset: Path, tok, seq_length: int):
 
     from codetune.config import DataConfig, FimConfig
     from codetune.tokens.fim import detect_fim
-    from codetune.tokens.stream import TokenStream, resolve_files
+    from codetune.tokens.stream import TrainingStream, resolve_files
 
     files, col = resolve_files(dataset, "train")
     data = dataclasses.replace(DataConfig(), seq_length=seq_length)
-    return TokenStream(files, col, tok, detect_fim(tok), data, FimConfig(), seed=0)
+    return TrainingStream(files, col, tok, detect_fim(tok), data, FimConfig(), seed=0)
 
 
 def rate(iterable, n: int, seq_length: int, per_item: int = 1) -> tuple[float, float]:
@@ -216,14 +216,14 @@ def main() -> None:
         print(f"seed ConstantLengthDataset + permute : {seed_tps:10,.0f} tokens/s "
               f"({seed_s:.1f} s)")
         ours_tps, ours_s = rate(iter(codetune_stream(dataset, tok, L)), n, L)
-        print(f"codetune TokenStream (1 process)     : {ours_tps:10,.0f} tokens/s "
+        print(f"codetune TrainingStream (1 process)     : {ours_tps:10,.0f} tokens/s "
               f"({ours_s:.1f} s)  -> {ours_tps / seed_tps:.2f}x the seed (target >= 1.5x)")
 
         results = {}
         for workers in (1, 2):
             dl = DataLoader(codetune_stream(dataset, tok, L), batch_size=8, num_workers=workers)
             results[workers], secs = rate(iter(dl), n, L, per_item=8)
-            print(f"codetune TokenStream, {workers} DataLoader worker(s): "
+            print(f"codetune TrainingStream, {workers} DataLoader worker(s): "
                   f"{results[workers]:10,.0f} tokens/s ({secs:.1f} s)")
         print(f"scaling 1 -> 2 workers: {results[2] / results[1]:.2f}x (ideal 2x; the "
               "DataLoader's consumer shares the same 2 cores)")
@@ -236,7 +236,7 @@ def main() -> None:
         with mp.get_context("fork").Pool(2) as pool:
             pool.map(_rank_run, [0, 1])
         two = n * L / (time.perf_counter() - t)
-        print(f"codetune TokenStream, 2 ranks x 1 process, no consumer: {two:10,.0f} tokens/s "
+        print(f"codetune TrainingStream, 2 ranks x 1 process, no consumer: {two:10,.0f} tokens/s "
               f"-> {two / ours_tps:.2f}x one process")
 
 

@@ -8,7 +8,7 @@ overhead against generating the same completions in-process.
 Workload: one FIM prompt (prefix + suffix, ~90 tokens), request i sampled with seed i (so every
 run, in-process or served, generates exactly the same tokens), --max-tokens new tokens at most.
 
-- baseline: `TokenStream(...).run()` in this process, in one worker thread (as the server runs
+- baseline: `GenerationStream(...).run()` in this process, in one worker thread (as the server runs
   it), one request after another: what the server does inside, minus HTTP, JSON, the event loop
   and queueing. Measured before and after the server rows; the mean of the two is the baseline.
 - served: uvicorn on 127.0.0.1 (ephemeral port, loopback only), N client threads each sending
@@ -73,7 +73,7 @@ def in_process(loaded, n: int, max_tokens: int, limit: float) -> dict:
 
 
 def _in_process(loaded, n: int, max_tokens: int, limit: float) -> dict:
-    from codetune.infer.generate import GenParams, TokenStream
+    from codetune.infer.generate import GenerationStream, GenParams
     from codetune.infer.prompts import fim_prompt
 
     lat, tokens, t0 = [], 0, time.perf_counter()
@@ -82,7 +82,7 @@ def _in_process(loaded, n: int, max_tokens: int, limit: float) -> dict:
             break
         t = time.perf_counter()
         prompt = fim_prompt(loaded, PREFIX.format(i=i % 10), SUFFIX)
-        s = TokenStream(loaded, prompt, GenParams(max_new_tokens=max_tokens, temperature=1.0,
+        s = GenerationStream(loaded, prompt, GenParams(max_new_tokens=max_tokens, temperature=1.0,
                                                   seed=i))
         s.run()
         lat.append(time.perf_counter() - t)

@@ -16,7 +16,7 @@ from codetune import cli
 from codetune import infer as inference
 from codetune.errors import CodetuneError
 from codetune.infer.complete import complete, hole_in_file
-from codetune.infer.generate import GenParams, TokenStream
+from codetune.infer.generate import GenerationStream, GenParams
 
 PREFIX = "def handle_3(request):\n    user = request.user\n    if not user.is_authenticated:\n"
 SUFFIX = "\n    return render(request, \"orders/list.html\")\n"
@@ -65,7 +65,7 @@ def scripted(loaded, text_or_ids: list, **kw) -> inference.Loaded:
 
 
 def run_stream(loaded, params, prompt=None):
-    stream = TokenStream(loaded, prompt or inference.fim_prompt(loaded, "a", "b"), params)
+    stream = GenerationStream(loaded, prompt or inference.fim_prompt(loaded, "a", "b"), params)
     return list(stream), stream
 
 
@@ -88,13 +88,13 @@ def test_stream_equals_batched_generate_greedy(loaded):
     params = GenParams(max_new_tokens=12, greedy=True)
     for prompt in (inference.plain_prompt(loaded, PREFIX),
                    inference.fim_prompt(loaded, PREFIX, SUFFIX)):
-        assert TokenStream(loaded, prompt, params).run() == \
+        assert GenerationStream(loaded, prompt, params).run() == \
             inference.generate(loaded, [prompt], params)[0]
 
 
 def test_stop_string_cuts_the_real_model_output(loaded):
     prompt = inference.plain_prompt(loaded, "class Order:\n    def __init__(self")
-    full = TokenStream(loaded, prompt, GenParams(max_new_tokens=12, greedy=True)).run()
+    full = GenerationStream(loaded, prompt, GenParams(max_new_tokens=12, greedy=True)).run()
     assert len(full) >= 5, full  # the crafted case needs some text
     stop = full[3:5]
     pieces, stream = run_stream(loaded, GenParams(max_new_tokens=12, greedy=True, stop=(stop,)),
@@ -125,16 +125,16 @@ def test_cancel_and_deadline_stop_before_the_next_token(loaded):
     model = scripted(loaded, ["x"])
     cancel = threading.Event()
     cancel.set()
-    s = TokenStream(model, [1, 2], GenParams(), cancel=cancel)
+    s = GenerationStream(model, [1, 2], GenParams(), cancel=cancel)
     assert s.run() == "" and s.finish_reason == "cancelled" and model.model.calls == 0
-    s = TokenStream(model, [1, 2], GenParams(), deadline=time.monotonic() - 1)
+    s = GenerationStream(model, [1, 2], GenParams(), deadline=time.monotonic() - 1)
     assert s.run() == "" and s.finish_reason == "timeout"
 
 
 def test_prompt_over_the_context_window_is_a_clear_error(loaded):
     with pytest.raises(CodetuneError, match="context window is 512"):
-        TokenStream(loaded, [1] * 512, GenParams())
-    s = TokenStream(scripted(loaded, ["x"]), [1] * 509, GenParams(max_new_tokens=100))
+        GenerationStream(loaded, [1] * 512, GenParams())
+    s = GenerationStream(scripted(loaded, ["x"]), [1] * 509, GenParams(max_new_tokens=100))
     assert s.run() == "xxx" and s.finish_reason == "length"  # clamped to the window
 
 
@@ -326,7 +326,7 @@ def test_complete_returns_the_middle_alone_and_stops_generating(loaded):
                      GenParams(greedy=True))
     assert (clean.text, clean.trimmed_suffix) == (CLICK_MIDDLE, False)
     # a prompt built elsewhere (an editor's FIM template) is read back for its hole
-    s = TokenStream(stub, inference.fim_prompt(loaded, CLICK_PREFIX, CLICK_SUFFIX),
+    s = GenerationStream(stub, inference.fim_prompt(loaded, CLICK_PREFIX, CLICK_SUFFIX),
                     GenParams(greedy=True, max_new_tokens=200))
     assert (s.run(), s.trimmed_suffix) == (CLICK_MIDDLE, True)
     assert inference.prompt_hole(loaded, inference.fim_prompt(loaded, CLICK_PREFIX,
@@ -352,11 +352,11 @@ def test_cli_complete_prints_the_middle_alone(loaded, monkeypatch, capsys):
 def test_a_tiny_temperature_is_greedy(loaded):
     """temperature 1e-300 divided the logits into inf, then nan probabilities (a 500 in serve)."""
     prompt = inference.fim_prompt(loaded, PREFIX, SUFFIX)
-    greedy = TokenStream(loaded, prompt, GenParams(max_new_tokens=10, greedy=True)).run()
+    greedy = GenerationStream(loaded, prompt, GenParams(max_new_tokens=10, greedy=True)).run()
     for t in (1e-300, 1e-6):
         params = GenParams(max_new_tokens=10, temperature=t)
         assert params.is_greedy
-        assert TokenStream(loaded, prompt, params).run() == greedy
+        assert GenerationStream(loaded, prompt, params).run() == greedy
         assert inference.generate(loaded, [prompt], params) == [greedy]
     assert not GenParams(temperature=1e-4).is_greedy
 

@@ -89,3 +89,29 @@ def test_describe_lists_every_key_with_help():
     for key in ("valid_fraction", "near_dup_threshold", "secrets", "languages"):
         assert f"  {key}:" in text
     assert "held out for validation" in text
+
+
+@pytest.mark.parametrize("text, value", [("5e-4", 5e-4), ("1E-5", 1e-5), (".5", 0.5),
+                                         ("2e-3", 2e-3), ("0.0005", 5e-4), ("3", 3.0),
+                                         ("1_000.5", 1000.5)])
+def test_floats_in_every_form_python_takes(text, value, tmp_path):
+    """YAML 1.1 reads `5e-4` as a string; the seed writes 5e-4. Overrides and YAML files both
+    take whatever float() takes."""
+    assert config.load(None, [f"train.learning_rate={text}"]).train.learning_rate == value
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"train:\n  learning_rate: {text}\n")
+    assert config.load(recipe).train.learning_rate == value
+
+
+def test_whole_numbers_in_float_form_and_bad_numbers(tmp_path):
+    assert config.load(None, ["train.max_steps=1e3"]).train.max_steps == 1000
+    for bad in ("train.max_steps=1.5", "train.learning_rate=fast", "train.learning_rate=nan",
+                "train.learning_rate=inf"):
+        with pytest.raises(ConfigError, match="train."):
+            config.load(None, [bad])
+
+
+def test_renamed_values_are_still_read():
+    """data.packing=seed was renamed to concat (it says what it does); old configs still load."""
+    assert config.load(None, ["data.packing=seed"]).data.packing == "concat"
+    assert config.load(None, ["data.packing=concat"]).data.packing == "concat"

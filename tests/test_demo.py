@@ -83,7 +83,7 @@ def test_parser():
     parser = argparse.ArgumentParser()
     from codetune.cli import demo as demo_cli
 
-    demo_cli.add_parser(parser.add_subparsers(dest="command"))
+    demo_cli.add_demo(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", "proj", "--steps", "5", "-o", "x"])
     assert (args.path, args.steps, args.output) == ("proj", 5, "x")
     assert parser.parse_args(["demo"]).steps == demo.DEFAULT_STEPS

@@ -44,7 +44,7 @@ def test_long_document_spans_several_sequences():
 
 
 def test_seed_mode_has_no_positions_and_full_labels():
-    p = Packer(4, mode="seed")
+    p = Packer(4, mode="concat")
     p.add(*doc(1, 2))
     (s,) = p.add(*doc(3, 4, 5))
     assert s.position_ids is None

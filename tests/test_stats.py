@@ -6,8 +6,9 @@ import pytest
 
 from codetune.cli import main
 from codetune.data.prepare import prepare
-from codetune.data.stats import dataset_stats, load_tokenizer
+from codetune.data.stats import dataset_stats
 from codetune.errors import CodetuneError
+from codetune.model.load import load_tokenizer
 
 from .conftest import prep_cfg
 from .tiny import CORPUS, build_tokenizer
@@ -52,7 +53,7 @@ def test_token_ratio_measured_with_a_tokenizer(small_dataset, tmp_path):
 
 
 def test_missing_tokenizer_names_the_remedy(tmp_path, small_dataset, capsys):
-    with pytest.raises(CodetuneError, match="could not load the tokenizer"):
+    with pytest.raises(CodetuneError, match="does not exist; check the path"):
         load_tokenizer(str(tmp_path / "nope"))
     assert main(["stats", str(small_dataset), "--tokenizer", str(tmp_path / "nope")]) == 2
-    assert "local folder" in capsys.readouterr().err
+    assert "give a Hub id" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 from codetune.config import DataConfig, FimConfig
 from codetune.data.prepare import prepare
 from codetune.errors import CodetuneError
-from codetune.tokens.stream import TokenStream, resolve_files
+from codetune.tokens.stream import TrainingStream, resolve_files
 
 from .conftest import prep_cfg
 from .tiny import CORPUS, build_tokenizer
@@ -44,7 +44,7 @@ def tok(tmp_path_factory):
     return AutoTokenizer.from_pretrained(build_tokenizer(tmp_path_factory.mktemp("tok") / "t"))
 
 
-def make(dataset, tok, split="train", fim_rate=0.0, seq=32, fim=None, **kw) -> TokenStream:
+def make(dataset, tok, split="train", fim_rate=0.0, seq=32, fim=None, **kw) -> TrainingStream:
     files, col = resolve_files(dataset, split)
     data = dataclasses.replace(DataConfig(), seq_length=seq, shuffle_buffer=7, tokenize_batch=5)
     fim_cfg = dataclasses.replace(FimConfig(), rate=fim_rate, **(fim or {}))
@@ -53,7 +53,7 @@ def make(dataset, tok, split="train", fim_rate=0.0, seq=32, fim=None, **kw) -> T
         from codetune.tokens.fim import detect_fim
 
         fim_tokens = detect_fim(tok)
-    return TokenStream(files, col or "content", tok, fim_tokens, data, fim_cfg, seed=3,
+    return TrainingStream(files, col or "content", tok, fim_tokens, data, fim_cfg, seed=3,
                        train=split == "train", **kw)
 
 
@@ -91,7 +91,7 @@ def test_items_are_tensors_with_positions(dataset, tok):
     assert set(item) == {"input_ids", "labels", "position_ids"}
     assert all(v.dtype == torch.int64 and v.shape == (32,) for v in item.values())
     seed_mode = make(dataset, tok)
-    seed_mode.data_cfg = dataclasses.replace(seed_mode.data_cfg, packing="seed")
+    seed_mode.data_cfg = dataclasses.replace(seed_mode.data_cfg, packing="concat")
     assert set(next(iter(seed_mode))) == {"input_ids", "labels"}
 
 

@@ -129,9 +129,10 @@ class DataConfig:
         None, "a folder written by `codetune prepare`, or parquet files with a text column")
     text_column: str = _f("content", "column holding the text, for plain parquet files")
     seq_length: int = _f(2048, "tokens per training sequence (the seed: 2048)")
-    packing: Literal["packed", "seed"] = _f(
+    packing: Literal["packed", "concat"] = _f(
         "packed", "packed: position ids restart per document, so attention never crosses "
-        "documents; seed: the seed's packing, attention crosses documents")
+        "documents; concat: plain concatenation, attention crosses documents (as the seed "
+        "trained; `seed` is accepted for it)")
     shuffle_buffer: int = _f(5000, "documents shuffled together (the seed: 5000)")
     tokenize_batch: int = _f(16, "documents tokenized per call (speed only)")
     eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
@@ -412,8 +413,14 @@ def _strip_optional(hint: Any) -> Any:
     return hint
 
 
+# Values renamed since a config could have been written: old spelling -> new.
+RENAMED_VALUES = {"data.packing": {"seed": "concat"}}
+
+
 def coerce(value: Any, hint: Any, name: str) -> Any:
     """Check/convert `value` to the annotated type `hint`, or raise a ConfigError naming `name`."""
+    if isinstance(value, str) and value in RENAMED_VALUES.get(name, {}):
+        value = RENAMED_VALUES[name][value]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         is_null = value is None or (isinstance(value, str) and value.lower() in ("null", "none"))

@@ -17,9 +17,11 @@ from codetune import __version__
 from codetune.cli import complete, data, demo, serve, train
 from codetune.errors import CodetuneError
 
-COMMANDS: list[Callable] = [data.add_prepare, data.add_stats, data.add_preview, train.add_train,
-                            train.add_eval, train.add_merge, complete.add_parser,
-                            serve.add_parser, data.add_config, demo.add_parser]
+COMMANDS: list[Callable] = [
+    data.add_prepare, data.add_stats, data.add_preview, train.add_train, train.add_eval,
+    train.add_merge, complete.add_complete, serve.add_serve, serve.add_editor_config,
+    data.add_config, demo.add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ def load_target(args: argparse.Namespace) -> Any:
                 dtype=args.dtype, with_adapter=not args.no_adapter)
 
 
-def add_parser(sub) -> None:
+def add_complete(sub) -> None:
     p = sub.add_parser(
         "complete", help="fill in the middle (or continue a prefix) with a model or run",
         description="Complete code at a hole: --prefix/--suffix text, or --file/--line/--column "

@@ -85,7 +85,8 @@ def add_stats(sub) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from codetune.data.stats import dataset_stats, load_tokenizer, print_stats
+    from codetune.data.stats import dataset_stats, print_stats
+    from codetune.model.load import load_tokenizer
 
     if args.sample < 1:
         raise CodetuneError("--sample must be at least 1")
@@ -114,7 +115,7 @@ def add_preview(sub) -> None:
 
 
 def _run_preview(args: argparse.Namespace) -> int:
-    from codetune.data.stats import load_tokenizer
+    from codetune.model.load import load_tokenizer
     from codetune.tokens.stream import preview
 
     cfg = build_config(args, {"data.dataset": args.dataset})

@@ -9,7 +9,7 @@ from codetune.demo import DEFAULT_STEPS, run_demo, sample_path
 from codetune.demo import __doc__ as DEMO_DOC
 
 
-def add_parser(sub) -> None:
+def add_demo(sub) -> None:
     p = sub.add_parser(
         "demo", help="the whole loop on a small model in a few minutes, offline, on a CPU",
         description=DEMO_DOC.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)

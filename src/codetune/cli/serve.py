@@ -8,7 +8,7 @@ import os
 from codetune.serve.limits import API_KEY_ENV, ServeSettings
 
 
-def add_parser(sub) -> None:
+def add_serve(sub) -> None:
     from codetune.cli.complete import add_model_args
 
     p = sub.add_parser(
@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                    help="log prompts and completions (off: only sizes and timings)")
     p.set_defaults(func=run)
 
+
+def add_editor_config(sub) -> None:
+    d = ServeSettings()
     e = sub.add_parser(
         "editor-config", help="print a Continue or llm-vscode config for `codetune serve`",
         description="Print a configuration snippet for an editor plugin. The FIM tokens come "

@@ -18,21 +18,6 @@ from codetune.data import store
 from codetune.errors import CodetuneError
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """A Hugging Face tokenizer by Hub id or local folder, with an actionable error."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except Exception as e:  # OSError, ValueError, HTTP errors: all mean "cannot load it"
-        raise CodetuneError(
-            f"could not load the tokenizer {name_or_path!r}: {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}\nGive a local folder holding "
-            "tokenizer files, or a Hub model id (needs network; `hf auth login` for gated "
-            "models)."
-        ) from None
-
-
 def dataset_stats(path: str | Path, tokenizer=None, sample: int = 400, seed: int = 0
                   ) -> dict[str, Any]:
     import pyarrow.parquet as pq

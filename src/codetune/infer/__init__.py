@@ -7,8 +7,8 @@ from codetune.infer.finish import Finisher, cut_at_stops, trim_completion
 from codetune.infer.generate import (
     GREEDY_BELOW,
     Generation,
+    GenerationStream,
     GenParams,
-    TokenStream,
     generate,
     generations,
 )
@@ -18,8 +18,8 @@ from codetune.infer.loader import (
     context_window,
     is_run_dir,
     load,
-    load_tokenizer,
     run_config,
+    tokenizer_and_fim,
 )
 from codetune.infer.prompts import (
     completion_prompt,
@@ -31,7 +31,7 @@ from codetune.infer.prompts import (
 )
 
 __all__ = ["GREEDY_BELOW", "Completion", "Finisher", "GenParams", "Generation", "Loaded",
-           "TokenStream", "check_run_finished", "complete", "completion_prompt",
+           "GenerationStream", "check_run_finished", "complete", "completion_prompt",
            "context_window", "cut_at_stops", "fim_prompt", "generate", "generations",
-           "hole_in_file", "is_run_dir", "load", "load_tokenizer", "plain_prompt",
-           "prompt_hole", "raw_prompt", "run_config", "stop_ids", "trim_completion"]
+           "hole_in_file", "is_run_dir", "load", "plain_prompt",
+           "prompt_hole", "raw_prompt", "run_config", "stop_ids", "tokenizer_and_fim", "trim_completion"]

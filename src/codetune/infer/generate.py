@@ -9,7 +9,7 @@ Prompts are built with the same FIM registry as training (`tokens.fim.build_prom
 generation stops at every FIM sentinel, EOS and file separator of the family, so the model
 output is only the infill: the prompt is never echoed. Where a completion ends is decided by one
 `Finisher` (stop strings, and a middle that starts to repeat the suffix), used token by token by
-`TokenStream` (complete, serve) and by `generations` (eval), so they cannot disagree.
+`GenerationStream` (complete, serve) and by `generations` (eval), so they cannot disagree.
 """
 
 
@@ -21,7 +21,7 @@ from typing import Any
 from codetune.errors import CodetuneError
 from codetune.infer.finish import Finisher
 from codetune.infer.loader import Loaded, context_window
-from codetune.infer.prompts import _decode, prompt_hole, stop_ids
+from codetune.infer.prompts import decode, prompt_hole, stop_ids
 
 GREEDY_BELOW = 1e-5
 """Temperatures under this are greedy: logits / 1e-300 overflow to inf (the sampler then saw
@@ -54,7 +54,7 @@ def _finisher(params: GenParams, hole: tuple[str | None, str | None] | None) -> 
 
 class _Ending:
     """One completion in progress: its tokens, their text, and where its `Finisher` ended it.
-    `TokenStream` and `generations` both feed it token by token, so they end alike."""
+    `GenerationStream` and `generations` both feed it token by token, so they end alike."""
 
     def __init__(self, loaded: Loaded, finisher: Finisher, stops: set[int]) -> None:
         self.loaded, self.finisher, self.stops = loaded, finisher, stops
@@ -72,7 +72,7 @@ class _Ending:
             self.end("stop")
             return True
         self.tokens.append(token)
-        self.raw = _decode(self.loaded, self.tokens)
+        self.raw = decode(self.loaded, self.tokens)
         text, why = self.finisher.step(self.raw)
         if why is not None:
             self.text, self.reason, self.trimmed_suffix = text, "stop", why == "suffix"
@@ -153,7 +153,7 @@ def generations(loaded: Loaded, prompts: list[list[int]], params: GenParams,
     return out
 
 
-class TokenStream:
+class GenerationStream:
     """Generate for one prompt; iterate to get the text in pieces (never past where it ends).
 
     After iteration: `text` (the whole completion), `finish_reason` ("stop": a stop token or

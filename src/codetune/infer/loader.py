@@ -71,9 +71,7 @@ def load(target: str, adapter: str | None = None, quantization: str = "auto",
         adapter = str(run_dir) if with_adapter and cfg.model.finetune == "lora" else None
         if cfg.model.finetune == "full" and with_adapter:
             model_cfg = dataclasses.replace(model_cfg, name=str(run_dir), revision=None)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(run_dir))  # with any added FIM tokens
+        tokenizer = M.load_tokenizer(str(run_dir))  # the run's, with any added FIM tokens
     else:
         from codetune.config import ModelConfig
 
@@ -110,20 +108,14 @@ def context_window(loaded: Loaded) -> int | None:
     return None
 
 
-def load_tokenizer(target: str) -> tuple[Any, Any]:
+def tokenizer_and_fim(target: str) -> tuple[Any, Any]:
     """(tokenizer, FimTokens or None) of a target, without loading the weights: a run folder's
     own tokenizer and FIM format, else the model's."""
+    from codetune.model.load import load_tokenizer
     from codetune.tokens.fim import detect_fim
 
-    if is_run_dir(target):
-        from transformers import AutoTokenizer
-
-        tokenizer, fmt = AutoTokenizer.from_pretrained(str(target)), run_config(target).fim.format
-    else:
-        from codetune.config import ModelConfig
-        from codetune.model import load as M
-
-        tokenizer, fmt = M.load_tokenizer(ModelConfig(name=target)), "auto"
+    tokenizer = load_tokenizer(str(target))
+    fmt = run_config(target).fim.format if is_run_dir(target) else "auto"
     try:
         return tokenizer, detect_fim(tokenizer, fmt)
     except CodetuneError:

@@ -52,7 +52,7 @@ def prompt_hole(loaded: Loaded, ids: list[int]) -> tuple[str, str] | None:
     return prefix, decode_middle(tok, fim, ids[s + 1:-1])
 
 
-def _decode(loaded: Loaded, ids: list[int]) -> str:
+def decode(loaded: Loaded, ids: list[int]) -> str:
     if loaded.fim is not None:
         from codetune.tokens.fim import decode_middle
 
@@ -61,9 +61,9 @@ def _decode(loaded: Loaded, ids: list[int]) -> str:
 
 
 def _bos(loaded: Loaded) -> list[int]:
-    from codetune.tokens.fim import _auto_bos
+    from codetune.tokens.fim import auto_bos
 
-    bos = _auto_bos(loaded.tokenizer)
+    bos = auto_bos(loaded.tokenizer)
     return [] if bos is None else [bos]
 
 

@@ -1,7 +1,7 @@
 """The base model: how it is loaded and how it is made trainable (where it comes from is
 `codetune.model.source`; its parameter counts and FLOPs are in `codetune.metrics`).
 
-    load_tokenizer(cfg.model)            the tokenizer, with errors users can act on
+    load_tokenizer(cfg.model or name)    the one tokenizer loader, with errors users can act on
     load_model(cfg, tokenizer)           4-bit NF4/FP4 (QLoRA), 8-bit or unquantized, on the right device
     prepare_for_training(model, cfg)     k-bit preparation, non-reentrant checkpointing, LoRA
     lora_targets(model, spec)            the LoRA target table per architecture
@@ -150,12 +150,30 @@ def _quantization_config(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
         **({"bnb_4bit_quant_storage": dtype} if fsdp else {}))
 
 
-def load_tokenizer(model_cfg: ModelConfig) -> Any:
-    """The base model's tokenizer (Hub, folder or .gguf), unchanged: FIM tokens are added by
-    `codetune.tokens.fim` when asked."""
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_tokenizer(model: ModelConfig | RunConfig | str, trust_remote_code: bool = False) -> Any:
+    """The one way codetune loads a tokenizer, as training, preview, stats, eval and serving
+    all see it: a Hub id, a model folder or .gguf file (`model.source`), or a folder holding
+    tokenizer files only (a run folder: the run's tokenizer, with any FIM tokens it added; a
+    tokenizer saved on its own). Unchanged: FIM tokens are added by `tokens.fim` when asked."""
     from transformers import AutoTokenizer
 
-    model_cfg = _model_cfg(model_cfg)
+    if isinstance(model, str):
+        from codetune.config import ModelConfig
+
+        model = ModelConfig(name=model, trust_remote_code=trust_remote_code)
+    model_cfg = _model_cfg(model)
+    folder = Path(model_cfg.name or "")
+    if (folder.is_dir() and not (folder / "config.json").is_file()
+            and any((folder / f).is_file() for f in _TOKENIZER_FILES)):
+        try:
+            return AutoTokenizer.from_pretrained(
+                str(folder), trust_remote_code=model_cfg.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise CodetuneError(f"could not load the tokenizer in {folder}: {e}; give a folder "
+                                "written by save_pretrained, or a Hub model id") from None
     src = resolve_source(model_cfg.name, model_cfg.revision, hash_weights=False)
     return hf_call(src, "tokenizer", AutoTokenizer.from_pretrained, src.path,
                     trust_remote_code=model_cfg.trust_remote_code, **src.load_kwargs())

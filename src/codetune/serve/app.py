@@ -162,7 +162,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    from codetune.infer.generate import TokenStream
+    from codetune.infer.generate import GenerationStream
     from codetune.infer.prompts import raw_prompt
 
     settings = settings or ServeSettings()
@@ -223,7 +223,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
             raise ApiError(400, f"the prompt is {len(ids)} tokens; this server accepts at most "
                            f"{engine.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
         try:
-            return TokenStream(loaded, ids, params, lock=engine.lock, prefix=prefix, suffix=suffix)
+            return GenerationStream(loaded, ids, params, lock=engine.lock, prefix=prefix, suffix=suffix)
         except CodetuneError as e:  # an empty prompt, or one that fills the context window
             raise ApiError(400, str(e)) from None
 

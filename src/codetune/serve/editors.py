@@ -84,10 +84,10 @@ def model_info(family: str | None, target: str | None, url: str, api_key_env: st
                "suffix": f.suffix, "middle": f.middle, "stop": stop}
         return model_name or "codetune", fim, None
     if target:
-        from codetune.infer.loader import load_tokenizer
+        from codetune.infer.loader import tokenizer_and_fim
         from codetune.serve.app import fim_info
 
-        _, fim = load_tokenizer(target)
+        _, fim = tokenizer_and_fim(target)
         return model_name or model_name_of(target), fim_info(fim), None
     import urllib.request
 

@@ -38,7 +38,7 @@ class Engine:
         self.lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.slots, "codetune-gen")
         self.active = self.queued = 0
-        self.running: set[Any] = set()  # the TokenStreams of busy workers
+        self.running: set[Any] = set()  # the GenerationStreams of busy workers
         self.closing = False
         self.stats: Counter[str] = Counter()
         self._freed: asyncio.Event | None = None

@@ -278,7 +278,7 @@ def _resolve(tokenizer: Any, fmt: FimFormat, vocab: dict[str, int], name: str) -
     return FimTokens(
         format=fmt, prefix_id=prefix_id, suffix_id=suffix_id, middle_id=middle_id,
         eos_id=eos_id, pad_id=pad_id, eot_id=eot_id, file_sep_id=file_sep_id,
-        repo_name_id=repo_name_id, bos_id=_auto_bos(tokenizer), stop_ids=stop_ids,
+        repo_name_id=repo_name_id, bos_id=auto_bos(tokenizer), stop_ids=stop_ids,
         stop_strings=stop_strings)
 
 
@@ -294,7 +294,7 @@ def _single_id(tokenizer: Any, tok: str, vocab: dict[str, int], name: str) -> in
     return int(i)
 
 
-def _auto_bos(tokenizer: Any) -> int | None:
+def auto_bos(tokenizer: Any) -> int | None:
     """BOS id if the tokenizer prepends it on a default encode (Llama, DeepSeek), else None."""
     bos = tokenizer.bos_token_id
     if bos is None:

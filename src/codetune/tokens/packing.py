@@ -6,7 +6,8 @@ exactly `seq_length` tokens, as the seed's ConstantLengthDataset did, with three
 - `position_ids` restart at 0 at every document start. With them (and `attention_mask=None`,
   `use_cache=False`) transformers builds a block-diagonal causal mask for sdpa/eager and uses
   the varlen kernels of flash-attention, so a token never attends to the previous document.
-  `mode="seed"` leaves them out to reproduce the seed (attention crosses documents).
+  `mode="concat"` leaves them out: plain concatenation, as the seed trained (attention crosses
+  documents).
 - the label of each document's first token is -100 (in packed mode): predicting it from an
   unrelated preceding document teaches nothing.
 - the tail of a document that does not fit is carried into the next sequence instead of being
@@ -34,7 +35,7 @@ class Sequence:
 
     input_ids: np.ndarray  # int64
     labels: np.ndarray  # int64, IGNORE_INDEX where no loss
-    position_ids: np.ndarray | None  # int64; None in seed mode
+    position_ids: np.ndarray | None  # int64; None in concat mode
     pending: tuple[object, int] | None  # (doc key, offset) still to emit after this sequence
     segments: list[tuple[int, object, int]]  # (start in sequence, doc key, offset in doc)
 
@@ -49,7 +50,7 @@ class Packer:
     def __init__(self, seq_length: int, mode: str = "packed"):
         if seq_length < 2:
             raise ValueError("seq_length must be at least 2")
-        if mode not in ("packed", "seed"):
+        if mode not in ("packed", "concat"):
             raise ValueError(f"unknown packing mode {mode!r}")
         self.seq_length = seq_length
         self.mode = mode
@@ -135,5 +136,5 @@ class Packer:
     @property
     def cross_doc_share(self) -> float:
         """Share of emitted tokens that would attend across a document boundary without
-        per-document position ids (what seed mode trains with)."""
+        per-document position ids (what concat mode trains with)."""
         return self.tokens_cross_doc / self.tokens_total if self.tokens_total else 0.0

@@ -276,7 +276,7 @@ def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class TokenStream(_Base):
+class TrainingStream(_Base):
     """Packed training (infinite, shuffled) or eval (finite, in order, last sequence padded)
     sequences from the parquet files of one split.
 
@@ -403,7 +403,7 @@ def resolve_fim(tokenizer, fim_cfg: FimConfig):
 
 
 def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | None = None,
-                fim_tokens=None, **kw) -> TokenStream:
+                fim_tokens=None, **kw) -> TrainingStream:
     """The stream of `split` of `cfg.data.dataset` (train: infinite and shuffled)."""
     if cfg.data.dataset is None:
         raise CodetuneError("no dataset given; pass one (a `codetune prepare` folder) or set "
@@ -411,7 +411,7 @@ def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | Non
     files, column = resolve_files(cfg.data.dataset, split)
     if fim_tokens is None and (cfg.fim.rate if fim_rate is None else fim_rate) > 0:
         fim_tokens = resolve_fim(tokenizer, cfg.fim)
-    return TokenStream(files, column or cfg.data.text_column, tokenizer, fim_tokens, cfg.data,
+    return TrainingStream(files, column or cfg.data.text_column, tokenizer, fim_tokens, cfg.data,
                        cfg.fim, seed=seed, train=split == "train", fim_rate=fim_rate, **kw)
 
 
