@@ -439,7 +439,7 @@ def model_card(m: dict, held: dict, cfg) -> str:
 A small code model of the StarCoder architecture (GPT-BigCode, multi-query attention), built by
 `scripts/build_mini.py` so codetune works offline out of the box: `codetune demo`, and `train` /
 `eval` / `complete` / `serve` when no `--model` is given. It is a teaching and testing model, not
-a useful assistant: for real work use `recipes/starcoderbase-1b-qlora.yaml` on a GPU.
+a useful assistant: for real work use the recipe `starcoderbase-1b-qlora` (`codetune train starcoderbase-1b-qlora`) on a GPU.
 
 | | |
 |---|---|

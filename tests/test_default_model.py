@@ -10,7 +10,7 @@ def test_complete_without_target_uses_mini(capsys):
     assert main(["complete", "--prefix", "def add(a, b):\n    return ", "--suffix", "\n",
                  "--greedy", "--max-new-tokens", "4"]) == 0
     err = capsys.readouterr().err
-    assert "codetune-mini" in err and "starcoderbase-1b-qlora.yaml" in err
+    assert "codetune-mini" in err and "starcoderbase-1b-qlora" in err
 
 
 def test_train_and_eval_without_model_use_mini(tiny_run, tmp_path, capsys):

@@ -42,7 +42,7 @@ def test_demo_prints_before_after_and_next_commands(demo_run):
     doc, text, _ = demo_run
     assert "before (base):" in text and "after (tuned):" in text
     assert doc["example"]["kind"] in ("single_line", "multi_line")
-    for cmd in ("codetune prepare", "recipes/starcoderbase-1b-qlora.yaml", "codetune eval",
+    for cmd in ("codetune prepare", "codetune train starcoderbase-1b-qlora", "codetune eval",
                 "codetune merge", "codetune serve"):
         assert cmd in text, cmd
 

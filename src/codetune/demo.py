@@ -129,7 +129,7 @@ def _show_example(rec: dict[str, Any], context_lines: int = 6) -> str:
 NEXT_STEPS = """\
 Next, for real use (a GPU and a real code model):
   codetune prepare ~/src/your-repo -o datasets/mine
-  codetune train recipes/starcoderbase-1b-qlora.yaml --dataset datasets/mine -o runs/mine
+  codetune train starcoderbase-1b-qlora --dataset datasets/mine -o runs/mine
   codetune eval runs/mine
   codetune merge runs/mine -o models/mine
   codetune serve models/mine          # then point your editor's completion plugin at it

@@ -20,7 +20,7 @@ __all__ = ["MINI_NAME", "MINI_PATH", "REAL_RECIPE", "default_model", "default_mo
            "heldout_info", "mini_available", "mini_eval_overrides", "mini_train_overrides"]
 
 MINI_NAME = "codetune-mini"
-REAL_RECIPE = "recipes/starcoderbase-1b-qlora.yaml"
+REAL_RECIPE = "starcoderbase-1b-qlora"
 # The installed package's copy (a real directory for regular and editable installs).
 MINI_PATH: Path = Path(str(resources.files("codetune") / "assets" / MINI_NAME))
 

@@ -20,7 +20,7 @@ from codetune.errors import CodetuneError
 COMMANDS: list[Callable] = [
     data.add_prepare, data.add_stats, data.add_preview, train.add_train, train.add_eval,
     train.add_merge, complete.add_complete, serve.add_serve, serve.add_editor_config,
-    data.add_config, demo.add_demo,
+    data.add_recipes, data.add_config, demo.add_demo,
 ]
 
 

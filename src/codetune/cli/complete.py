@@ -55,10 +55,13 @@ def add_complete(sub) -> None:
     p.add_argument("--line", type=int, metavar="N", help="cursor line, from 1")
     p.add_argument("--column", type=int, metavar="C",
                    help="cursor column, from 1 (default: the end of the line)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="default 128")
-    p.add_argument("--temperature", type=float, default=0.2, help="default 0.2")
-    p.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
-    p.add_argument("--top-k", type=int, default=50, help="default 50 (0: off)")
+    from codetune.infer.generate import GenParams
+
+    d = GenParams()  # the seed's sampling settings, written once there
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="%(default)s")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="%(default)s")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="%(default)s")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="%(default)s (0: off)")
     p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
     p.add_argument("--seed", type=int, help="sampling seed (reproducible output)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",

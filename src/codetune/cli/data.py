@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from codetune.cli.common import build_config, config_args
+from codetune.cli.common import build_config, config_args, config_flag
 from codetune.errors import CodetuneError
 
 SOURCE_HELP = """\
@@ -28,20 +28,19 @@ def add_prepare(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset folder (only once the new one is complete)")
-    p.add_argument("--valid-fraction", type=float, help="held-out share (default 0.05)")
-    p.add_argument("--split-by", choices=["file", "repo"], help="hold out files or whole repos")
-    p.add_argument("--secrets", choices=["redact", "drop-file", "off"],
-                   help="redact credentials (default), drop files holding them, or do nothing")
-    p.add_argument("--workers", type=int, help="scanning processes (default: one per core)")
+    config_flag(p, "--valid-fraction", "prepare.valid_fraction", type=float)
+    config_flag(p, "--split-by", "prepare.split_by")
+    config_flag(p, "--secrets", "prepare.secrets")
+    config_flag(p, "--workers", "prepare.workers", type=int)
     p.add_argument("--include", action="append", metavar="GLOB", help="keep only matching paths")
     p.add_argument("--exclude", action="append", metavar="GLOB", help="drop matching paths")
-    p.add_argument("--text-column", help="text column of dataset sources (default content)")
-    p.add_argument("--near-dup-threshold", type=float, help="Jaccard threshold (default 0.7)")
+    config_flag(p, "--text-column", "prepare.text_column")
+    config_flag(p, "--near-dup-threshold", "prepare.near_dup_threshold", type=float)
     p.add_argument("--no-near-dedup", action="store_true", help="skip MinHash near-dedup")
     p.add_argument("--notebook-markdown", action="store_true",
                    help="keep notebook markdown cells as comments")
     p.add_argument("--submodules", action="store_true", help="follow git submodules")
-    p.add_argument("--seed", type=int, help="seed of the held-out split (default 0)")
+    config_flag(p, "--seed", "prepare.seed", type=int)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     config_args(p)
     p.set_defaults(func=_run_prepare)
@@ -77,7 +76,8 @@ def add_stats(sub) -> None:
     p.add_argument("dataset", metavar="DATASET", help="a folder written by `codetune prepare`")
     p.add_argument("--tokenizer", metavar="NAME_OR_PATH",
                    help="measure characters per token with this tokenizer (Hub id or folder)")
-    p.add_argument("--sample", type=int, default=400, help="files sampled for the token ratio")
+    p.add_argument("--sample", type=int, default=400,
+                   help="files sampled for the token ratio (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -107,7 +107,8 @@ def add_preview(sub) -> None:
                     "attend across documents without per-document positions.")
     p.add_argument("dataset", metavar="DATASET", help="a folder written by `codetune prepare`")
     p.add_argument("--tokenizer", required=True, metavar="NAME_OR_PATH")
-    p.add_argument("-n", "--sequences", type=int, default=2, help="sequences to print")
+    p.add_argument("-n", "--sequences", type=int, default=2,
+                   help="sequences to print (default: %(default)s)")
     p.add_argument("--split", default="train", choices=["train", "validation"])
     p.add_argument("--trust-remote-code", action="store_true")
     config_args(p)
@@ -121,6 +122,38 @@ def _run_preview(args: argparse.Namespace) -> int:
     cfg = build_config(args, {"data.dataset": args.dataset})
     tok = load_tokenizer(args.tokenizer, args.trust_remote_code)
     print(preview(cfg, tok, args.split, args.sequences))
+    return 0
+
+
+def add_recipes(sub) -> None:
+    p = sub.add_parser("recipes", help="list the shipped training recipes (model, method, "
+                                       "memory, the command)")
+    p.add_argument("--path", metavar="NAME", help="print the file of recipe NAME (for "
+                                                 "accelerate's --config_file, or to copy)")
+    p.set_defaults(func=_run_recipes)
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    from codetune import recipes
+
+    if args.path:
+        print(recipes.resolve(args.path))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="codetune recipes", show_lines=False)
+    table.add_column("recipe", no_wrap=True)
+    for col in ("model", "method", "memory"):
+        table.add_column(col, overflow="fold")
+    found = recipes.available()
+    for r in found:
+        table.add_row(r.name, r.model, r.method, r.memory)
+    Console().print(table)
+    for r in found:
+        print(r.command)
+    print(f"(files in {recipes.recipes_dir()}; copy one to change it, or override keys: "
+          "codetune train NAME ... train.max_steps=500)")
     return 0
 
 

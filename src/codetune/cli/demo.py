@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from codetune.cli.common import config_args, file_items
 from codetune.demo import DEFAULT_STEPS, run_demo, sample_path
 from codetune.demo import __doc__ as DEMO_DOC
 
@@ -17,21 +18,21 @@ def add_demo(sub) -> None:
                    help="project to fine-tune on (default: the current git repository, "
                         "else the bundled sample project)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"LoRA steps (default {DEFAULT_STEPS})")
+                   help="LoRA steps (default: %(default)s)")
     p.add_argument("-o", "--output", default="codetune-demo", metavar="DIR",
                    help="where the dataset, run, report and chart go")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier demo folder (only once the new one is complete)")
     p.add_argument("--sample", action="store_true",
                    help="use the bundled sample project even inside a git repository")
-    p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a config key, e.g. -s eval.max_tasks=20")
+    config_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     path = str(sample_path()) if args.sample else args.path
-    run_demo(path, args.steps, args.output, overwrite=args.overwrite, overrides=args.set,
+    run_demo(path, args.steps, args.output, overwrite=args.overwrite,
+             overrides=file_items(args.config) + list(args.set),
              progress=not args.quiet and sys.stderr.isatty())
     return 0

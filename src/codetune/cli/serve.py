@@ -19,24 +19,24 @@ def add_serve(sub) -> None:
     add_model_args(p)
     d = ServeSettings()
     p.add_argument("--host", default=d.host,
-                   help="address to bind (default 127.0.0.1; any other needs an API key)")
-    p.add_argument("--port", type=int, default=d.port, help=f"default {d.port}")
+                   help="address to bind (default: %(default)s; any other needs an API key)")
+    p.add_argument("--port", type=int, default=d.port, help="%(default)s")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV};"
                                      " prefer the variable: flags show in `ps`)")
     p.add_argument("--model-name", help="the model id clients send and see (default: TARGET's "
                                         "folder name)")
-    p.add_argument("--slots", type=int, default=d.slots, help=f"requests generating at once "
-                                                             f"(default {d.slots})")
-    p.add_argument("--queue", type=int, default=d.queue, help=f"requests waiting for a slot "
-                                                             f"before 429 (default {d.queue})")
+    p.add_argument("--slots", type=int, default=d.slots,
+                   help="requests generating at once (default: %(default)s)")
+    p.add_argument("--queue", type=int, default=d.queue,
+                   help="requests waiting for a slot before 429 (default: %(default)s)")
     p.add_argument("--max-prompt-tokens", type=int,
                    help="longer prompts get 400 (default: the context window minus one)")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens,
-                   help=f"max_tokens is clamped to this (default {d.max_tokens})")
+                   help="max_tokens is clamped to this (default: %(default)s)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
-                   help="larger request bodies get 413 (default 1 MiB)")
+                   help="larger request bodies get 413 (default: %(default)s bytes)")
     p.add_argument("--request-timeout", type=float, default=d.request_timeout,
-                   help=f"seconds per request, queueing included (default {d.request_timeout:g})")
+                   help="seconds per request, queueing included (default: %(default)s)")
     p.add_argument("--log-prompts", action="store_true",
                    help="log prompts and completions (off: only sizes and timings)")
     p.set_defaults(func=run)

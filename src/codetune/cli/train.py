@@ -13,24 +13,29 @@ from codetune.errors import CodetuneError
 
 
 def _split_recipe(items: list[str]) -> tuple[str | None, list[str]]:
-    """`[recipe.yaml] [section.key=value ...]` -> (recipe, overrides)."""
+    """`[RECIPE] [section.key=value ...]` -> (recipe file, overrides). RECIPE is a shipped
+    recipe's name (`codetune recipes`) or a YAML file."""
+    from codetune.recipes import resolve
+
     recipe, overrides = None, []
     for item in items:
         if "=" in item:
             overrides.append(item)
-        elif recipe is None and item.endswith((".yaml", ".yml")):
-            recipe = item
+        elif recipe is None:
+            recipe = str(resolve(item))
         else:
-            raise CodetuneError(f"unexpected argument {item!r}: give one recipe .yaml file and "
-                                "section.key=value overrides, e.g. train.max_steps=10")
+            raise CodetuneError(f"unexpected argument {item!r}: give one recipe (a name from "
+                                "`codetune recipes`, or a YAML file) and section.key=value "
+                                "overrides, e.g. train.max_steps=10")
     return recipe, overrides
 
 
 def add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="fine-tune a code model (QLoRA by default) on a prepared dataset",
-        description="Fine-tune with Fill-in-the-Middle and packing. RECIPE is a YAML preset "
-                    "(see recipes/); KEY=VALUE pairs override any config key.")
+        description="Fine-tune with Fill-in-the-Middle and packing. RECIPE is a shipped "
+                    "recipe's name (`codetune recipes`) or a YAML file; KEY=VALUE words and "
+                    "-s KEY=VALUE override any config key (`codetune config`).")
     p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE]")
     p.add_argument("--model", help="Hub id, local model folder or .gguf file")
     p.add_argument("--revision", help="Hub revision of the model")
@@ -44,6 +49,7 @@ def add_train(sub) -> None:
     p.add_argument("--push-to-hub", action="store_true", help="push the adapter to the Hub")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    config_args(p)
     p.set_defaults(func=_run_train)
 
 
@@ -54,7 +60,15 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         raise CodetuneError("--resume and --overwrite contradict each other; pick one")
+    if args.resume:  # "no run to resume" before anything else is looked at
+        check_output(Path(args.output).absolute(), resume=True, overwrite=False)
     recipe, overrides = _split_recipe(args.args)
+    if args.config is not None:
+        if recipe is not None:
+            raise CodetuneError(f"give the config once: a RECIPE ({recipe}) or -c "
+                                f"{args.config}, not both")
+        recipe = str(args.config)
+    overrides += list(args.set)
     flags = {"model.name": args.model, "model.revision": args.revision,
              "data.dataset": args.dataset,
              "train.push_to_hub": True if args.push_to_hub else None,
@@ -62,7 +76,6 @@ def _run_train(args: argparse.Namespace) -> int:
     items = overrides + [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
                          for k, v in flags.items() if v is not None]
     if args.resume:
-        check_output(Path(args.output).absolute(), resume=True, overwrite=False)
         if recipe is not None:
             raise CodetuneError(f"--resume continues with the run's own config.yaml; drop "
                                 f"{recipe} and give only KEY=VALUE overrides")
