@@ -428,7 +428,8 @@ def codetune_eval(model_dir: Path, held_rels: list[str], held_texts: list[str],
     r = evaluate(str(model_dir), cfg, work / "eval", dataset=str(work / "heldout.parquet"),
                  progress=False)
     print(f"codetune eval in {time.time() - t:.0f}s", flush=True)
-    return {"seconds": round(time.time() - t, 1), "metrics": r.get("metrics", r)}
+    return {"seconds": round(time.time() - t, 1),
+            "metrics": {k: m.to_dict() for k, m in r.metrics.items()}}
 
 
 def model_card(m: dict, held: dict, cfg) -> str:

@@ -122,17 +122,19 @@ def test_eval_run_folder_reports_and_tuned_beats_base(tiny_run, tmp_path):
         assert (out / f).is_file()
     doc = json.loads((out / "eval.json").read_text())
     assert doc["models"] == ["base", "tuned"]
-    assert len(doc["task_records"]) == res["tasks"] > 0
+    assert len(doc["task_records"]) == res.tasks > 0
     rec = doc["task_records"][0]
     assert {"prefix", "middle", "suffix", "base", "tuned"} <= set(rec)
     assert "output" in rec["base"] and "output" in rec["tuned"]
-    m = res["metrics"]
+    m = res.metrics
     assert {"single_line_exact_match", "multi_line_edit_similarity", "bits_per_byte_ltr",
             "bits_per_byte_fim"} <= set(m)
     # Trained on this repetitive corpus: held-out bits per byte fall, outside the interval.
     for k in ("bits_per_byte_ltr", "bits_per_byte_fim"):
-        assert m[k]["tuned"] < m[k]["base"] and m[k]["ci95"][1] < 0, m[k]
-    assert "helped" in res["verdict"]
+        assert m[k].values["tuned"] < m[k].values["base"] and m[k].ci95[1] < 0, m[k]
+        assert m[k].real_change == 1
+        assert doc["metrics"][k]["ci95"] == list(m[k].ci95)  # eval.json keeps its layout
+    assert "helped" in res.verdict
     report = (out / "report.md").read_text()
     assert "bits per byte ltr" in report and "95 % CI" in report
 
@@ -277,11 +279,12 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
             assert g.completion_tokens < len(plan[tuple(p)]) - 1
     finally:
         handle.remove()
-    m = res["metrics"]
+    m = res.metrics
     for name in ("base", "tuned"):
-        assert m["multi_line_exact_match"][name] == 1.0
-        assert m["single_line_exact_match"][name] == 1.0  # ended at the line end, not trimmed
-    trims = res["suffix_trims"]
+        assert m["multi_line_exact_match"].values[name] == 1.0
+        # ended at the line end, not trimmed
+        assert m["single_line_exact_match"].values[name] == 1.0
+    trims = res.suffix_trims
     assert trims["multi_line"] == {"n": len(multi), "base": len(runs_on), "tuned": len(runs_on)}
     assert trims["single_line"]["base"] == trims["single_line"]["tuned"] == 0
     assert trims["all"]["n"] == len(tasks)
@@ -296,3 +299,18 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
             f"multi-line {len(runs_on)}/{len(multi)})")
     assert line in (tmp_path / "e" / "report.md").read_text()
     assert line in capsys.readouterr().out
+
+
+def test_verdict_from_typed_scores():
+    from codetune.evaluation.report import Score, _verdict
+
+    better = Score(10, False, {"base": 0.1, "tuned": 0.3}, 0.2, (0.05, 0.35))
+    worse_bpb = Score(10, True, {"base": 1.0, "tuned": 1.2}, 0.2, (0.1, 0.3))
+    unclear = Score(10, False, {"base": 0.1, "tuned": 0.12}, 0.02, (-0.05, 0.09))
+    assert (better.real_change, worse_bpb.real_change, unclear.real_change) == (1, -1, 0)
+    v = _verdict({"exact_match": better, "bits_per_byte": worse_bpb, "edit": unclear})
+    assert v == "fine-tuning helped on exact match; it hurt on bits per byte (95 % bootstrap " \
+                "intervals)"
+    assert _verdict({"edit": unclear}).startswith("no difference")
+    assert better.to_dict() == {"n": 10, "lower_is_better": False, "base": 0.1, "tuned": 0.3,
+                                "delta": 0.2, "ci95": [0.05, 0.35]}

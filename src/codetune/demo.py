@@ -202,9 +202,9 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
     t = time.perf_counter()
     ev = evaluate(str(out / "run"), cfg.eval, out / "run" / "eval", progress=progress)
     timings["eval"] = time.perf_counter() - t
-    m = ev["metrics"]
-    bpb = m.get("bits_per_byte_ltr", {})
-    echo(f"[3/3] evaluated base vs fine-tuned on {ev['files']} held-out files, {ev['tasks']} "
+    m = ev.metrics
+    bpb = m["bits_per_byte_ltr"].values if "bits_per_byte_ltr" in m else {}
+    echo(f"[3/3] evaluated base vs fine-tuned on {ev.files} held-out files, {ev.tasks} "
          f"holes ({timings['eval']:.0f} s)")
     echo("")
     echo(f"  bits per byte (lower is better): base {bpb.get('base', float('nan')):.3f} → "
@@ -212,9 +212,9 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
     for kind in ("single_line", "multi_line"):
         em = m.get(f"{kind}_exact_match")
         if em:
-            echo(f"  {kind.replace('_', '-')} exact match: base {em['base']:.1%} → fine-tuned "
-                 f"{em['tuned']:.1%} ({em['n']} holes)")
-    echo(f"  verdict: {ev['verdict']}")
+            echo(f"  {kind.replace('_', '-')} exact match: base {em.values['base']:.1%} → "
+                 f"fine-tuned {em.values['tuned']:.1%} ({em.n} holes)")
+    echo(f"  verdict: {ev.verdict}")
 
     records = json.loads((out / "run" / "eval" / "eval.json").read_text(encoding="utf-8"))
     example = pick_example(records.get("task_records", []))
@@ -222,15 +222,17 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
         echo("")
         echo(_show_example(example))
     seconds = time.perf_counter() - started
-    doc = {**outputs.mark("demo"), "complete": True, "source": source, "chosen": how, "out_dir": str(out), "steps": result.steps,
+    doc = {**outputs.mark("demo"), "complete": True, "source": source, "chosen": how,
+           "out_dir": str(out), "steps": result.steps,
            "quantization": quant, "seconds": round(seconds, 1),
            "timings": {k: round(v, 1) for k, v in timings.items()},
            "train_files": n_train, "heldout_files": n_valid,
            "bpb_base": bpb.get("base"), "bpb_tuned": bpb.get("tuned"),
-           "exact_match": {k: {n: m[k].get(n) for n in ("base", "tuned", "n")}
+           "exact_match": {k: {"base": m[k].values.get("base"),
+                               "tuned": m[k].values.get("tuned"), "n": m[k].n}
                            for k in ("single_line_exact_match", "multi_line_exact_match")
                            if k in m},
-           "verdict": ev["verdict"], "example": example,
+           "verdict": ev.verdict, "example": example,
            "report": str(out / "run" / "eval" / "report.md"),
            "chart": str(out / "run" / "eval" / "eval.png")}
     outputs.write_json(out / "demo.json", doc)

@@ -4,6 +4,7 @@ files that show it (report.md, eval.json with every task, eval.png)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,62 @@ from codetune import outputs
 from codetune.config import EvalConfig
 from codetune.evaluation.bpb import LN2
 from codetune.evaluation.tasks import Task, edit_similarity, exact_match, paired_bootstrap
+
+
+@dataclass
+class Score:
+    """One metric: its mean per model and, for base vs tuned, the paired difference with its
+    bootstrap 95 % interval."""
+
+    n: int
+    lower_is_better: bool
+    values: dict[str, float | None]  # model name ("base", "tuned" or "model") -> mean
+    delta: float | None = None  # tuned - base
+    ci95: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """eval.json's layout: {"n", "lower_is_better", "base", "tuned", "delta", "ci95"}."""
+        out: dict[str, Any] = {"n": self.n, "lower_is_better": self.lower_is_better,
+                               **self.values}
+        if self.delta is not None:
+            out.update(delta=self.delta, ci95=list(self.ci95 or ()))
+        return out
+
+    @property
+    def real_change(self) -> int:
+        """+1 if the tuned model is better outside the interval, -1 if worse, else 0."""
+        if self.ci95 is None:
+            return 0
+        lo, hi = self.ci95
+        if (hi < 0) if self.lower_is_better else (lo > 0):
+            return 1
+        if (lo > 0) if self.lower_is_better else (hi < 0):
+            return -1
+        return 0
+
+
+@dataclass
+class EvalResult:
+    """What `codetune eval` measured (eval.json holds this plus every task record)."""
+
+    models: list[str]
+    tasks: int
+    files: int
+    metrics: dict[str, Score]
+    verdict: str
+    suffix_trims: dict[str, dict[str, int]] = field(default_factory=dict)
+    target: str = ""
+    model: str = ""  # what was loaded, in one line
+    dataset: str = ""
+    fim_format: str = ""
+    seconds: float = 0.0
+    tasks_per_second: float = 0.0
+    out_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["metrics"] = {k: m.to_dict() for k, m in self.metrics.items()}
+        return d
 
 
 def suffix_trims(tasks: list[Task], bench: list[Task],
@@ -32,13 +89,13 @@ def suffix_trims(tasks: list[Task], bench: list[Task],
     return out
 
 
-def _trims_line(result: dict[str, Any]) -> str:
+def _trims_line(result: EvalResult) -> str:
     """One sentence: how often each model's middle ran on into the suffix and was cut."""
-    trims = result.get("suffix_trims") or {}
+    trims = result.suffix_trims
     if "all" not in trims:
         return ""
     parts = []
-    for name in result["models"]:
+    for name in result.models:
         kinds = ", ".join(f"{k.replace('_', '-')} {trims[k][name]}/{trims[k]['n']}"
                           for k in ("single_line", "multi_line", "benchmark") if k in trims)
         parts.append(f"{name} {trims['all'][name]}/{trims['all']['n']} ({kinds})")
@@ -53,21 +110,22 @@ def _scores(tasks: list[Task], preds: list[str], kind: str) -> tuple[np.ndarray,
     return em, es
 
 
-def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> dict[str, Any]:
+def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> EvalResult:
     names = list(preds)
-    metrics: dict[str, dict[str, Any]] = {}
+    metrics: dict[str, Score] = {}
 
     def add(metric: str, values: dict[str, np.ndarray], weights=None, lower_better=False):
-        m: dict[str, Any] = {"n": int(len(next(iter(values.values())))),
-                             "lower_is_better": lower_better}
-        for n, v in values.items():
+        n = int(len(next(iter(values.values()))))
+        means = {}
+        for name, v in values.items():
             w = np.ones(len(v)) if weights is None else np.asarray(weights, float)
-            m[n] = float((v * w).sum() / w.sum()) if len(v) and w.sum() > 0 else None
-        if "base" in values and "tuned" in values and m["n"]:
+            means[name] = float((v * w).sum() / w.sum()) if len(v) and w.sum() > 0 else None
+        score = Score(n, lower_better, means)
+        if "base" in values and "tuned" in values and n:
             d, lo, hi = paired_bootstrap(values["base"], values["tuned"], cfg.bootstrap,
                                          cfg.seed, weights)
-            m.update(delta=d, ci95=[lo, hi])
-        metrics[metric] = m
+            score.delta, score.ci95 = d, (lo, hi)
+        metrics[metric] = score
 
     for kind in ("single_line", "multi_line"):
         per = {n: _scores(tasks, preds[n], kind) for n in names}
@@ -88,20 +146,14 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> d
         okf = fb > 0
         add("bits_per_byte_fim", {n: np.array(b["fim_nll"])[okf] / LN2 / fb[okf]
                                   for n, b in bpb.items()}, weights=fb[okf], lower_better=True)
-    return {"models": names, "tasks": len(tasks), "files": len(rows), "metrics": metrics,
-            "verdict": _verdict(metrics)}
+    return EvalResult(models=names, tasks=len(tasks), files=len(rows), metrics=metrics,
+                      verdict=_verdict(metrics))
 
 
-def _verdict(metrics: dict[str, dict[str, Any]]) -> str:
+def _verdict(metrics: dict[str, Score]) -> str:
     """One sentence: which differences are outside their 95 % interval, and which way."""
-    better, worse = [], []
-    for name, m in metrics.items():
-        if "ci95" not in m:
-            continue
-        lo, hi = m["ci95"]
-        good = (hi < 0) if m["lower_is_better"] else (lo > 0)
-        bad = (lo > 0) if m["lower_is_better"] else (hi < 0)
-        (better if good else worse if bad else []).append(name.replace("_", " "))
+    better = [k.replace("_", " ") for k, m in metrics.items() if m.real_change > 0]
+    worse = [k.replace("_", " ") for k, m in metrics.items() if m.real_change < 0]
     if not better and not worse:
         return "no difference between base and fine-tuned is outside its 95 % interval"
     parts = []
@@ -112,14 +164,15 @@ def _verdict(metrics: dict[str, dict[str, Any]]) -> str:
     return "; ".join(parts) + " (95 % bootstrap intervals)"
 
 
-def write(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
+def write(out: Path, result: EvalResult, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
     """report.md, eval.json and eval.png, built beside `out` and swapped in when complete."""
     with outputs.staged(out, False, "eval", replace_own=True) as tmp:
         _write_files(tmp, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
 
 
-def _write_files(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
-    names = result["models"]
+def _write_files(out: Path, result: EvalResult, tasks, preds, bench, bench_preds, rows, bpb,
+                 trims) -> None:
+    names = result.models
     task_recs = []
     for i, t in enumerate(tasks):
         rec = t.to_dict()
@@ -136,7 +189,7 @@ def _write_files(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb,
             rec[n] = {"ltr_nll": b["ltr_nll"][j], "fim_nll": b["fim_nll"][j],
                       "fim_bytes": b["fim_bytes"][j]}
         files.append(rec)
-    doc = {**outputs.mark("eval"), **result, "task_records": task_recs, "file_records": files,
+    doc = {**outputs.mark("eval"), **result.to_dict(), "task_records": task_recs, "file_records": files,
            "benchmark_records": [dict(t.to_dict(), **{n: bench_preds[n][i] for n in names})
                                  for i, t in enumerate(bench)]}
     (out / "eval.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
@@ -144,28 +197,28 @@ def _write_files(out: Path, result, tasks, preds, bench, bench_preds, rows, bpb,
     plot(result, out / "eval.png")
 
 
-def report_markdown(result: dict[str, Any], task_recs: list[dict]) -> str:
-    names = result["models"]
-    lines = ["# codetune eval", "", f"**{result['verdict'].capitalize()}.**", "",
-             f"Model: {result['model']}  ", f"Held-out data: {result['dataset']} "
-             f"({result['files']} files, {result['tasks']} infilling tasks; FIM format "
-             f"{result['fim_format']})  ",
-             f"Time: {result['seconds']} s ({result['tasks_per_second']} tasks/s)", ""]
+def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
+    names = result.models
+    lines = ["# codetune eval", "", f"**{result.verdict.capitalize()}.**", "",
+             f"Model: {result.model}  ", f"Held-out data: {result.dataset} "
+             f"({result.files} files, {result.tasks} infilling tasks; FIM format "
+             f"{result.fim_format})  ",
+             f"Time: {result.seconds} s ({result.tasks_per_second} tasks/s)", ""]
     if _trims_line(result):
         lines += [_trims_line(result) + " (Each is cut there, as `complete` and `serve` "
                   "do; a model that stops by itself after the middle needs none.)", ""]
     head = "| metric | " + " | ".join(names) + (" | Δ (tuned − base) | 95 % CI | n |"
                                                  if "base" in names else " | n |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
-    for name, m in result["metrics"].items():
-        cells = [f"{m[n]:.4f}" if m.get(n) is not None else "–" for n in names]
-        row = f"| {name.replace('_', ' ')}{' (lower is better)' if m['lower_is_better'] else ''}"
+    for name, m in result.metrics.items():
+        cells = [f"{m.values[n]:.4f}" if m.values.get(n) is not None else "–" for n in names]
+        row = f"| {name.replace('_', ' ')}{' (lower is better)' if m.lower_is_better else ''}"
         row += " | " + " | ".join(cells)
-        if "delta" in m:
-            row += f" | {m['delta']:+.4f} | [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]"
+        if m.ci95 is not None:
+            row += f" | {m.delta:+.4f} | [{m.ci95[0]:+.4f}, {m.ci95[1]:+.4f}]"
         elif "base" in names:
             row += " | | "
-        lines.append(row + f" | {m['n']} |")
+        lines.append(row + f" | {m.n} |")
     if "base" in names:
         changed = [r for r in task_recs if r["base"]["exact_match"] != r["tuned"]["exact_match"]]
         lines += ["", f"## Tasks where the two differ ({len(changed)}; all in eval.json)", ""]
@@ -179,16 +232,16 @@ def report_markdown(result: dict[str, Any], task_recs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: EvalResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = result["models"]
-    m = result["metrics"]
-    acc = [k for k in m if not m[k]["lower_is_better"]]
-    bpb = [k for k in m if m[k]["lower_is_better"]]
+    names = result.models
+    m = result.metrics
+    acc = [k for k in m if not m[k].lower_is_better]
+    bpb = [k for k in m if m[k].lower_is_better]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110,
                              gridspec_kw={"width_ratios": [max(len(acc), 1), max(len(bpb), 1)]})
     for ax, keys, title in ((axes[0], acc, "infilling (higher is better)"),
@@ -196,25 +249,25 @@ def plot(result: dict[str, Any], path: Path) -> None:
         x = np.arange(len(keys))
         width = 0.8 / max(len(names), 1)
         for j, n in enumerate(names):
-            vals = [m[k][n] or 0.0 for k in keys]
+            vals = [m[k].values.get(n) or 0.0 for k in keys]
             ax.bar(x + j * width, vals, width, label=n)
         ax.set_xticks(x + width * (len(names) - 1) / 2)
         ax.set_xticklabels([k.replace("_", "\n") for k in keys], fontsize=7)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend()
-    fig.suptitle(result["verdict"], fontsize=8)
+    fig.suptitle(result.verdict, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def print_summary(result: dict[str, Any]) -> None:
+def print_summary(result: EvalResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    names = result["models"]
-    t = Table(title=f"codetune eval ({result['tasks']} tasks, {result['files']} held-out files)",
+    names = result.models
+    t = Table(title=f"codetune eval ({result.tasks} tasks, {result.files} held-out files)",
               show_edge=False)
     t.add_column("metric")
     for n in names:
@@ -222,16 +275,16 @@ def print_summary(result: dict[str, Any]) -> None:
     if "base" in names:
         t.add_column("Δ", justify="right")
         t.add_column("95 % CI", justify="right")
-    for name, m in result["metrics"].items():
-        row = [name.replace("_", " ")] + [f"{m[n]:.4f}" if m.get(n) is not None else "–"
-                                           for n in names]
-        if "delta" in m:
-            row += [f"{m['delta']:+.4f}", f"[{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"]
+    for name, m in result.metrics.items():
+        row = [name.replace("_", " ")] + [f"{m.values[n]:.4f}" if m.values.get(n) is not None
+                                           else "–" for n in names]
+        if m.ci95 is not None:
+            row += [f"{m.delta:+.4f}", f"[{m.ci95[0]:+.3f}, {m.ci95[1]:+.3f}]"]
         elif "base" in names:
             row += ["", ""]
         t.add_row(*row)
     Console().print(t)
     if _trims_line(result):
         print(_trims_line(result))
-    print(f"{result['verdict']}. {result['tasks_per_second']} tasks/s. "
-          f"Report: {result['out_dir']}/report.md")
+    print(f"{result.verdict}. {result.tasks_per_second} tasks/s. "
+          f"Report: {result.out_dir}/report.md")

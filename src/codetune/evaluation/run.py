@@ -31,7 +31,7 @@ from codetune.config import EvalConfig
 from codetune.data import store
 from codetune.errors import CodetuneError
 from codetune.evaluation.bpb import fim_nll, fim_split, fit_lines, ltr_nll
-from codetune.evaluation.report import suffix_trims, summarise, write
+from codetune.evaluation.report import EvalResult, suffix_trims, summarise, write
 from codetune.evaluation.tasks import Task, make_tasks
 
 
@@ -152,7 +152,7 @@ def _variants(loaded) -> list[tuple[str, Any]]:
 
 def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
              dataset: str | None = None, adapter: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True) -> EvalResult:
     """Evaluate `target` (a run folder: base vs fine-tuned; or a model [+ adapter])."""
     from tqdm.auto import tqdm
 
@@ -207,10 +207,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                              "fim_bytes": [f[1] for f in fim]}
     seconds = time.perf_counter() - started
     result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg)
-    result["suffix_trims"] = suffix_trims(tasks, bench, trims)
-    result.update(target=str(target), model=loaded.description, dataset=str(dataset),
-                  fim_format=loaded.fim.family, seconds=round(seconds, 1),
-                  tasks_per_second=round(n_gen / max(seconds, 1e-9), 2))
+    result.suffix_trims = suffix_trims(tasks, bench, trims)
+    result.target, result.model, result.dataset = str(target), loaded.description, str(dataset)
+    result.fim_format = loaded.fim.family
+    result.seconds = round(seconds, 1)
+    result.tasks_per_second = round(n_gen / max(seconds, 1e-9), 2)
+    result.out_dir = str(out)
     write(out, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
-    result["out_dir"] = str(out)
     return result
