@@ -225,3 +225,56 @@ def test_no_fim_tokens_names_both_remedies(dataset, tmp_path):
     s = make_stream(config.load(None, [f"data.dataset={dataset}", "fim.add_tokens=true"]), t,
                     "train")
     assert s.encoder.fim.family == "starcoder" and len(t) == 369  # four sentinels added
+
+
+# --- repository context (data.context=repo) ----------------------------------------------------
+
+
+def _ctx(calls: list | None = None):
+    """A stand-in for the index: each file's context is the two files before it."""
+    from codetune.tokens.fim import RepoContext
+
+    def context(repo_id, path, text):
+        if calls is not None:
+            calls.append(path)
+        i = int(path[1:3])
+        return RepoContext(repo=repo_id, path=path,
+                           snippets=tuple((f"m{j:02d}.py", f"VALUE_{j} = {j * 7}\n")
+                                          for j in (i - 2, i - 1) if j >= 0))
+    return context
+
+
+REPO_MODES = [(0.0, {}), (0.5, {}), (0.5, {"split": "char"})]
+
+
+@pytest.mark.parametrize("rate, fim", REPO_MODES)
+def test_repo_context_resume_is_exact(dataset, tok, rate, fim):
+    full = [(s.input_ids.tolist(), s.labels.tolist())
+            for s in take(make(dataset, tok, fim_rate=rate, fim=fim, seq=64, context=_ctx()), 40)]
+    for cut in (1, 13, 29):
+        s = make(dataset, tok, fim_rate=rate, fim=fim, seq=64, context=_ctx())
+        take(s, cut)
+        resumed = make(dataset, tok, fim_rate=rate, fim=fim, seq=64, context=_ctx())
+        resumed.load_state_dict(s.state_dict())
+        rest = [(x.input_ids.tolist(), x.labels.tolist()) for x in take(resumed, 40 - cut)]
+        assert rest == full[cut:], cut
+
+
+def test_repo_context_is_laid_out_and_never_trained_on(dataset, tok):
+    from codetune.tokens.fim import detect_fim
+
+    f = detect_fim(tok)
+    calls: list[str] = []
+    s = make(dataset, tok, fim_rate=0.0, seq=64, context=_ctx(calls),
+             repo_tokens=f)
+    seqs = take(s, 30)
+    ids = np.concatenate([x.input_ids for x in seqs])
+    labels = np.concatenate([x.labels for x in seqs])
+    assert (ids == f.repo_name_id).sum() > 0 and (ids == f.file_sep_id).sum() > 0
+    # the separators and repo names are context: never a target
+    sep = np.isin(ids, [f.repo_name_id, f.file_sep_id])
+    assert (labels[sep] == -100).all()
+    # a document's context is computed once, however often the stream sees the file
+    assert len(calls) == len(set(calls))
+    text = tok.decode(seqs[0].input_ids.tolist(), skip_special_tokens=False)
+    assert "<repo_name>" in text and "<file_sep>" in text

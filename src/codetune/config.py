@@ -133,6 +133,12 @@ class DataConfig:
         "packed", "packed: position ids restart per document, so attention never crosses "
         "documents; concat: plain concatenation, attention crosses documents (as the seed "
         "trained; `seed` is accepted for it)")
+    context: Literal["file", "repo"] = _f(
+        "file", "file: each sample is one file; repo: each sample opens with its repository's "
+                "name and snippets of other train files of that repository (the dataset's "
+                "index, built by `codetune prepare`), as the models were pretrained")
+    context_tokens: int = _f(512, "token budget of one sample's repository context "
+                                  "(data.context=repo); at most half of data.seq_length")
     shuffle_buffer: int = _f(5000, "documents shuffled together (the seed: 5000)")
     tokenize_batch: int = _f(16, "documents tokenized per call (speed only)")
     eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
@@ -147,6 +153,11 @@ class DataConfig:
                 raise ConfigError(f"{prefix}.{name} is too small: {getattr(self, name)}")
         if self.max_eval_sequences is not None and self.max_eval_sequences < 1:
             raise ConfigError(f"{prefix}.max_eval_sequences must be at least 1 or null")
+        if self.context_tokens < 0 or (self.context == "repo"
+                                       and self.context_tokens > self.seq_length // 2):
+            raise ConfigError(f"{prefix}.context_tokens={self.context_tokens} leaves too little "
+                              f"of a {self.seq_length}-token sequence for the file itself; set "
+                              f"it to at most {self.seq_length // 2}")
 
 
 @dataclass
@@ -306,6 +317,9 @@ class RunConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        if self.data.context == "repo" and self.fim.rate > 0 and self.fim.level == "context":
+            raise ConfigError("data.context=repo needs fim.level=document: context-level FIM "
+                              "permutes packed segments after the context is laid out")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,18 @@ where [P] [S] [M] are the family's sentinel tokens. Formats with an end-of-infil
 ``▁<EOT>``) close the middle with it, as the base model was pretrained to; the others rely on the
 EOS that the packer appends after every document.
 
+Repository context (`RepoContext`: the repository's name, the file's path, snippets of other
+files) goes in front, as each family was pretrained on whole repositories:
+
+    Qwen2.5-Coder  <|repo_name|>repo\n<|file_sep|>a.py\n{a}<|file_sep|>cur.py\n[P] prefix [S] ...
+    StarCoder2     <repo_name>repo<file_sep>a.py\n{a}<file_sep>[P] cur.py\n prefix [S] ...
+    no repo tokens [P] # path: a.py\n{a}# path: cur.py\n prefix [S] ...   (CodeLlama, DeepSeek)
+
+(the StarCoder2 report applies FIM per file, its path inside the permuted text; without repo
+tokens the path is a comment in the file's language, as DeepSeek-Coder's repository-level
+pretraining wrote it). The context never carries loss: the model learns to use it, not to
+memorise other files' code.
+
 Two paths produce the same layout through one assembly function (`_assemble`), so training data and
 inference prompts can never disagree:
 
@@ -39,6 +51,7 @@ __all__ = [
     "FIM_FORMATS",
     "FimFormat",
     "FimTokens",
+    "RepoContext",
     "add_fim_tokens",
     "build_prompt",
     "decode_middle",
@@ -82,6 +95,11 @@ class FimFormat:
     eos: str | None = None
     extra_stops: tuple[str, ...] = ()
     sentencepiece_spacing: bool = False
+    # Repository layout (used only where the tokenizer has `file_sep`): a newline after the
+    # repository name (Qwen2.5-Coder); the current file's path inside the FIM prefix rather
+    # than after its file separator (StarCoder2, which applied FIM per file, path included).
+    repo_name_newline: bool = False
+    path_in_fim_prefix: bool = False
 
     @property
     def sentinels(self) -> tuple[str, str, str]:
@@ -110,6 +128,7 @@ def register_fim_format(fmt: FimFormat, *, replace: bool = False) -> FimFormat:
 register_fim_format(FimFormat(
     family="starcoder", prefix="<fim_prefix>", suffix="<fim_suffix>", middle="<fim_middle>",
     pad="<fim_pad>", file_sep="<file_sep>", repo_name="<repo_name>", eos="<|endoftext|>",
+    path_in_fim_prefix=True,
 ))
 # SantaCoder spells the same tokens with dashes.
 register_fim_format(FimFormat(
@@ -120,6 +139,7 @@ register_fim_format(FimFormat(
     family="qwen2.5-coder", prefix="<|fim_prefix|>", suffix="<|fim_suffix|>",
     middle="<|fim_middle|>", pad="<|fim_pad|>", file_sep="<|file_sep|>",
     repo_name="<|repo_name|>", eos="<|endoftext|>", extra_stops=("<|im_end|>",),
+    repo_name_newline=True,
 ))
 # The leading "▁" is part of each token in CodeLlama's vocabulary (ids 32007-32010 there): see
 # CodeLlamaTokenizer's prefix_token/... defaults and codellama's llama/tokenizer.py. Its reference
@@ -330,30 +350,130 @@ def add_fim_tokens(tokenizer: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Repository context
+
+
+@dataclass(frozen=True)
+class RepoContext:
+    """The rest of the repository, for a repo-level sample or prompt: the repository's name,
+    the path of the file being completed, and snippets of other files as (path, text), in
+    prompt order. Callers put the most relevant snippet last, nearest the hole."""
+
+    repo: str | None = None
+    path: str | None = None
+    snippets: tuple[tuple[str, str], ...] = ()
+
+
+# Line comments of languages that have no "#": the no-repo-token fallback writes the path as a
+# comment the file's own language would accept.
+_SLASH = (".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".java", ".js", ".jsx", ".ts", ".tsx",
+          ".go", ".rs", ".swift", ".kt", ".kts", ".scala", ".dart", ".php", ".m", ".proto",
+          ".zig", ".groovy", ".gradle", ".sol", ".vue", ".svelte")
+_DASH = (".sql", ".lua", ".hs", ".elm", ".ada", ".adb", ".vhd")
+_SEMI = (".clj", ".cljs", ".el", ".lisp", ".scm", ".asm", ".s")
+_PERCENT = (".tex", ".erl", ".m4")
+
+
+def line_comment(path: str) -> str:
+    """The line-comment marker of `path`'s language ("#" where unknown)."""
+    ext = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    for marker, exts in (("//", _SLASH), ("--", _DASH), (";", _SEMI), ("%", _PERCENT)):
+        if ext in exts:
+            return marker
+    return "#"
+
+
+def _with_newline(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
+def repo_context_text(fim: FimTokens, ctx: RepoContext) -> tuple[str, str]:
+    """(text before [P], text at the start of the FIM prefix) of `ctx`, sentinels spelled out:
+    what `encode_repo_context` encodes, for display and for servers that send text."""
+    f = fim.format
+    if fim.file_sep_id is not None:
+        pre = ""
+        if ctx.repo and fim.repo_name_id is not None:
+            pre += f.repo_name + ctx.repo + ("\n" if f.repo_name_newline else "")
+        for path, text in ctx.snippets:
+            pre += f"{f.file_sep}{path}\n{_with_newline(text)}"
+        pre += f.file_sep
+        here = f"{ctx.path}\n" if ctx.path else ""
+        return (pre, here) if f.path_in_fim_prefix else (pre + here, "")
+    return "", fallback_context_text(ctx)
+
+
+def fallback_context_text(ctx: RepoContext) -> str:
+    """The layout for a family without repository tokens (or no FIM tokens at all): each
+    snippet behind its path as a comment of the file's language, then the file's own path."""
+    c = line_comment(ctx.path or "")
+    head = "".join(f"{c} path: {p}\n{_with_newline(t)}" for p, t in ctx.snippets)
+    if ctx.path:
+        head += f"{c} path: {ctx.path}\n"
+    return head
+
+
+def encode_repo_context(tokenizer: Any, fim: FimTokens, ctx: RepoContext | None
+                        ) -> tuple[list[int], list[int]]:
+    """(preamble ids, before [P]; head ids, at the start of the FIM prefix) for `ctx`.
+
+    Sentinels go in as their ids; the text between them is encoded with special tokens split,
+    so a snippet that contains "<file_sep>" as text cannot forge a separator. Empty for None."""
+    if ctx is None:
+        return [], []
+    f = fim.format
+    if fim.file_sep_id is not None:
+        pre: list[int] = []
+        if ctx.repo and fim.repo_name_id is not None:
+            pre += [fim.repo_name_id, *_encode(tokenizer, ctx.repo + (
+                "\n" if f.repo_name_newline else ""))]
+        for path, text in ctx.snippets:
+            pre += [fim.file_sep_id, *_encode(tokenizer, f"{path}\n{_with_newline(text)}")]
+        pre.append(fim.file_sep_id)
+        here = _encode(tokenizer, f"{ctx.path}\n") if ctx.path else []
+        return (pre, here) if f.path_in_fim_prefix else (pre + here, [])
+    _, head = repo_context_text(fim, ctx)
+    return [], _encode(tokenizer, head) if head else []
+
+
+# ---------------------------------------------------------------------------------------------
 # Transformation
 
 
 def _assemble(prefix: Any, middle: Any, suffix: Any, fim: FimTokens, spm: bool,
-              middle_loss_only: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    """Lay out the three pieces (int sequences) in one preallocated int64 array.
+              middle_loss_only: bool, preamble: Any = (), head: Any = ()
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lay out the pieces (int sequences) in one preallocated int64 array:
 
+        PSM  preamble [P] head prefix [S] suffix [M] middle
+        SPM  preamble [P] [S] suffix [M] head prefix middle
+
+    `preamble` and `head` are repository context (`encode_repo_context`), never trained on.
     Returns (ids, loss_mask, m0) where m0 is the index of the first middle token, the same in
-    both layouts: 3 sentinels + len(prefix) + len(suffix) precede it.
+    both layouts: the preamble, 3 sentinels, the head, prefix and suffix precede it.
     """
-    n_p, n_m, n_s = len(prefix), len(middle), len(suffix)
-    m0 = 3 + n_p + n_s
+    n_r, n_h = len(preamble), len(head)
+    n_p, n_m, n_s = n_h + len(prefix), len(middle), len(suffix)  # n_p: head + prefix
+    m0 = n_r + 3 + n_p + n_s
     out = np.empty(m0 + n_m + (fim.eot_id is not None), dtype=np.int64)
-    out[0] = fim.prefix_id
-    if spm:  # [P][S] suffix [M] prefix middle
-        out[1] = fim.suffix_id
-        out[2:2 + n_s] = suffix
-        out[2 + n_s] = fim.middle_id
-        out[3 + n_s:m0] = prefix
-    else:  # [P] prefix [S] suffix [M] middle
-        out[1:1 + n_p] = prefix
-        out[1 + n_p] = fim.suffix_id
-        out[2 + n_p:2 + n_p + n_s] = suffix
-        out[2 + n_p + n_s] = fim.middle_id
+    out[:n_r] = preamble
+    out[n_r] = fim.prefix_id
+    if spm:  # [P][S] suffix [M] head prefix middle
+        at = n_r + 1
+        out[at] = fim.suffix_id
+        out[at + 1:at + 1 + n_s] = suffix
+        out[at + 1 + n_s] = fim.middle_id
+        out[at + 2 + n_s:at + 2 + n_s + n_h] = head
+        out[at + 2 + n_s + n_h:m0] = prefix
+        head_at = at + 2 + n_s
+    else:  # [P] head prefix [S] suffix [M] middle
+        at = n_r + 1
+        out[at:at + n_h] = head
+        out[at + n_h:at + n_p] = prefix
+        out[at + n_p] = fim.suffix_id
+        out[at + 1 + n_p:at + 1 + n_p + n_s] = suffix
+        out[at + 1 + n_p + n_s] = fim.middle_id
+        head_at = at
     out[m0:m0 + n_m] = middle
     if fim.eot_id is not None:
         out[-1] = fim.eot_id
@@ -362,12 +482,24 @@ def _assemble(prefix: Any, middle: Any, suffix: Any, fim: FimTokens, spm: bool,
         mask[m0:] = True  # the middle and, where the format has one, the EOT closing it
     else:
         mask = np.ones(out.shape[0], dtype=bool)
+        mask[:n_r] = False  # other files' code: context, not a target
+        mask[head_at:head_at + n_h] = False
     return out, mask, m0
+
+
+def with_context(ids: Any, preamble: Any = (), head: Any = ()) -> tuple[np.ndarray, np.ndarray]:
+    """A left-to-right (not FIM) document behind its repository context: (ids, loss_mask),
+    the context masked."""
+    ctx = np.asarray([*preamble, *head], dtype=np.int64)
+    body = np.asarray(ids, dtype=np.int64)
+    mask = np.concatenate([np.zeros(len(ctx), bool), np.ones(len(body), bool)])
+    return np.concatenate([ctx, body]), mask
 
 
 def permute(ids: Any, rng: np.random.Generator, fim: FimTokens, fim_rate: float = 0.5,
             spm_rate: float = 0.5, truncate_or_pad: bool = False,
-            middle_loss_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            middle_loss_only: bool = False, preamble: Any = (),
+            head: Any = ()) -> tuple[np.ndarray, np.ndarray]:
     """FIM-permute one document's token ids with probability `fim_rate` (the seed's algorithm).
 
     ids: (n,) ints, the document without BOS/EOS. Returns (new_ids, loss_mask): new_ids int64 of
@@ -387,20 +519,26 @@ def permute(ids: Any, rng: np.random.Generator, fim: FimTokens, fim_rate: float 
     middle_loss_only: when FIM is applied, loss_mask is True only on the middle tokens (and the
     EOT closing them, for formats that have one); the EOS the packer appends after the document
     should be True too, so the model learns where a middle ends. Without FIM the mask is all True.
+
+    preamble / head: repository context (`encode_repo_context`), placed as `_assemble` lays it
+    out, or in front of a document left unpermuted (`with_context`); masked. The split points
+    are drawn on `ids` alone, so the draws do not depend on the context.
     """
     sample = np.asarray(ids, dtype=np.int64)
     n = sample.shape[0]
+    plain = (with_context(sample, preamble, head) if len(preamble) or len(head) else
+             (sample, np.ones(n, dtype=bool)))
     if not rng.binomial(1, fim_rate):
-        return sample, np.ones(n, dtype=bool)
+        return plain
     lo, hi = sorted(rng.integers(0, n + 1, size=2).tolist())
     end = n
     if truncate_or_pad:
         if n - hi <= fim.n_added:
-            return sample, np.ones(n, dtype=bool)
+            return plain
         end = n - fim.n_added
     spm = bool(rng.binomial(1, spm_rate))
     out, mask, _ = _assemble(sample[:lo], sample[lo:hi], sample[hi:end], fim, spm,
-                             middle_loss_only)
+                             middle_loss_only, preamble, head)
     return out, mask
 
 
@@ -444,7 +582,7 @@ def _encode_continuation(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_pieces(tokenizer: Any, fim: FimTokens, prefix: str, middle: str,
-                  suffix: str) -> tuple[list[int], list[int], list[int]]:
+                  suffix: str, after_head: bool = False) -> tuple[list[int], list[int], list[int]]:
     """Tokenize the three pieces separately, with the family's spacing rules.
 
     Separately, so that a middle always starts on a token boundary, as it does at inference where
@@ -454,19 +592,23 @@ def encode_pieces(tokenizer: Any, fim: FimTokens, prefix: str, middle: str,
     where the prefix is encoded alone.)
     """
     if fim.format.sentencepiece_spacing:
-        return (_encode(tokenizer, prefix), _encode_continuation(tokenizer, middle),
+        # behind a context head the prefix continues text, so it gets no leading space
+        first = _encode_continuation if after_head else _encode
+        return (first(tokenizer, prefix), _encode_continuation(tokenizer, middle),
                 _encode_continuation(tokenizer, suffix))
     return _encode(tokenizer, prefix), _encode(tokenizer, middle), _encode(tokenizer, suffix)
 
 
 def encode_fim(tokenizer: Any, fim: FimTokens, prefix: str, middle: str, suffix: str,
-               spm: bool = False, middle_loss_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               spm: bool = False, middle_loss_only: bool = False,
+               repo: RepoContext | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A FIM training example from text: (ids int64, loss_mask bool), like `permute`'s output.
 
     No BOS/EOS (the packer adds them); loss_mask follows `permute`'s convention.
     """
-    p, m, s = encode_pieces(tokenizer, fim, prefix, middle, suffix)
-    out, mask, _ = _assemble(p, m, s, fim, spm, middle_loss_only)
+    pre, head = encode_repo_context(tokenizer, fim, repo)
+    p, m, s = encode_pieces(tokenizer, fim, prefix, middle, suffix, after_head=bool(head))
+    out, mask, _ = _assemble(p, m, s, fim, spm, middle_loss_only, pre, head)
     return out, mask
 
 
@@ -485,17 +627,19 @@ def permute_text(tokenizer: Any, text: str, rng: np.random.Generator, fim: FimTo
 
 
 def build_prompt(tokenizer: Any, fim: FimTokens, prefix: str, suffix: str,
-                 spm: bool = False) -> list[int]:
+                 spm: bool = False, repo: RepoContext | None = None) -> list[int]:
     """The inference prompt: a training example with an empty middle, cut after the [M]
     sentinel (PSM) or after the prefix (SPM), with BOS in front when the tokenizer uses one.
 
-        PSM  [BOS] [P] prefix [S] suffix [M]
-        SPM  [BOS] [P] [S] suffix [M] prefix
+        PSM  [BOS] [repository context] [P] prefix [S] suffix [M]
+        SPM  [BOS] [repository context] [P] [S] suffix [M] prefix
 
-    Generate until any of `fim.stop_ids`; decode the new tokens with `decode_middle`.
+    Without `repo` the prompt is exactly the file-level one. Generate until any of
+    `fim.stop_ids`; decode the new tokens with `decode_middle`.
     """
-    p, _, s = encode_pieces(tokenizer, fim, prefix, "", suffix)
-    out, _, m0 = _assemble(p, (), s, fim, spm, False)
+    pre, head = encode_repo_context(tokenizer, fim, repo)
+    p, _, s = encode_pieces(tokenizer, fim, prefix, "", suffix, after_head=bool(head))
+    out, _, m0 = _assemble(p, (), s, fim, spm, False, pre, head)
     ids = out[:m0].tolist()
     return ids if fim.bos_id is None else [fim.bos_id, *ids]
 

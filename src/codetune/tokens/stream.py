@@ -8,6 +8,12 @@ R = world_size * num_workers and reader = rank * num_workers + worker: every ran
 reads a disjoint, interleaved share. FIM randomness for a document is drawn from a generator
 seeded with (seed, epoch, position), so it is the same whenever that document is seen again.
 
+Repository context (`data.context=repo`): each document is preceded by its repository's name
+and snippets of other train files of the same repository (`tokens.fim.RepoContext`), from a
+`context` callable the trainer builds on the dataset's index. The snippets of a file are fixed
+at index time, so a document encodes to the same ids whenever it is seen again and resuming
+stays exact; the context is masked out of the loss.
+
 A reader's whole state is therefore {epoch, next position, pending (position, offset)}: the
 packer's leftover is always the tail of one document (see `packing.py`), re-created on resume
 by encoding that document again. `state_dict()` / `load_state_dict()` follow the protocol of
@@ -131,25 +137,41 @@ class EpochOrder:
 
 
 class TextCache:
-    """Text columns of recently used row groups (one window's worth is enough)."""
+    """Text columns of recently used row groups (one window's worth is enough); with
+    `meta`, also each row's (repo_id, path), for repository context."""
 
-    def __init__(self, units: list[Unit], column: str, keep: int = 64):
-        self.units, self.column, self.keep = units, column, keep
+    def __init__(self, units: list[Unit], column: str, keep: int = 64, meta: bool = False):
+        self.units, self.column, self.keep, self.meta = units, column, keep, meta
         self._data: dict[int, list[str]] = {}
+        self._meta: dict[int, list[tuple[str, str]]] = {}
+
+    def _load(self, unit: int) -> None:
+        import pyarrow.parquet as pq
+
+        if len(self._data) >= self.keep:
+            old = next(iter(self._data))
+            self._data.pop(old)
+            self._meta.pop(old, None)
+        u = self.units[unit]
+        cols = [self.column, "repo_id", "path"] if self.meta else [self.column]
+        with store.reading(u.file):
+            table = pq.ParquetFile(u.file).read_row_group(u.row_group, columns=cols)
+        self._data[unit] = table.column(0).to_pylist()
+        if self.meta:
+            self._meta[unit] = list(zip(table.column(1).to_pylist(),
+                                        table.column(2).to_pylist(), strict=True))
 
     def get(self, unit: int, row: int) -> str:
         if unit not in self._data:
-            import pyarrow.parquet as pq
-
-            if len(self._data) >= self.keep:
-                self._data.pop(next(iter(self._data)))
-            u = self.units[unit]
-            with store.reading(u.file):
-                table = pq.ParquetFile(u.file).read_row_group(u.row_group,
-                                                              columns=[self.column])
-            self._data[unit] = table.column(0).to_pylist()
+            self._load(unit)
         text = self._data[unit][row]
         return text if isinstance(text, str) else ""
+
+    def meta_of(self, unit: int, row: int) -> tuple[str, str]:
+        """(repo_id, path) of a row (load it with `get` first)."""
+        if unit not in self._meta:
+            self._load(unit)
+        return self._meta[unit][row]
 
 
 # --------------------------------------------------------------------------- encoding
@@ -162,11 +184,16 @@ class Encoder:
     every time it is encoded (which is what makes resuming inside it exact)."""
 
     def __init__(self, tokenizer, fim_tokens, fim_cfg: FimConfig, seed: int,
-                 fim_rate: float | None = None):
+                 fim_rate: float | None = None, context=None, repo_tokens=None):
         self.tok = tokenizer
         self.fim = fim_tokens
         self.cfg = fim_cfg
         self.seed = seed
+        # Repository context: `context(repo_id, path, text)` -> tokens.fim.RepoContext; laid
+        # out with the family's repo tokens (`repo_tokens`: FimTokens, even when FIM is off).
+        self.context = context
+        self.repo_tokens = repo_tokens if repo_tokens is not None else fim_tokens
+        self._ctx_cache: dict[tuple[str, str], tuple[list[int], list[int], Any]] = {}
         self.rate = fim_cfg.rate if fim_rate is None else fim_rate
         if self.rate > 0 and fim_tokens is None:
             raise ValueError("FIM requested without FIM tokens")
@@ -195,13 +222,37 @@ class Encoder:
         out = self.tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return [np.asarray(ids, dtype=np.int64) for ids in out]
 
-    def encode(self, texts: list[str], keys: list[tuple[int, int]]
+    def repo_context(self, meta: tuple[str, str] | None, text: str
+                     ) -> tuple[list[int], list[int], Any]:
+        """(preamble ids, head ids, RepoContext) of a document; empty without context. A
+        file's context is fixed (its snippets come from the index), so it is encoded once."""
+        from codetune.tokens import fim as F
+
+        if self.context is None or meta is None:
+            return [], [], None
+        if meta not in self._ctx_cache:
+            ctx = self.context(meta[0], meta[1], text)
+            if ctx is None:
+                encoded: tuple[list[int], list[int]] = ([], [])
+            elif self.repo_tokens is not None:
+                encoded = F.encode_repo_context(self.tok, self.repo_tokens, ctx)
+            else:
+                encoded = ([], self.tokenize([F.fallback_context_text(ctx)])[0].tolist())
+            if len(self._ctx_cache) >= 4096:  # bounded: one entry per file of a window
+                self._ctx_cache.pop(next(iter(self._ctx_cache)))
+            self._ctx_cache[meta] = (*encoded, ctx)
+        return self._ctx_cache[meta]
+
+    def encode(self, texts: list[str], keys: list[tuple[int, int]],
+               metas: list[tuple[str, str]] | None = None
                ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Encode documents; `keys` are (epoch, position), the FIM random seed of each."""
+        """Encode documents; `keys` are (epoch, position), the FIM random seed of each;
+        `metas` their (repo_id, path), for repository context."""
         from codetune.tokens import fim as F
 
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
         plain_idx, plain_texts = [], []
+        ctxs = [self.repo_context(metas[i] if metas else None, t) for i, t in enumerate(texts)]
         for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
             if self.doc_level and self.cfg.split == "char":
                 rng = self.rng_for(*key)
@@ -209,17 +260,21 @@ class Encoder:
                 if parts is not None:
                     spm = bool(rng.binomial(1, self.cfg.spm_rate))
                     ids, mask = F.encode_fim(self.tok, self.fim, *parts, spm=spm,
-                                             middle_loss_only=self.cfg.middle_loss_only)
+                                             middle_loss_only=self.cfg.middle_loss_only,
+                                             repo=ctxs[i][2])
                     out[i] = (np.asarray(ids, np.int64), np.asarray(mask, bool))
                     continue
             plain_idx.append(i)
             plain_texts.append(text)
         for i, ids in zip(plain_idx, self.tokenize(plain_texts) if plain_texts else [],
                           strict=True):
+            pre, head, _ = ctxs[i]
             if self.doc_level and self.cfg.split == "token":
                 ids, mask = F.permute(ids, self.rng_for(*keys[i]), self.fim, self.rate,
                                       self.cfg.spm_rate, self.cfg.truncate_or_pad,
-                                      self.cfg.middle_loss_only)
+                                      self.cfg.middle_loss_only, pre, head)
+            elif pre or head:
+                ids, mask = F.with_context(ids, pre, head)
             else:
                 mask = np.ones(len(ids), dtype=bool)
             out[i] = (ids, mask)
@@ -287,11 +342,12 @@ class TrainingStream(_Base):
     def __init__(self, files: list[str], column: str, tokenizer, fim_tokens,
                  data_cfg: DataConfig, fim_cfg: FimConfig, seed: int = 0, train: bool = True,
                  fim_rate: float | None = None, rank: int | None = None,
-                 world_size: int | None = None):
+                 world_size: int | None = None, context=None, repo_tokens=None):
         self.files, self.column = files, column
         self.data_cfg, self.fim_cfg = data_cfg, fim_cfg
         self.seed, self.train = seed, train
-        self.encoder = Encoder(tokenizer, fim_tokens, fim_cfg, seed, fim_rate)
+        self.encoder = Encoder(tokenizer, fim_tokens, fim_cfg, seed, fim_rate, context,
+                               repo_tokens)
         self.units = list_units(files, column)
         self.num_docs = sum(u.rows for u in self.units)
         if not self.num_docs:
@@ -343,7 +399,11 @@ class TrainingStream(_Base):
                 f"{reader} of {readers}; resume with the same number of processes and workers")
         cfg = self.data_cfg
         packer = Packer(cfg.seq_length, cfg.packing)
-        cache = TextCache(self.units, self.column)
+        with_meta = self.encoder.context is not None
+        cache = TextCache(self.units, self.column, meta=with_meta)
+
+        def metas(docs: list[tuple[int, int]]) -> list[tuple[str, str]] | None:
+            return [cache.meta_of(*d) for d in docs] if with_meta else None
         epoch, pos = state["epoch"], state["next"]
         order = EpochOrder(self.units, self.seed, epoch, cfg.shuffle_buffer, self.train)
 
@@ -358,15 +418,17 @@ class TrainingStream(_Base):
 
         if state["pending"] is not None:  # re-create the packer's leftover, then go on
             p, offset = state["pending"]
-            (ids, mask), = self.encoder.encode([cache.get(*order.doc(p))], [(epoch, p)])
+            doc = order.doc(p)
+            (ids, mask), = self.encoder.encode([cache.get(*doc)], [(epoch, p)], metas([doc]))
             yield from emit(packer.add(ids, mask, key=p, offset=offset), pos)
         tokens_at_epoch_start = -1  # the first epoch may start mid-way (resume)
         while True:
             while pos < order.total:
                 batch = list(range(pos, min(order.total, pos + readers * cfg.tokenize_batch),
                                    readers))
-                texts = [cache.get(*order.doc(p)) for p in batch]
-                encoded = self.encoder.encode(texts, [(epoch, p) for p in batch])
+                docs = [order.doc(p) for p in batch]
+                texts = [cache.get(*d) for d in docs]
+                encoded = self.encoder.encode(texts, [(epoch, p) for p in batch], metas(docs))
                 for p, (ids, mask) in zip(batch, encoded, strict=True):
                     yield from emit(packer.add(ids, mask, key=p), p + readers)
                 pos = batch[-1] + readers
@@ -403,16 +465,31 @@ def resolve_fim(tokenizer, fim_cfg: FimConfig):
 
 
 def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | None = None,
-                fim_tokens=None, **kw) -> TrainingStream:
-    """The stream of `split` of `cfg.data.dataset` (train: infinite and shuffled)."""
+                fim_tokens=None, context=None, **kw) -> TrainingStream:
+    """The stream of `split` of `cfg.data.dataset` (train: infinite and shuffled).
+
+    `context(repo_id, path, text) -> RepoContext | None` adds repository context to every
+    document (data.context=repo; the trainer builds it on the dataset's index)."""
     if cfg.data.dataset is None:
         raise CodetuneError("no dataset given; pass one (a `codetune prepare` folder) or set "
                             "data.dataset")
     files, column = resolve_files(cfg.data.dataset, split)
     if fim_tokens is None and (cfg.fim.rate if fim_rate is None else fim_rate) > 0:
         fim_tokens = resolve_fim(tokenizer, cfg.fim)
-    return TrainingStream(files, column or cfg.data.text_column, tokenizer, fim_tokens, cfg.data,
-                       cfg.fim, seed=seed, train=split == "train", fim_rate=fim_rate, **kw)
+    repo_tokens = fim_tokens
+    if context is not None and repo_tokens is None:  # the repo layout even without FIM
+        from codetune.tokens.fim import detect_fim
+
+        try:
+            repo_tokens = detect_fim(tokenizer, cfg.fim.format)
+        except CodetuneError:
+            repo_tokens = None  # no FIM tokens at all: the path-comment layout
+    if context is not None and column is None:
+        raise CodetuneError("data.context=repo needs a dataset written by `codetune prepare` "
+                            "(with repo_id and path columns and an index)")
+    return TrainingStream(files, column or cfg.data.text_column, tokenizer, fim_tokens,
+                          cfg.data, cfg.fim, seed=seed, train=split == "train",
+                          fim_rate=fim_rate, context=context, repo_tokens=repo_tokens, **kw)
 
 
 def preview(cfg, tokenizer, split: str = "train", n: int = 2) -> str:
