@@ -84,3 +84,22 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     train(cfg, root / "run", progress=False)
     return {"root": root, "run": root / "run", "base": base, "ds": root / "ds",
             "tok": tok, "repo": repo}
+
+
+@pytest.fixture(scope="session")
+def toks(tmp_path_factory):
+    """One tokenizer per FIM family (and one without FIM tokens), built locally."""
+    from transformers import AutoTokenizer
+
+    from .tiny import DEEPSEEK_SPECIALS, QWEN_SPECIALS, build_codellama_tokenizer, build_tokenizer
+
+    base = tmp_path_factory.mktemp("fimtok")
+    paths = {
+        "starcoder": build_tokenizer(base / "sc"),
+        "qwen2.5-coder": build_tokenizer(base / "qw", specials=QWEN_SPECIALS),
+        "deepseek-coder": build_tokenizer(base / "ds", specials=DEEPSEEK_SPECIALS,
+                                          eos="<｜end▁of▁sentence｜>"),
+        "codellama": build_codellama_tokenizer(base / "cl"),
+        "none": build_tokenizer(base / "none", specials=["<|endoftext|>"]),
+    }
+    return {k: AutoTokenizer.from_pretrained(str(p)) for k, p in paths.items()}

@@ -24,12 +24,7 @@ from codetune.tokens.fim import (
     split_chars,
 )
 
-from .tiny import build_codellama_tokenizer, build_tokenizer
-
-QWEN_SPECIALS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                 "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<|im_start|>", "<|im_end|>"]
-DEEPSEEK_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜fim▁hole｜>",
-                     "<｜fim▁begin｜>", "<｜fim▁end｜>"]
+from .tiny import build_tokenizer
 
 P, S, M, EOT = 1, 2, 3, 4
 PLAIN = FimTokens(format=FIM_FORMATS["starcoder"], prefix_id=P, suffix_id=S, middle_id=M,
@@ -226,22 +221,6 @@ def test_split_chars_reassembles_and_respects_characters():
 
 
 # --- tokenizers of each family ----------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def toks(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    base = tmp_path_factory.mktemp("fimtok")
-    paths = {
-        "starcoder": build_tokenizer(base / "sc"),
-        "qwen2.5-coder": build_tokenizer(base / "qw", specials=QWEN_SPECIALS),
-        "deepseek-coder": build_tokenizer(base / "ds", specials=DEEPSEEK_SPECIALS,
-                                          eos="<｜end▁of▁sentence｜>"),
-        "codellama": build_codellama_tokenizer(base / "cl"),
-        "none": build_tokenizer(base / "none", specials=["<|endoftext|>"]),
-    }
-    return {k: AutoTokenizer.from_pretrained(str(p)) for k, p in paths.items()}
-
 
 FAMILIES = ["starcoder", "qwen2.5-coder", "deepseek-coder", "codellama"]
 

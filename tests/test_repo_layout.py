@@ -9,8 +9,6 @@ import pytest
 from codetune.tokens import fim as F
 from codetune.tokens.fim import FIM_FORMATS, FimTokens, RepoContext
 
-from .test_fim import toks  # noqa: F401  (the session fixture: one tokenizer per family)
-
 CTX = RepoContext(repo="acme/shop", path="shop/cart.py",
                   snippets=(("shop/money.py", "def cents(x):\n    return round(x * 100)"),
                             ("shop/items.py", "class Item:\n    price = 0\n")))

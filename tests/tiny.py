@@ -13,6 +13,10 @@ CORPUS = [
     "function total(items) {\n  return items.reduce((s, i) => s + i.price, 0);\n}\n",
 ]
 
+QWEN_SPECIALS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                 "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<|im_start|>", "<|im_end|>"]
+DEEPSEEK_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜fim▁hole｜>",
+                     "<｜fim▁begin｜>", "<｜fim▁end｜>"]
 STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>",
                       "<fim_pad>", "<file_sep>", "<repo_name>"]
 
