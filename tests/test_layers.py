@@ -16,12 +16,13 @@ LAYER = {
     "__init__": 0, "errors": 0,
     "config": 1, "outputs": 1, "recipes": 1, "mini": 1,
     "data": 2,
-    "tokens": 3,
+    "tokens": 3, "context": 3,
     "model": 4,
     "train": 5, "infer": 5,
     "evaluation": 6, "serve": 6,
     "merge": 7, "demo": 7,
-    "cli": 8, "__main__": 9,
+    "export": 8,  # merges a run first, so above merge
+    "cli": 9, "__main__": 10,
 }
 
 

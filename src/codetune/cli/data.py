@@ -47,6 +47,7 @@ def add_prepare(sub) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from codetune.context import index_dataset
     from codetune.data.prepare import prepare
     from codetune.data.report import print_summary
 
@@ -65,7 +66,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         "prepare.seed": args.seed,
     })
     summary = prepare(args.sources, args.output, cfg.prepare, overwrite=args.overwrite,
-                      progress=not args.quiet and sys.stderr.isatty())
+                      progress=not args.quiet and sys.stderr.isatty(),
+                      context_index=index_dataset)
     if not args.quiet:
         print_summary(summary)
     return 0

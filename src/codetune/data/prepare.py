@@ -3,7 +3,8 @@
 Flow: sources list candidate files -> worker processes filter, redact and hash each file
 (`filters.FileFilter`) -> this process assigns the held-out split, deduplicates (exact, then
 MinHash LSH), and streams kept rows into a staging parquet file -> a final pass writes the
-shards per split, leaving out train files found to leak into validation -> manifest and report.
+shards per split, leaving out train files found to leak into validation -> the repository
+context index of the train split (when the caller passes `context_index`) -> manifest and report.
 
 Results come back in input order (`imap`), so the output is the same for any `--workers`.
 Memory holds the dedup index (hash per file, MinHash signature per file) and one row group;
@@ -21,10 +22,11 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from codetune import __version__, outputs
 from codetune.config import PrepareConfig
@@ -68,6 +70,7 @@ class Summary:
     shards: dict[str, list[str]] = field(default_factory=dict)
     languages: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    context: dict[str, Any] | None = None  # the manifest's entry for DIR/context, if built
 
 
 class _Kept:
@@ -135,9 +138,19 @@ def _pool(cfg: PrepareConfig, workers: int):
 # --------------------------------------------------------------------------- main entry
 
 
+ContextIndexer = Callable[[Path, list[Path]], dict[str, Any]]
+
+
 def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
-            overwrite: bool = False, progress: bool = True) -> Summary:
-    """Build a prepared dataset at `out_dir` from `sources` (see the module docstring)."""
+            overwrite: bool = False, progress: bool = True,
+            context_index: ContextIndexer | None = None) -> Summary:
+    """Build a prepared dataset at `out_dir` from `sources` (see the module docstring).
+
+    `context_index(folder, train_shards)` builds the repository index of the train split in
+    the staging folder (so it is renamed into place with the dataset) and returns the
+    manifest's `context` entry: pass `codetune.context.index_dataset` (the CLI does). It is
+    a parameter because `data` sits below `context` in the layers; `prepare.context_index=
+    false` skips it."""
     if not sources:
         raise CodetuneError("give at least one SOURCE: a folder, a git URL, a Hub dataset "
                             "(hf://datasets/OWNER/NAME) or parquet/JSON files")
@@ -148,6 +161,9 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     started = time.perf_counter()
     with outputs.staged(out, overwrite, "dataset", checked=True) as tmp:
         summary = _build(opened, tmp, out, cfg, workers, progress)
+        if context_index is not None and cfg.context_index:
+            summary.context = context_index(
+                tmp, [tmp / "data" / name for name in summary.shards["train"]])
         summary.seconds = time.perf_counter() - started
         report.write(tmp, summary, [s.info for s in opened], cfg)
         _write_manifest(tmp, summary, [s.info for s in opened], cfg)
@@ -367,4 +383,6 @@ def _write_manifest(folder: Path, summary: Summary, infos: list[SourceInfo],
                         for split in store.SPLITS for name in summary.shards[split]},
         "warnings": summary.warnings,
         "files": {"report": "report.md", "dropped": "dropped.jsonl", "secrets": "secrets.jsonl"},
+        # the repository index of the train split (codetune.context), absent if not built
+        **({"context": summary.context} if summary.context else {}),
     })
