@@ -7,6 +7,9 @@ import os
 
 from codetune.serve.limits import API_KEY_ENV, ServeSettings
 
+# --slots with --upstream: requests in flight to the engine, which batches them
+UPSTREAM_SLOTS = 64
+
 
 def add_serve(sub) -> None:
     from codetune.cli.complete import add_model_args
@@ -25,8 +28,9 @@ def add_serve(sub) -> None:
                                      " prefer the variable: flags show in `ps`)")
     p.add_argument("--model-name", help="the model id clients send and see (default: TARGET's "
                                         "folder name)")
-    p.add_argument("--slots", type=int, default=d.slots,
-                   help="requests generating at once (default: %(default)s)")
+    p.add_argument("--slots", type=int,
+                   help=f"requests generating at once (default: {d.slots}; with --upstream: "
+                        f"{UPSTREAM_SLOTS} requests in flight upstream)")
     p.add_argument("--queue", type=int, default=d.queue,
                    help="requests waiting for a slot before 429 (default: %(default)s)")
     p.add_argument("--max-prompt-tokens", type=int,
@@ -39,6 +43,17 @@ def add_serve(sub) -> None:
                    help="seconds per request, queueing included (default: %(default)s)")
     p.add_argument("--log-prompts", action="store_true",
                    help="log prompts and completions (off: only sizes and timings)")
+    u = p.add_argument_group(
+        "upstream", "generate on a batching engine (vLLM, TGI, llama.cpp server, Ollama) through "
+                    "its OpenAI-compatible /v1/completions; codetune keeps its API, key, limits, "
+                    "FIM prompts, stops and suffix trimming, and loads only the tokenizer")
+    u.add_argument("--upstream", metavar="URL", help="the engine's address, e.g. "
+                                                     "http://127.0.0.1:8000 (vllm serve)")
+    u.add_argument("--upstream-model", metavar="NAME",
+                   help="the model sent upstream: vLLM's LoRA module name or served model name "
+                        "(default: --model-name)")
+    u.add_argument("--upstream-api-key-env", metavar="VAR",
+                   help="environment variable holding the upstream's API key (sent as Bearer)")
     p.set_defaults(func=run)
 
 
@@ -62,18 +77,39 @@ def add_editor_config(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from codetune.cli.complete import load_target, resolve_target
 
+    d = ServeSettings()
     resolve_target(args)
     settings = ServeSettings(
         host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
-        model_name=args.model_name or _model_name_of(args.target), slots=args.slots,
+        model_name=args.model_name or _model_name_of(args.target),
+        slots=args.slots if args.slots is not None else
+        (UPSTREAM_SLOTS if args.upstream else d.slots),
         queue=args.queue, max_body_bytes=args.max_body_bytes,
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
         request_timeout=args.request_timeout, log_prompts=args.log_prompts)
     settings.validate()  # before the (slow) model load
     from codetune.serve.app import serve
 
+    if args.upstream:
+        from codetune.serve.upstream import Upstream, load_front
+
+        upstream = Upstream(args.upstream, args.upstream_model, _upstream_key(args))
+        serve(load_front(args.target), settings, upstream)
+        return 0
     serve(load_target(args), settings)
     return 0
+
+
+def _upstream_key(args: argparse.Namespace) -> str | None:
+    from codetune.errors import CodetuneError
+
+    var = args.upstream_api_key_env
+    if var is None:
+        return None
+    if not os.environ.get(var):
+        raise CodetuneError(f"--upstream-api-key-env {var}: the variable is not set (or "
+                            f"empty); export {var}=<the upstream's key> first")
+    return os.environ[var]
 
 
 def _run_editor_config(args: argparse.Namespace) -> int:

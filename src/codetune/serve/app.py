@@ -151,9 +151,10 @@ def fim_info(fim: Any) -> dict[str, Any] | None:
             "suffix": f.suffix, "middle": f.middle, "stop": list(fim.stop_strings)}
 
 
-def create_app(loaded: Any, settings: ServeSettings | None = None):
+def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any = None):
     """The FastAPI app serving `loaded` (from `inference.load`). Tests run it with uvicorn on
-    an ephemeral port (`BackgroundServer`)."""
+    an ephemeral port (`BackgroundServer`). With `upstream` (`serve.upstream.Upstream`) the
+    generation runs on that server and `loaded` needs no weights (`upstream.load_front`)."""
     from contextlib import asynccontextmanager
 
     # (no `from __future__ import annotations` in this module: FastAPI reads the handlers'
@@ -166,7 +167,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
     from codetune.infer.prompts import raw_prompt
 
     settings = settings or ServeSettings()
-    engine = Engine(loaded, settings)
+    engine = Engine(loaded, settings) if upstream is None else upstream.engine(loaded, settings)
     Completions, Generate = _schemas()
     created = int(time.time())
 
@@ -216,13 +217,15 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
             raise ApiError(400, f"the prompt cannot be tokenized: {e}") from None
 
     def prepare(ids: list[int], params: Any, prefix: str | None = None,
-                suffix: str | None = None) -> Any:
+                suffix: str | None = None, text: str = "") -> Any:
         # prefix / suffix: a FIM request's own text, for the Finisher's suffix check (a raw
         # prompt's hole, None here, is read back from the prompt in the worker thread)
         if len(ids) > engine.max_prompt:
             raise ApiError(400, f"the prompt is {len(ids)} tokens; this server accepts at most "
                            f"{engine.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
         try:
+            if upstream is not None:  # `text`: the raw prompt as the client sent it
+                return engine.stream(ids, params, prefix=prefix, suffix=suffix, text=text)
             return GenerationStream(loaded, ids, params, lock=engine.lock, prefix=prefix, suffix=suffix)
         except CodetuneError as e:  # an empty prompt, or one that fills the context window
             raise ApiError(400, str(e)) from None
@@ -285,7 +288,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
                              body.stop, body.seed)
         ids = await tokenized(deadline, prompts[0], body.suffix)
         fim = body.suffix is not None
-        stream = prepare(ids, params, prompts[0] if fim else None, body.suffix)
+        stream = prepare(ids, params, prompts[0] if fim else None, body.suffix, prompts[0])
         rid, model = f"cmpl-{uuid.uuid4().hex}", settings.model_name
 
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
@@ -307,6 +310,8 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         pieces: asyncio.Queue = asyncio.Queue()
         fut = engine.start(stream, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        if upstream is not None:
+            await engine.opened(stream)  # an upstream error is a 502/504 status, not an event
         t0 = time.monotonic()
 
         async def events():
@@ -352,7 +357,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None):
         reject_unsupported(p.model_extra, UNSUPPORTED_TGI, "parameters.")
         params = gen_params(settings, p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.stop,
                              p.seed, p.do_sample, tgi=True)
-        stream = prepare(await tokenized(deadline, body.inputs), params)
+        stream = prepare(await tokenized(deadline, body.inputs), params, text=body.inputs)
         await run_to_end(request, stream, "/generate", deadline)
         text = body.inputs + stream.text if p.return_full_text else stream.text
         return {"generated_text": text}
@@ -459,12 +464,12 @@ class BackgroundServer:
         self.thread.join(10)
 
 
-def serve(loaded: Any, settings: ServeSettings) -> None:
+def serve(loaded: Any, settings: ServeSettings, upstream: Any = None) -> None:
     """Serve until interrupted (Ctrl-C: in-flight requests get up to 5 s to finish)."""
     import uvicorn
 
     settings.validate()
-    app = create_app(loaded, settings)
+    app = create_app(loaded, settings, upstream)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=5)
@@ -476,7 +481,8 @@ def serve(loaded: Any, settings: ServeSettings) -> None:
         handle_exit(*a)
 
     server.handle_exit = closing
-    print(f"serving {loaded.description} as {settings.model_name!r} on "
+    via = f" through {upstream.url}" if upstream is not None else ""
+    print(f"serving {loaded.description}{via} as {settings.model_name!r} on "
           f"http://{settings.host}:{settings.port} (OpenAI /v1/completions, TGI /generate); "
           f"API key {'required' if settings.api_key else 'off'}", flush=True)
     server.run()
