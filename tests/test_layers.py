@@ -16,13 +16,14 @@ LAYER = {
     "__init__": 0, "errors": 0,
     "config": 1, "outputs": 1, "recipes": 1, "mini": 1,
     "data": 2,
-    "tokens": 3, "context": 3,
-    "model": 4,
-    "train": 5, "infer": 5,
-    "evaluation": 6, "serve": 6,
-    "merge": 7, "demo": 7,
-    "export": 8,  # merges a run first, so above merge
-    "cli": 9, "__main__": 10,
+    "tokens": 3,
+    "context": 4,  # lays retrieved snippets out as tokens.fim.RepoContext; knows no model
+    "model": 5,
+    "train": 6, "infer": 6,
+    "evaluation": 7, "serve": 7,
+    "merge": 8, "demo": 8,
+    "export": 9,  # merges a run first, so above merge
+    "cli": 10, "__main__": 11,
 }
 
 

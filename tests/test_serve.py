@@ -262,8 +262,22 @@ def test_editor_configs(url, tiny_run, capsys):
     assert model["model"] == "tiny" and model["roles"] == ["autocomplete"]
     assert model["useLegacyCompletionsEndpoint"] is True
     assert model["apiKey"] == "${{ secrets.CODETUNE_API_KEY }}"
-    assert model["promptTemplates"]["autocomplete"] == \
-        "<fim_prefix>{{{prefix}}}<fim_suffix>{{{suffix}}}<fim_middle>"
+    # the repository layout with no snippets: the server fills them in (StarCoder2's, the
+    # path opening the FIM prefix)
+    assert model["promptTemplates"]["autocomplete"] == (
+        "<repo_name>{{{reponame}}}<file_sep><fim_prefix>{{{filename}}}\n{{{prefix}}}"
+        "<fim_suffix>{{{suffix}}}<fim_middle>")
+    assert cli.main(["editor-config", "continue", "--family", "qwen2.5-coder"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["models"][0]["promptTemplates"][
+        "autocomplete"] == ("<|repo_name|>{{{reponame}}}\n<|file_sep|>{{{filename}}}\n"
+                            "<|fim_prefix|>{{{prefix}}}<|fim_suffix|>{{{suffix}}}<|fim_middle|>")
+    assert cli.main(["editor-config", "continue", "--family", "deepseek-coder"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["models"][0]["promptTemplates"][
+        "autocomplete"] == "<｜fim▁begin｜>{{{prefix}}}<｜fim▁hole｜>{{{suffix}}}<｜fim▁end｜>"
+    assert cli.main(["editor-config", "llama-vscode", "--url", url]) == 0
+    out = capsys.readouterr().out
+    lv = json.loads("\n".join(x for x in out.splitlines() if not x.startswith("//")))
+    assert lv["llama-vscode.endpoint"] == url
     assert cli.main(["editor-config", "llm-vscode", str(tiny_run["run"])]) == 0
     out = capsys.readouterr().out
     settings = json.loads("\n".join(x for x in out.splitlines() if not x.startswith("//")))

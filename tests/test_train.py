@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -377,3 +378,55 @@ def test_progress_is_lines_off_a_terminal_and_a_bar_on_one(workdir, tmp_path):
     out = buf.getvalue()
     assert "\r" in out and "3/10" in out and "loss 2.2000, 1,234 tok/s" in out
     assert "step 3/10  loss" not in out  # a bar, not lines
+
+
+def test_repo_mode_trains_with_context_from_the_index(workdir, tmp_path):
+    """data.context=repo: samples open with snippets of other train files (the dataset's index
+    neighbours), and a dataset without an index is refused before anything is written."""
+    from codetune.context import index_dataset
+    from codetune.data.prepare import prepare
+    from codetune.tokens.stream import make_stream
+    from codetune.train.trainer import context_providers
+
+    from .conftest import TINY_CORPUS_FILE, prep_cfg
+
+    repo = tmp_path / "shop"
+    (repo / "shop").mkdir(parents=True)
+    (repo / "shop" / "money.py").write_text("def cents(x):\n    return round(x * 100)\n")
+    for i in range(12):
+        (repo / "shop" / f"view_{i}.py").write_text(
+            "from shop.money import cents\n\n" + TINY_CORPUS_FILE.format(i=i))
+    ds = tmp_path / "ds"
+    prepare([str(repo)], ds, prep_cfg(valid_fraction=0.2, dedup_near=False), progress=False,
+            context_index=index_dataset)
+    over = {"data.dataset": str(ds), "data.context": "repo", "data.context_tokens": 60,
+            "data.seq_length": 128,
+            "train.max_steps": 2, "train.save_steps": 2}
+    cfg = run_cfg(workdir, "llama", **over)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(workdir["tok"]))
+    train_ctx, held_ctx = context_providers(cfg, tok)
+    from codetune.context import RepoIndex
+
+    held = {p for _, p, _ in RepoIndex.for_dataset(ds).files()}
+    trained = sorted(p for p in held if "view" in p)[0]
+    out = next(f"shop/view_{i}.py" for i in range(12) if f"shop/view_{i}.py" not in held)
+    money = ("shop/money.py", "def cents(x):\n    return round(x * 100)")
+    for fn, path in ((train_ctx, trained), (held_ctx, out)):
+        ctx = fn("shop", path, (repo / path).read_text())
+        assert ctx.path == path and ctx.snippets and money in ctx.snippets
+        assert all(p != path for p, _ in ctx.snippets)
+        assert ctx.snippets[-1] == money  # the imported definition ranks first: nearest the hole
+    seqs = make_stream(cfg, tok, "train", context=train_ctx).sequences()
+    text = tok.decode(next(seqs).input_ids.tolist(), skip_special_tokens=False)
+    assert "<repo_name>shop" in text and "<file_sep>" in text
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.steps == 2 and np.isfinite(result.train_loss)
+
+    plain = tmp_path / "plain"
+    prepare([str(repo)], plain, prep_cfg(valid_fraction=0.2, dedup_near=False), progress=False)
+    with pytest.raises(CodetuneError, match="no(ne)?.*codetune prepare"):
+        train(run_cfg(workdir, "llama", **{**over, "data.dataset": str(plain)}),
+              tmp_path / "run2", progress=False)
+    assert not (tmp_path / "run2").exists()

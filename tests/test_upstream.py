@@ -186,8 +186,9 @@ def test_an_upstream_that_breaks_off_mid_stream_ends_the_stream_with_an_error(fr
 def test_cli_upstream_flags(tiny_run, monkeypatch):
     served = {}
     monkeypatch.setattr("codetune.serve.app.serve",
-                        lambda loaded, settings, upstream=None: served.update(
-                            loaded=loaded, settings=settings, upstream=upstream))
+                        lambda loaded, settings, upstream=None, context=None: served.update(
+                            loaded=loaded, settings=settings, upstream=upstream,
+                            context=context))
     monkeypatch.setenv("VLLM_KEY", "k1")
     assert cli.main(["serve", str(tiny_run["run"]), "--upstream", "http://127.0.0.1:9/v1/",
                      "--upstream-model", "mine", "--upstream-api-key-env", "VLLM_KEY"]) == 0

@@ -18,7 +18,9 @@ def add_serve(sub) -> None:
         "serve", help="an OpenAI-compatible (and TGI/llm-ls) completion server for editors",
         description="Serve a run folder (base + adapter), a merged model or a base model over "
                     "HTTP: POST /v1/completions (OpenAI, with suffix = FIM, streaming), POST "
-                    "/generate (TGI, llm-vscode), GET /v1/models, GET /health.")
+                    "/generate (TGI, llm-vscode), POST /infill (llama.cpp, llama.vscode), GET "
+                    "/v1/models, GET /health. FIM prompts get repository context: snippets of "
+                    "other files, from the run's dataset index or --context PATH.")
     add_model_args(p)
     d = ServeSettings()
     p.add_argument("--host", default=d.host,
@@ -43,6 +45,13 @@ def add_serve(sub) -> None:
                    help="seconds per request, queueing included (default: %(default)s)")
     p.add_argument("--log-prompts", action="store_true",
                    help="log prompts and completions (off: only sizes and timings)")
+    c = p.add_argument_group("repository context")
+    c.add_argument("--context", metavar="PATH",
+                   help="index this working tree and follow its changes (default: the index of "
+                        "the run's dataset, when TARGET is a run)")
+    c.add_argument("--context-tokens", type=int, default=d.context_tokens,
+                   help="token budget of the context of one request; 0 turns it off "
+                        "(default: %(default)s)")
     u = p.add_argument_group(
         "upstream", "generate on a batching engine (vLLM, TGI, llama.cpp server, Ollama) through "
                     "its OpenAI-compatible /v1/completions; codetune keeps its API, key, limits, "
@@ -60,10 +69,11 @@ def add_serve(sub) -> None:
 def add_editor_config(sub) -> None:
     d = ServeSettings()
     e = sub.add_parser(
-        "editor-config", help="print a Continue or llm-vscode config for `codetune serve`",
+        "editor-config", help="print a Continue, llm-vscode or llama.vscode config for "
+                              "`codetune serve`",
         description="Print a configuration snippet for an editor plugin. The FIM tokens come "
                     "from --family, from TARGET, or else from the server at --url.")
-    e.add_argument("editor", choices=["continue", "llm-vscode"])
+    e.add_argument("editor", choices=["continue", "llm-vscode", "llama-vscode"])
     e.add_argument("target", nargs="?", metavar="TARGET", help="the served run or model")
     e.add_argument("--url", default=f"http://127.0.0.1:{d.port}", help="the server's address")
     e.add_argument("--api-key-env", metavar="NAME",
@@ -86,17 +96,21 @@ def run(args: argparse.Namespace) -> int:
         (UPSTREAM_SLOTS if args.upstream else d.slots),
         queue=args.queue, max_body_bytes=args.max_body_bytes,
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
-        request_timeout=args.request_timeout, log_prompts=args.log_prompts)
+        request_timeout=args.request_timeout, log_prompts=args.log_prompts,
+        context_tokens=args.context_tokens)
     settings.validate()  # before the (slow) model load
     from codetune.serve.app import serve
+    from codetune.serve.context import open_context
+
+    context = open_context(args.target, args.context, args.context_tokens)
 
     if args.upstream:
         from codetune.serve.upstream import Upstream, load_front
 
         upstream = Upstream(args.upstream, args.upstream_model, _upstream_key(args))
-        serve(load_front(args.target), settings, upstream)
+        serve(load_front(args.target), settings, upstream, context)
         return 0
-    serve(load_target(args), settings)
+    serve(load_target(args), settings, context=context)
     return 0
 
 

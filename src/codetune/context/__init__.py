@@ -15,6 +15,7 @@ held-out files never see themselves).
 from codetune.context.budget import Snippet, pack
 from codetune.context.build import build_index, index_dataset, index_tree
 from codetune.context.index import BuildStats, RepoIndex
+from codetune.context.layout import outside, repo_context
 
 __all__ = ["BuildStats", "RepoIndex", "Snippet", "build_index", "index_dataset", "index_tree",
-           "pack"]
+           "outside", "pack", "repo_context"]

@@ -7,15 +7,16 @@ from codetune.errors import CodetuneError
 from codetune.infer.loader import Loaded
 
 
-def fim_prompt(loaded: Loaded, prefix: str, suffix: str) -> list[int]:
-    """Token ids of the FIM prompt (PSM) for this model family."""
+def fim_prompt(loaded: Loaded, prefix: str, suffix: str, repo=None) -> list[int]:
+    """Token ids of the FIM prompt (PSM) for this model family; `repo`
+    (`tokens.fim.RepoContext`) puts repository context in front, as in repo-mode training."""
     from codetune.tokens.fim import build_prompt
 
     if loaded.fim is None:
         raise CodetuneError(
             "this model's tokenizer has no Fill-in-the-Middle tokens, so it cannot infill; "
             "give only a prefix (left-to-right completion) or use a FIM-trained model")
-    return build_prompt(loaded.tokenizer, loaded.fim, prefix, suffix)
+    return build_prompt(loaded.tokenizer, loaded.fim, prefix, suffix, repo=repo)
 
 
 def stop_ids(loaded: Loaded) -> list[int]:

@@ -3,12 +3,19 @@
     POST /v1/completions   OpenAI legacy completions: prompt (+ suffix = FIM), max_tokens,
                            temperature, top_p, top_k, stop, seed, stream (SSE)
     POST /generate         TGI / llm-ls: {"inputs", "parameters"} -> {"generated_text"}
+    POST /infill           llama.cpp / llama.vscode: input_prefix, input_suffix, input_extra
+                           [{filename, text}], prompt, n_predict, ... -> {"content"}
     GET  /v1/models        the one model served (with its FIM tokens, for `editor-config`)
     GET  /health           liveness and load; the only route without the API key
 
 Prompts: with `suffix`, the server builds the family's FIM prompt from prompt (the prefix) and
 suffix, exactly as in training. Without it the prompt is tokenized as given, special tokens
 recognised, so editors that format FIM themselves ("<fim_prefix>...<fim_middle>") work.
+
+Repository context (`serve/context.py`; off with --context-tokens 0): FIM requests get snippets
+of other files of the repository in front of the prompt, as in repo-mode training; `path`
+(an extension field of /v1/completions) names the file being completed. The answer lists the
+files used (`codetune.context` in /v1/completions, `context` in /infill and /generate).
 
 Sampling fields, validated by one function for both routes (`_gen_params`): max_tokens /
 max_new_tokens an integer >= 1; temperature a number in [0, 2], under 1e-5 greedy (0: greedy);
@@ -76,6 +83,13 @@ UNSUPPORTED_OPENAI: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (0,), "frequency_penalty": (0,)}
 
 
+# llama.cpp's infill options that would change the answer (llama.vscode's cache_prompt,
+# samplers, t_max_*_ms, n_indent, response_fields, ... only tune speed or the reply: ignored).
+UNSUPPORTED_INFILL: dict[str, tuple[Any, ...]] = {
+    "n_probs": (0,), "grammar": ("",), "json_schema": ({},), "repeat_penalty": (1, 1.0),
+    "presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ([], {})}
+
+
 UNSUPPORTED_TGI: dict[str, tuple[Any, ...]] = {
     "best_of": (1,), "repetition_penalty": (1,), "frequency_penalty": (0,), "typical_p": (),
     "top_n_tokens": (0,), "truncate": (), "details": (False,), "decoder_input_details": (False,),
@@ -120,7 +134,26 @@ def _schemas():
         parameters: Parameters = Field(default_factory=Parameters)
         stream: bool = False
 
-    return Completions, Generate
+    class Extra(BaseModel):
+        model_config = ConfigDict(strict=True, extra="ignore")
+        filename: str = ""
+        text: str = ""
+
+    class Infill(BaseModel):
+        model_config = strict
+        input_prefix: str = ""
+        input_suffix: str = ""
+        input_extra: list[Extra] = Field(default_factory=list)
+        prompt: str = ""
+        n_predict: int | None = None  # -1: until a stop (here: --max-tokens)
+        temperature: float | None = None
+        top_p: float | None = None
+        top_k: int | None = None
+        stop: str | list[str] | None = None
+        seed: int | None = None
+        stream: bool = False
+
+    return Completions, Generate, Infill
 
 
 async def _parse(request: Any, schema: Any) -> Any:
@@ -147,14 +180,20 @@ def fim_info(fim: Any) -> dict[str, Any] | None:
     if fim is None:
         return None
     f = fim.format
+    repo = fim.file_sep_id is not None  # the family's repository layout (tokens.fim)
     return {"family": f.family, "prefix": f.prefix + (" " if f.sentencepiece_spacing else ""),
-            "suffix": f.suffix, "middle": f.middle, "stop": list(fim.stop_strings)}
+            "suffix": f.suffix, "middle": f.middle, "stop": list(fim.stop_strings),
+            "file_sep": f.file_sep if repo else None,
+            "repo_name": f.repo_name if repo and fim.repo_name_id is not None else None,
+            "repo_name_newline": f.repo_name_newline, "path_in_prefix": f.path_in_fim_prefix}
 
 
-def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any = None):
+def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any = None,
+               context: Any = None):
     """The FastAPI app serving `loaded` (from `inference.load`). Tests run it with uvicorn on
     an ephemeral port (`BackgroundServer`). With `upstream` (`serve.upstream.Upstream`) the
-    generation runs on that server and `loaded` needs no weights (`upstream.load_front`)."""
+    generation runs on that server and `loaded` needs no weights (`upstream.load_front`). With
+    `context` (`serve.context.ServeContext`) FIM prompts get repository context."""
     from contextlib import asynccontextmanager
 
     # (no `from __future__ import annotations` in this module: FastAPI reads the handlers'
@@ -165,15 +204,20 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
 
     from codetune.infer.generate import GenerationStream
     from codetune.infer.prompts import raw_prompt
+    from codetune.serve.context import Hole, parse_repo_prompt
 
     settings = settings or ServeSettings()
     engine = Engine(loaded, settings) if upstream is None else upstream.engine(loaded, settings)
-    Completions, Generate = _schemas()
+    Completions, Generate, Infill = _schemas()
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(app):
+        if context is not None:
+            context.start()
         yield
+        if context is not None:
+            context.stop()
         engine.closing = True
         for stream in list(engine.running):
             stream.cancel.set()
@@ -201,23 +245,42 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         return JSONResponse(error_body(request.url.path, 500, "internal error (see the server "
                                        "log)", "server_error"), 500)
 
-    async def tokenized(deadline: float, text: str, suffix: str | None = None) -> list[int]:
-        """The prompt's ids, tokenized in the tokenizer pool: the FIM prompt of prefix `text` and
-        `suffix`, or, without a suffix, `text` as the client formatted it."""
+    def fim_with_context(mine: Any, hole: Any) -> tuple[list[int], list[str], Any]:
         from codetune.infer.prompts import fim_prompt
 
-        engine.check_chars(len(text) + len(suffix or ""))
+        if context is None or mine.fim is None:
+            return fim_prompt(mine, hole.prefix, hole.suffix), [], None
+        ids, paths = context.prompt(mine, hole, engine.max_prompt)
+        return ids, paths, hole
+
+    def raw_with_context(mine: Any, text: str) -> tuple[list[int], list[str], Any]:
+        ids = raw_prompt(mine, text)
+        hole = parse_repo_prompt(mine, ids) if context is not None else None
+        if hole is None:  # file-level, or already with context: as given
+            return ids, [], None
+        ids, paths = context.prompt(mine, hole, engine.max_prompt)
+        return ids, paths, hole
+
+    async def tokenized(deadline: float, text: str, suffix: str | None = None,
+                        path: str | None = None, extra: list | None = None
+                        ) -> tuple[list[int], list[str], Any]:
+        """(ids, context paths, the hole when context was added) of the prompt, built in the
+        tokenizer pool: the FIM prompt of prefix `text` and `suffix` (with repository
+        context), or, without a suffix, `text` as the client formatted it."""
+        engine.check_chars(len(text) + len(suffix or "") +
+                           sum(len(t) for _, t in extra or ()))
         try:
             if suffix is None:
-                return await engine.tokenize(deadline, raw_prompt, text)
-            return await engine.tokenize(deadline, fim_prompt, text, suffix)
+                return await engine.tokenize(deadline, raw_with_context, text)
+            return await engine.tokenize(deadline, fim_with_context,
+                                         Hole(text, suffix, path, None, list(extra or ())))
         except CodetuneError as e:  # no FIM tokens
             raise ApiError(400, f"suffix given, but {e}") from None
         except ValueError as e:  # the tokenizer refuses the text (CodeLlama: two <FILL_ME>)
             raise ApiError(400, f"the prompt cannot be tokenized: {e}") from None
 
     def prepare(ids: list[int], params: Any, prefix: str | None = None,
-                suffix: str | None = None, text: str = "") -> Any:
+                suffix: str | None = None, text: str = "", laid_out: bool = False) -> Any:
         # prefix / suffix: a FIM request's own text, for the Finisher's suffix check (a raw
         # prompt's hole, None here, is read back from the prompt in the worker thread)
         if len(ids) > engine.max_prompt:
@@ -225,7 +288,8 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
                            f"{engine.max_prompt} (--max-prompt-tokens)", "context_length_exceeded")
         try:
             if upstream is not None:  # `text`: the raw prompt as the client sent it
-                return engine.stream(ids, params, prefix=prefix, suffix=suffix, text=text)
+                return engine.stream(ids, params, prefix=prefix, suffix=suffix, text=text,
+                                     laid_out=laid_out)
             return GenerationStream(loaded, ids, params, lock=engine.lock, prefix=prefix, suffix=suffix)
         except CodetuneError as e:  # an empty prompt, or one that fills the context window
             raise ApiError(400, str(e)) from None
@@ -286,9 +350,15 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         reject_unsupported(body.model_extra, UNSUPPORTED_OPENAI)
         params = gen_params(settings, body.max_tokens, body.temperature, body.top_p, body.top_k,
                              body.stop, body.seed)
-        ids = await tokenized(deadline, prompts[0], body.suffix)
+        path = body.model_extra.get("path") if body.model_extra else None
+        if path is not None and not isinstance(path, str):
+            raise ApiError(400, "path: the file being completed, as a string")
+        ids, paths, hole = await tokenized(deadline, prompts[0], body.suffix, path)
         fim = body.suffix is not None
-        stream = prepare(ids, params, prompts[0] if fim else None, body.suffix, prompts[0])
+        if hole is not None:  # repository context was added: the hole it was built around
+            stream = prepare(ids, params, hole.prefix, hole.suffix, prompts[0], laid_out=True)
+        else:
+            stream = prepare(ids, params, prompts[0] if fim else None, body.suffix, prompts[0])
         rid, model = f"cmpl-{uuid.uuid4().hex}", settings.model_name
 
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
@@ -301,9 +371,10 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
                     "completion_tokens": stream.completion_tokens,
                     "total_tokens": stream.prompt_tokens + stream.completion_tokens}
 
+        info = {"codetune": {"context": paths}}
         if not body.stream:
             await run_to_end(request, stream, "/v1/completions", deadline)
-            return {**chunk(stream.text, stream.finish_reason), "usage": usage()}
+            return {**chunk(stream.text, stream.finish_reason), "usage": usage(), **info}
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         cancel = await admit(request, stream, deadline)
         loop = asyncio.get_running_loop()
@@ -332,7 +403,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
                                           f"{settings.request_timeout:g} s (--request-timeout)",
                                           "timeout"))
                 else:
-                    yield _sse(chunk("", stream.finish_reason))
+                    yield _sse({**chunk("", stream.finish_reason), **info})
                     if include_usage:
                         yield _sse({**chunk("", None), "choices": [], "usage": usage()})
                 yield "data: [DONE]\n\n"
@@ -357,10 +428,71 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         reject_unsupported(p.model_extra, UNSUPPORTED_TGI, "parameters.")
         params = gen_params(settings, p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.stop,
                              p.seed, p.do_sample, tgi=True)
-        stream = prepare(await tokenized(deadline, body.inputs), params, text=body.inputs)
+        ids, paths, hole = await tokenized(deadline, body.inputs)
+        if hole is not None:
+            stream = prepare(ids, params, hole.prefix, hole.suffix, body.inputs, laid_out=True)
+        else:
+            stream = prepare(ids, params, text=body.inputs)
         await run_to_end(request, stream, "/generate", deadline)
         text = body.inputs + stream.text if p.return_full_text else stream.text
-        return {"generated_text": text}
+        return {"generated_text": text, **({"context": paths} if paths else {})}
+
+    @app.post("/infill")
+    async def infill(request: Request):
+        """llama.cpp's infill API (llama.vscode, llama.vim): the prompt is built here, with the
+        client's `input_extra` chunks and retrieved ones as repository context."""
+        deadline = time.monotonic() + settings.request_timeout
+        body = await _parse(request, Infill)
+        reject_unsupported(body.model_extra, UNSUPPORTED_INFILL)
+        n = body.n_predict if body.n_predict is not None and body.n_predict >= 0 else None
+        params = gen_params(settings, n, body.temperature, body.top_p, body.top_k, body.stop,
+                            body.seed)
+        prefix = body.input_prefix + body.prompt  # llama.cpp: `prompt` follows the prefix
+        extra = [(e.filename, e.text) for e in body.input_extra]
+        ids, paths, _ = await tokenized(deadline, prefix, body.input_suffix, None, extra)
+        stream = prepare(ids, params, prefix, body.input_suffix, prefix,
+                         laid_out=bool(paths))
+
+        def answer(content: str, done: bool) -> dict[str, Any]:
+            out: dict[str, Any] = {"content": content, "stop": done}
+            if done:
+                out.update(tokens_predicted=stream.completion_tokens,
+                           tokens_evaluated=stream.prompt_tokens, truncated=False,
+                           stop_type="limit" if stream.finish_reason == "length" else "eos",
+                           context=paths)
+            return out
+
+        if not body.stream:
+            await run_to_end(request, stream, "/infill", deadline)
+            return answer(stream.text, True)
+        cancel = await admit(request, stream, deadline)
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        fut = engine.start(stream, lambda q: loop.call_soon_threadsafe(pieces.put_nowait, q))
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        if upstream is not None:
+            await engine.opened(stream)
+
+        async def events():
+            try:
+                while (piece := await pieces.get()) is not None:
+                    yield _sse(answer(piece, False))
+                failed = fut.cancelled() or fut.exception() is not None
+                if failed or stream.finish_reason == "timeout":
+                    code = 504 if not failed else 500
+                    yield _sse(error_body("", code, "generation failed or timed out",
+                                          "server_error"))
+                else:
+                    yield _sse(answer("", True))
+            except Exception:
+                log.exception("stream failed")
+                yield _sse(error_body("", 500, "internal error (see the server log)",
+                                      "server_error"))
+            finally:
+                cancel.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
 
     return app
 
@@ -464,12 +596,13 @@ class BackgroundServer:
         self.thread.join(10)
 
 
-def serve(loaded: Any, settings: ServeSettings, upstream: Any = None) -> None:
+def serve(loaded: Any, settings: ServeSettings, upstream: Any = None,
+          context: Any = None) -> None:
     """Serve until interrupted (Ctrl-C: in-flight requests get up to 5 s to finish)."""
     import uvicorn
 
     settings.validate()
-    app = create_app(loaded, settings, upstream)
+    app = create_app(loaded, settings, upstream, context)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=5)
@@ -483,6 +616,11 @@ def serve(loaded: Any, settings: ServeSettings, upstream: Any = None) -> None:
     server.handle_exit = closing
     via = f" through {upstream.url}" if upstream is not None else ""
     print(f"serving {loaded.description}{via} as {settings.model_name!r} on "
-          f"http://{settings.host}:{settings.port} (OpenAI /v1/completions, TGI /generate); "
-          f"API key {'required' if settings.api_key else 'off'}", flush=True)
+          f"http://{settings.host}:{settings.port} (OpenAI /v1/completions, TGI /generate, "
+          f"llama.cpp /infill); API key {'required' if settings.api_key else 'off'}", flush=True)
+    if context is not None:
+        where = (f"the working tree {context.index.root} (followed)" if context.live else
+                 "the run's dataset index")
+        print(f"repository context: up to {context.budget} tokens from {where}, "
+              f"{len(context.index):,} chunks", flush=True)
     server.run()

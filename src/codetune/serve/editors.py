@@ -1,8 +1,14 @@
 """`codetune editor-config`: ready-made settings for editor plugins that talk to `serve`.
 
-Continue (an OpenAI-compatible autocomplete model with the family's FIM template) and
-llm-vscode (the TGI-style `/generate` backend with `llm.fillInTheMiddle.*` tokens). The FIM
+Continue (an OpenAI-compatible autocomplete model with the family's FIM template),
+llm-vscode (the TGI-style `/generate` backend with `llm.fillInTheMiddle.*` tokens) and
+llama.vscode (llama.cpp's `/infill`, which sends chunks of the files open in the editor). The FIM
 tokens come from --family, from TARGET's tokenizer, or from the running server's /v1/models.
+
+Repository context: Continue's template, for families with repository tokens, is the
+repository layout with the repository name and the file's path and no snippets, which the
+server completes with snippets of other files (`serve.context.parse_repo_prompt`); llama.vscode
+gets server-side retrieval through `/infill` on top of its own chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ def editor_config(editor: str, url: str, model: str, fim: dict[str, Any] | None,
     if fim is None:
         raise CodetuneError(f"model {model} has no FIM tokens, so editors cannot infill with it")
     template = fim["prefix"] + "{{{prefix}}}" + fim["suffix"] + "{{{suffix}}}" + fim["middle"]
+    if fim.get("file_sep"):  # the repository layout, snippets left to the server
+        head = (fim["repo_name"] + "{{{reponame}}}" + ("\n" if fim.get("repo_name_newline")
+                                                         else "")) if fim.get("repo_name") else ""
+        if fim.get("path_in_prefix"):  # StarCoder2: the path opens the FIM prefix
+            template = (head + fim["file_sep"] + fim["prefix"] + "{{{filename}}}\n{{{prefix}}}"
+                        + fim["suffix"] + "{{{suffix}}}" + fim["middle"])
+        else:
+            template = head + fim["file_sep"] + "{{{filename}}}\n" + template
     if editor == "continue":
         # Continue's config.yaml (docs.continue.dev/reference: models, roles, promptTemplates,
         # defaultCompletionOptions; apiBase + useLegacyCompletionsEndpoint from
@@ -65,7 +79,19 @@ def editor_config(editor: str, url: str, model: str, fim: dict[str, Any] | None,
             head.append(f"// API key: run 'Llm: Login' and paste the value of ${api_key_env}; "
                         "llm-ls sends it as 'Authorization: Bearer'.")
         return "\n".join(head) + "\n" + json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
-    raise CodetuneError(f"unknown editor {editor!r}; choose continue or llm-vscode")
+    if editor == "llama-vscode":
+        # llama.vscode posts llama.cpp's /infill (input_prefix, input_suffix, input_extra) to
+        # `llama-vscode.endpoint` (ggml-org/llama.vscode README; llama.cpp server README
+        # "POST /infill"); codetune builds the FIM prompt and adds repository context.
+        settings = {"llama-vscode.endpoint": url, "llama-vscode.n_predict": 128,
+                    "llama-vscode.ask_install_llamacpp": False}
+        head = ["// VS Code settings.json (llama.vscode): completions from codetune's /infill"]
+        if api_key_env:
+            settings["llama-vscode.api_key"] = f"<the value of ${api_key_env}>"
+            head.append("// llama-vscode.api_key is sent as 'Authorization: Bearer'")
+        return "\n".join(head) + "\n" + json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+    raise CodetuneError(f"unknown editor {editor!r}; choose continue, llm-vscode or "
+                        "llama-vscode")
 
 
 def model_info(family: str | None, target: str | None, url: str, api_key_env: str | None,
@@ -81,7 +107,9 @@ def model_info(family: str | None, target: str | None, url: str, api_key_env: st
         stop = [s for s in (f.eos, f.eot, f.file_sep, f.repo_name, f.prefix, f.suffix, f.middle,
                             f.pad) if s]
         fim = {"family": f.family, "prefix": f.prefix + (" " if f.sentencepiece_spacing else ""),
-               "suffix": f.suffix, "middle": f.middle, "stop": stop}
+               "suffix": f.suffix, "middle": f.middle, "stop": stop, "file_sep": f.file_sep,
+               "repo_name": f.repo_name, "repo_name_newline": f.repo_name_newline,
+               "path_in_prefix": f.path_in_fim_prefix}
         return model_name or "codetune", fim, None
     if target:
         from codetune.infer.loader import tokenizer_and_fim

@@ -31,6 +31,7 @@ class ServeSettings:
     default_max_tokens: int = 128  # when the request gives none (the seed's value)
     request_timeout: float = 60.0  # seconds, queueing included
     log_prompts: bool = False
+    context_tokens: int = 512  # repository context per request; 0: off
 
     def validate(self) -> None:
         if not is_loopback(self.host) and not self.api_key:
@@ -41,6 +42,8 @@ class ServeSettings:
         for name in ("slots", "max_body_bytes", "max_tokens", "default_max_tokens"):
             if getattr(self, name) < 1:
                 raise CodetuneError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.context_tokens < 0:
+            raise CodetuneError("--context-tokens must be 0 (off) or more")
         if self.queue < 0 or self.request_timeout <= 0:
             raise CodetuneError("--queue must be >= 0 and --request-timeout > 0")
 

@@ -118,8 +118,9 @@ class UpstreamEngine(Engine):
         return self._http
 
     def stream(self, ids: list[int], params: Any, *, prefix: str | None, suffix: str | None,
-               text: str) -> UpstreamStream:
-        return UpstreamStream(self, ids, params, prefix=prefix, suffix=suffix, text=text)
+               text: str, laid_out: bool = False) -> UpstreamStream:
+        return UpstreamStream(self, ids, params, prefix=prefix, suffix=suffix, text=text,
+                              laid_out=laid_out)
 
     def start(self, stream: Any, on_piece: Any = None) -> concurrent.futures.Future:
         loop = asyncio.get_running_loop()
@@ -160,7 +161,8 @@ class UpstreamStream:
     `completion_tokens`, and `cancel` / `deadline` set on admission."""
 
     def __init__(self, engine: UpstreamEngine, ids: list[int], params: Any, *,
-                 prefix: str | None, suffix: str | None, text: str) -> None:
+                 prefix: str | None, suffix: str | None, text: str,
+                 laid_out: bool = False) -> None:
         from codetune.infer.prompts import prompt_hole
         from codetune.serve.app import fim_info
 
@@ -175,7 +177,12 @@ class UpstreamStream:
                                     "prefix/suffix")
             budget = min(budget, engine.window - len(ids))
         self.engine, self.params, self.budget, self.prompt = engine, params, budget, ids
-        if suffix is not None:  # a FIM request: the family's prompt, in vocabulary spelling
+        if laid_out:  # the prompt with repository context, as built here: sent as its text
+            bos = loaded.fim.bos_id if loaded.fim is not None else None
+            body = ids[1:] if bos is not None and ids[:1] == [bos] else ids
+            self.body_prompt = loaded.tokenizer.decode(body, skip_special_tokens=False)
+            self.hole = (prefix, suffix)
+        elif suffix is not None:  # a FIM request: the family's prompt, in vocabulary spelling
             fi = fim_info(loaded.fim)
             self.body_prompt = f"{fi['prefix']}{prefix}{fi['suffix']}{suffix}{fi['middle']}"
             self.hole: tuple[str | None, str | None] | None = (prefix, suffix)

@@ -154,6 +154,39 @@ def _trainer_class():
     return CodetuneTrainer
 
 
+def context_providers(cfg: RunConfig, tokenizer) -> tuple[Any, Any]:
+    """(train, held-out) `context(repo_id, path, text)` callables for data.context=repo, on the
+    dataset's repository index: a train file gets its neighbours computed at index time (no
+    retrieval while streaming); a held-out file, which the index never holds, gets a retrieval
+    against the train files of its repository with its first lines as the query."""
+    import functools
+
+    from codetune.context import RepoIndex, repo_context
+
+    index = RepoIndex.for_dataset(cfg.data.dataset)
+    if index is None:
+        raise CodetuneError(
+            f"data.context=repo needs the repository index of {cfg.data.dataset}, and it has "
+            "none (prepared by an older codetune, or with prepare.context_index=false); "
+            "prepare it again with `codetune prepare SOURCE... -o DATASET --overwrite`")
+    budget = cfg.data.context_tokens
+
+    @functools.lru_cache(maxsize=65536)
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False,
+                             split_special_tokens=True)["input_ids"])
+
+    def train_ctx(repo_id: str, path: str, text: str):
+        return repo_context(index.neighbours(repo_id, path), budget, count, repo_id, path)[0]
+
+    def held_out_ctx(repo_id: str, path: str, text: str):
+        head = "\n".join(text.splitlines()[:40])
+        return repo_context(index.retrieve(head, "", path, repo_id), budget, count, repo_id,
+                            path)[0]
+
+    return train_ctx, held_out_ctx
+
+
 class _Capped:
     """An eval stream limited to `n` sequences (a torch IterableDataset). With `exact`, it
     yields exactly `n`, going round its stream again if that is shorter (then round `fallback`,
@@ -246,6 +279,9 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     tokenizer = M.load_tokenizer(cfg.model)
     n_vocab = len(tokenizer)
     fim_tokens = resolve_fim(tokenizer, cfg.fim)
+    train_ctx = held_out_ctx = None
+    if cfg.data.context == "repo":  # the dataset's index is checked before anything is touched
+        train_ctx, held_out_ctx = context_providers(cfg, tokenizer)
     new_ids = list(range(n_vocab, len(tokenizer)))
     model = M.load_model(cfg, tokenizer)
     positions = getattr(model.config, "max_position_embeddings", None) or getattr(
@@ -286,7 +322,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             (out / RUN_RECORD).write_text(json.dumps(record, indent=1))
 
         train_stream = make_stream(cfg, tokenizer, "train", seed=cfg.train.seed,
-                                   fim_tokens=fim_tokens)
+                                   fim_tokens=fim_tokens, context=train_ctx)
         evals = {}
         if resolve_files(cfg.data.dataset, "validation")[0]:
             # Train-time evaluation is capped (data.max_eval_sequences) so its cost does not grow
@@ -296,6 +332,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             per_rank = cap if cap is None or world == 1 else -(-cap // world)
 
             def held_out(**kw):
+                kw["context"] = held_out_ctx
                 if per_rank is None:  # all of it: every rank evaluates everything, in step
                     return make_stream(cfg, tokenizer, "validation", rank=0, world_size=1, **kw)
                 share = make_stream(cfg, tokenizer, "validation", rank=rank, world_size=world,
