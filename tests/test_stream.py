@@ -278,3 +278,26 @@ def test_repo_context_is_laid_out_and_never_trained_on(dataset, tok):
     assert len(calls) == len(set(calls))
     text = tok.decode(seqs[0].input_ids.tolist(), skip_special_tokens=False)
     assert "<repo_name>" in text and "<file_sep>" in text
+
+
+def test_preview_shows_the_repo_layout(tmp_path, capsys):
+    from codetune.cli import main
+    from codetune.context import index_dataset
+
+    from .tiny import build_tokenizer as bt
+
+    repo = tmp_path / "shop"
+    (repo / "shop").mkdir(parents=True)
+    (repo / "shop" / "money.py").write_text("def cents(x):\n    return round(x * 100)\n")
+    for i in range(6):
+        (repo / "shop" / f"v{i}.py").write_text(f"from shop.money import cents\n\nV{i} = "
+                                                f"cents({i})\n" * 3)
+    prepare([str(repo)], tmp_path / "ds", prep_cfg(valid_fraction=0.0, dedup_near=False),
+            progress=False, context_index=index_dataset)
+    tok = bt(tmp_path / "tok")
+    assert main(["preview", str(tmp_path / "ds"), "--tokenizer", str(tok), "-n", "1",
+                 "-s", "data.context=repo", "-s", "data.context_tokens=64",
+                 "-s", "data.seq_length=256", "-s", "fim.rate=0"]) == 0
+    out = capsys.readouterr().out
+    assert "repository context: up to 64 tokens" in out
+    assert "<repo_name>shop<file_sep>shop/money.py\ndef cents(x):" in out

@@ -183,7 +183,10 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
     echo(f"model: bundled codetune-mini ({'QLoRA 4-bit' if quant == '4bit' else 'LoRA'}, "
          f"{steps} steps); for real work use {mini.REAL_RECIPE} on a GPU")
     t = time.perf_counter()
-    summary = prepare([source], out / "dataset", cfg.prepare, progress=progress)
+    from codetune.context import index_dataset
+
+    summary = prepare([source], out / "dataset", cfg.prepare, progress=progress,
+                      context_index=index_dataset)
     timings["prepare"] = time.perf_counter() - t
     n_train, n_valid = summary.kept.get("train", 0), summary.kept.get("validation", 0)
     echo(f"[1/3] prepared {n_train} training + {n_valid} held-out files "

@@ -123,7 +123,13 @@ def _run_preview(args: argparse.Namespace) -> int:
 
     cfg = build_config(args, {"data.dataset": args.dataset})
     tok = load_tokenizer(args.tokenizer, args.trust_remote_code)
-    print(preview(cfg, tok, args.split, args.sequences))
+    context = None
+    if cfg.data.context == "repo":  # the layout training will see, from the dataset's index
+        from codetune.train.trainer import context_providers
+
+        train_ctx, held_out_ctx = context_providers(cfg, tok)
+        context = train_ctx if args.split == "train" else held_out_ctx
+    print(preview(cfg, tok, args.split, args.sequences, context=context))
     return 0
 
 

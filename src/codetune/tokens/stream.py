@@ -492,11 +492,12 @@ def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | Non
                           fim_rate=fim_rate, context=context, repo_tokens=repo_tokens, **kw)
 
 
-def preview(cfg, tokenizer, split: str = "train", n: int = 2) -> str:
-    """Human-readable view of the first `n` sequences: what `codetune preview` prints."""
+def preview(cfg, tokenizer, split: str = "train", n: int = 2, context=None) -> str:
+    """Human-readable view of the first `n` sequences: what `codetune preview` prints
+    (`context`: as for `make_stream`, to show the repository layout)."""
     import itertools
 
-    stream = make_stream(cfg, tokenizer, split)
+    stream = make_stream(cfg, tokenizer, split, context=context)
     seqs = list(itertools.islice(stream.sequences(), max(n, 20)))
     fim = stream.encoder.fim
     lines = []
@@ -508,6 +509,14 @@ def preview(cfg, tokenizer, split: str = "train", n: int = 2) -> str:
                      f"{int((ids == fim.middle_id).sum())}")
     else:
         lines.append("FIM: off (fim.rate=0)")
+    if context is not None:
+        ids = np.concatenate([s.input_ids for s in seqs])
+        labels = np.concatenate([s.labels for s in seqs])
+        masked = int(((labels == IGNORE_INDEX) & (ids != (stream.encoder.tok.pad_token_id
+                                                          or -1))).sum())
+        lines.append(f"repository context: up to {cfg.data.context_tokens} tokens a file, from "
+                     f"the dataset's index; {masked / max(len(ids), 1):.1%} of the tokens are "
+                     "context or document starts (no loss)")
     lines.append(f"{len(seqs) * cfg.data.seq_length:,} tokens; "
                  f"{stream.cross_doc_share:.1%} of them would attend across a document "
                  f"boundary without per-document positions (packing={cfg.data.packing})")
