@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -314,3 +315,90 @@ def test_verdict_from_typed_scores():
     assert _verdict({"edit": unclear}).startswith("no difference")
     assert better.to_dict() == {"n": 10, "lower_is_better": False, "base": 0.1, "tuned": 0.3,
                                 "delta": 0.2, "ci95": [0.05, 0.35]}
+
+
+def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
+    """eval.context=both: base and tuned, each with and without snippets of the train files;
+    paired comparisons for "context helped" and "tuning helped"; no held-out file in any
+    prompt's context."""
+    import pyarrow.parquet as pq
+
+    from codetune.cli import main
+    from codetune.context import RepoIndex, index_dataset
+    from codetune.data.prepare import prepare
+
+    from .conftest import prep_cfg
+
+    repo = tmp_path / "shop"
+    (repo / "shop").mkdir(parents=True)
+    (repo / "shop" / "money.py").write_text("def cents(x):\n    return round(x * 100)\n")
+    for i in range(14):  # short files: a whole one fits the tiny model's context budget
+        (repo / "shop" / f"views_{i}.py").write_text(
+            f"from shop.money import cents\n\n\ndef view_{i}(order):\n    net = "
+            f"order.total_{i}\n    return cents(net * {i + 2})\n")
+    ds = tmp_path / "ds"
+    prepare([str(repo)], ds, prep_cfg(valid_fraction=0.3, dedup_near=False), progress=False,
+            context_index=index_dataset)
+    held = {r["path"] for f in (ds / "data").glob("validation-*.parquet")
+            for r in pq.read_table(f, columns=["path"]).to_pylist()}
+    assert held and not held & {p for _, p, _ in RepoIndex.for_dataset(ds).files()}
+    out = tmp_path / "eval"
+    assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
+                 "-s", "eval.bpb=false", "-s", "eval.bootstrap=50", "-s", "eval.max_tasks=12",
+                 "-s", "eval.max_new_tokens_multi=8", "-s", "eval.repo_context_tokens=150"]) == 0
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["models"] == ["base+repo", "base", "tuned+repo", "tuned"]
+    assert doc["context"]["settings"] == ["file", "repo"] and doc["context"]["with_snippets"] > 0
+    for rec in doc["task_records"]:
+        assert not set(rec["context"]) & held  # train files only, never a held-out one
+        assert rec["path"] not in rec["context"]
+    for metric in ("single_line_exact_match", "hole_bits_per_byte"):
+        comp = doc["metrics"][metric]["comparisons"]
+        assert {"context (base)", "context (tuned)", "tuning (with context)"} <= set(comp)
+    report = (out / "report.md").read_text()
+    assert "## Repository context" in report and "**Context: repository context" in report
+    assert "Context: repository context" in capsys.readouterr().out
+    # --context off: exactly the file-level evaluation, no hole metric
+    assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
+                 "-s", "eval.bpb=false", "-s", "eval.bootstrap=50", "-s", "eval.max_tasks=4",
+                 "--context", "off"]) == 0
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["models"] == ["base", "tuned"] and "hole_bits_per_byte" not in doc["metrics"]
+    assert "context" not in doc["task_records"][0]
+    # --context on: only the context setting, under the models' own names
+    assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
+                 "-s", "eval.bpb=false", "-s", "eval.bootstrap=50", "-s", "eval.max_tasks=4",
+                 "--context", "on", "--context-tokens", "100"]) == 0
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["models"] == ["base", "tuned"] and doc["context"]["settings"] == ["repo"]
+    assert doc["context"]["tokens"] == 100
+
+
+def test_context_on_needs_an_index_and_off_is_the_file_prompt(tiny_run, tmp_path):
+    from codetune.config import EvalConfig
+    from codetune.errors import CodetuneError
+    from codetune.evaluation.context import context_prompt
+    from codetune.evaluation.run import context_settings, task_prompt
+    from codetune.evaluation.tasks import make_tasks
+    from codetune.infer.loader import load
+    from codetune.tokens.fim import RepoContext
+
+    ds = tiny_run["ds"]
+    bare = tmp_path / "bare"  # a dataset prepared without its index
+    shutil.copytree(ds, bare)
+    shutil.rmtree(bare / "context", ignore_errors=True)
+    assert context_settings(EvalConfig(context="auto"), str(bare)) == (["file"], None)
+    with pytest.raises(CodetuneError, match="prepare it again"):
+        context_settings(EvalConfig(context="both"), str(bare))
+    assert context_settings(EvalConfig(context="off"), str(ds)) == (["file"], None)
+    loaded = load(str(tiny_run["run"]))
+    text = "import os\n\n\ndef f(x):\n    y = x + 1\n    return y\n" * 3
+    task = make_tasks("r", "a.py", text, 0, 2, 1, 8)[0]
+    plain = task_prompt(loaded, task, 64)
+    assert context_prompt(loaded, task, 64, None) == plain
+    ctx = RepoContext(repo="r", path="a.py", snippets=(("lib/util.py", "def helper_q(): pass\n"),))
+    ids = context_prompt(loaded, task, 64, ctx)
+    shown = loaded.tokenizer.decode(ids)
+    assert "lib/util.py" in shown and "def helper_q(): pass" in shown and "a.py" in shown
+    # the context comes in front: the prompt still ends as the file-level one does
+    assert len(ids) > len(plain) and ids[-6:] == plain[-6:]

