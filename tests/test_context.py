@@ -278,6 +278,29 @@ def test_prepare_indexes_the_train_split_only(tmp_path):
         if target not in held:
             assert (nb[0].path, nb[0].reason) == (target, "import")
         assert nb and all(s.reason == "bm25" for s in nb[1:])
+    # Nor in any repo-mode training sample, or any eval task's context.
+    from transformers import AutoTokenizer
+
+    from codetune import config
+    from codetune.evaluation.context import task_contexts
+    from codetune.evaluation.tasks import make_tasks
+    from codetune.tokens.stream import make_stream
+    from codetune.train.trainer import context_providers
+
+    from .tiny import build_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(build_tokenizer(tmp_path / "tok")))
+    run = config.load(None, [f"data.dataset={out}", "data.context=repo", "data.seq_length=256",
+                             "data.context_tokens=96", "fim.rate=0.5"])
+    stream = make_stream(run, tok, "train", context=context_providers(run, tok)[0])
+    it = iter(stream)
+    sample_text = "".join(tok.decode(list(next(it)["input_ids"])) for _ in range(60))
+    assert "<file_sep>" in sample_text and canary not in sample_text.lower()
+    tasks = [t for p in held for t in make_tasks("repo", p, files[p], 0, 4, 2, 8)]
+    assert tasks
+    for ctx, paths in task_contexts(idx, tok, tasks, 200):
+        assert not set(paths) & set(held)
+        assert all(canary not in text.lower() for _, text in ctx.snippets)
     # The dataset still loads as train + validation only.
     import datasets
 
