@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -298,7 +299,7 @@ def test_prepare_indexes_the_train_split_only(tmp_path):
     assert "<file_sep>" in sample_text and canary not in sample_text.lower()
     tasks = [t for p in held for t in make_tasks("repo", p, files[p], 0, 4, 2, 8)]
     assert tasks
-    for ctx, paths in task_contexts(idx, tok, tasks, 200):
+    for ctx, paths in task_contexts(idx, SimpleNamespace(tokenizer=tok), tasks, 200, 512):
         assert not set(paths) & set(held)
         assert all(canary not in text.lower() for _, text in ctx.snippets)
     # The dataset still loads as train + validation only.

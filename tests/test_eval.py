@@ -402,3 +402,36 @@ def test_context_on_needs_an_index_and_off_is_the_file_prompt(tiny_run, tmp_path
     assert "lib/util.py" in shown and "def helper_q(): pass" in shown and "a.py" in shown
     # the context comes in front: the prompt still ends as the file-level one does
     assert len(ids) > len(plain) and ids[-6:] == plain[-6:]
+
+
+def test_repository_context_never_overflows_a_short_window(tiny_run, tmp_path):
+    """The context budget counts snippet text, not the paths and separators around each
+    snippet: many small snippets with long paths must still leave the prompt, its generation
+    and the hole inside the model's positions (the tiny model has 512), as codetune-mini's
+    1024 must on a real repository."""
+    from codetune.context import index_dataset
+    from codetune.data.prepare import prepare
+
+    from .conftest import prep_cfg
+
+    repo = tmp_path / "shop"
+    deep = "shop/" + "/".join(f"a_rather_long_package_name_number_{k}" for k in range(2))
+    for i in range(30):  # each file defines one helper and calls many of the others
+        calls = "".join(f"    total = h{(i * 7 + k) % 30}(total) * {k}\n" for k in range(30))
+        (repo / deep / f"helpers_{i}").mkdir(parents=True)
+        (repo / deep / f"helpers_{i}" / f"module_with_a_long_name_{i}.py").write_text(
+            f"def h{i}(x):\n    return x + {i}\n\n\ndef run_{i}(total):\n{calls}"
+            "    return total\n")
+    ds = tmp_path / "ds"
+    prepare([str(repo)], ds, prep_cfg(valid_fraction=0.3, dedup_near=False), progress=False,
+            context_index=index_dataset)
+    from codetune.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
+                 "-s", "eval.bpb=false", "-s", "eval.bootstrap=20", "-s", "eval.max_tasks=6",
+                 "-s", "eval.max_new_tokens_multi=8", "-s", "eval.max_new_tokens_single=8",
+                 "--context", "both", "--context-tokens", "400"]) == 0
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["context"]["with_snippets"] > 0
+    assert "hole_bits_per_byte" in doc["metrics"]

@@ -9,6 +9,7 @@ same tokens with and without context, so the difference is the context's worth a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -16,10 +17,19 @@ from codetune.evaluation.bpb import _nll, fit_lines
 from codetune.evaluation.tasks import Task
 
 
-def task_contexts(index: Any, tokenizer: Any, tasks: list[Task], budget: int) -> list[Any]:
+def task_contexts(index: Any, loaded: Any, tasks: list[Task], budget: int,
+                  file_budget: int, window: int | None = None,
+                  room: int = 0) -> list[tuple[Any, list[str]]]:
     """The `tokens.fim.RepoContext` of each task (retrieved around its hole, `budget` tokens),
-    and the paths used, per task."""
+    and the paths of its snippets. With the model's `window`, snippets are dropped (the least
+    relevant first) until the task's prompt (its file part cut to `file_budget`) leaves `room`
+    tokens for the generation and the hole's own tokens: the budget counts each snippet's
+    text, not the paths and separators around it, and a model as short as codetune-mini's 1024
+    positions has no slack for those. Where not even the repository name and the file's path
+    fit, the task's context is None: its file-level prompt."""
     from codetune.context import repo_context
+
+    tokenizer = loaded.tokenizer
 
     @functools.lru_cache(maxsize=65536)
     def count(text: str) -> int:
@@ -30,8 +40,24 @@ def task_contexts(index: Any, tokenizer: Any, tasks: list[Task], budget: int) ->
     for t in tasks:
         snippets = index.retrieve(t.prefix, t.suffix, t.path, t.repo_id)
         ctx, chosen = repo_context(snippets, budget, count, t.repo_id, t.path)
-        out.append((ctx, [s.path for s in chosen]))
+        paths = [s.path for s in chosen]  # best first; the prompt has them best last
+        if window:
+            limit = window - max(room, len(middle_ids(loaded, t)))
+            while ctx is not None and len(context_prompt(loaded, t, file_budget, ctx)) > limit:
+                if ctx.snippets:
+                    ctx = dataclasses.replace(ctx, snippets=ctx.snippets[1:])
+                    paths.pop()
+                else:  # even the repository name and the file's path do not fit
+                    ctx = None
+        out.append((ctx, paths))
     return out
+
+
+def middle_ids(loaded: Any, task: Task) -> list[int]:
+    """The hole's own tokens, as the model predicts them after the FIM middle sentinel."""
+    from codetune.tokens.fim import encode_pieces
+
+    return list(encode_pieces(loaded.tokenizer, loaded.fim, "", task.middle, "")[1])
 
 
 def fitted(loaded: Any, task: Task, budget: int) -> tuple[str, str]:
@@ -52,11 +78,9 @@ def context_prompt(loaded: Any, task: Task, budget: int, ctx: Any) -> list[int]:
 
 def hole_nll(loaded: Any, task: Task, budget: int, ctx: Any) -> tuple[float, int]:
     """(nats of the middle given the prompt, bytes of the middle)."""
-    from codetune.tokens.fim import encode_pieces
-
     prompt = context_prompt(loaded, task, budget, ctx)
-    _, middle, _ = encode_pieces(loaded.tokenizer, loaded.fim, "", task.middle, "")
+    middle = middle_ids(loaded, task)
     if not middle:
         return 0.0, 0
-    return (_nll(loaded.model, prompt + list(middle), score_from=len(prompt)),
+    return (_nll(loaded.model, prompt + middle, score_from=len(prompt)),
             len(task.middle.encode("utf-8", "surrogatepass")))

@@ -205,7 +205,8 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     if loaded.fim is None:
         raise CodetuneError(f"{loaded.description} has no FIM tokens: infilling cannot be "
                             "evaluated. Train with FIM (fim.rate > 0) or use a FIM model.")
-    cfg = fit_to_model(cfg, loader.context_window(loaded))
+    window = loader.context_window(loaded)
+    cfg = fit_to_model(cfg, window)
     tasks = build_tasks(rows, cfg)
     bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
     settings, index = context_settings(cfg, str(dataset))
@@ -213,7 +214,9 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     if index is not None:
         from codetune.evaluation.context import task_contexts
 
-        contexts = task_contexts(index, loaded.tokenizer, tasks, cfg.repo_context_tokens)
+        contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
+                                 cfg.context_tokens, window,
+                                 max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single) + 1)
     variants = _variants(loaded)
     preds: dict[str, list[str]] = {}
     bench_preds: dict[str, list[str]] = {}
