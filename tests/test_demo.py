@@ -47,6 +47,18 @@ def test_demo_prints_before_after_and_next_commands(demo_run):
         assert cmd in text, cmd
 
 
+def test_demo_trains_in_repo_mode_and_shows_what_context_did(demo_run):
+    doc, text, out = demo_run
+    cfg = (out / "run" / "config.yaml").read_text()
+    assert "context: repo" in cfg
+    c = doc["context"]
+    assert c["hole_bpb_file"] > 0 and c["hole_bpb_repo"] > 0
+    assert c["ci95"][0] <= c["delta"] <= c["ci95"][1]
+    assert f"repository context: {c['line']}" in text
+    report = (out / "run" / "eval" / "report.md").read_text()
+    assert "## Repository context" in report
+
+
 def test_sample_project_is_packaged():
     root = demo.sample_path()
     files = [p for p in root.rglob("*.py") if "__pycache__" not in p.parts]
