@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""Teach codetune-mini to use repository context: continue its pretraining in repo mode.
+
+    python scripts/mini_repo_context.py --minutes 30 --lr 6e-4 --batch-size 8   # --resume goes on
+
+LoRA on a small project (what `codetune demo` does) did not teach the 5 M-parameter model to
+use snippets of other files: after 200 steps in `data.context=repo` its held-out hole bits per
+byte were the same with and without context (1.8976 vs 1.8990, 95 % interval -0.014..+0.015).
+Its pretraining had only ever shown it single files.
+
+This script continues that pretraining on the same standard-library files (the same held-out
+set), now with repository context. Each top-level package of the stdlib is a repository
+(`email/`, `asyncio/`, ..., the top-level modules together as `stdlib`). A sample is a window of
+up to 720 tokens of a train file, behind the snippets that the index retrieves for a cursor
+inside the window (imported definitions first, then BM25 over the code around the cursor,
+never the file itself) within 256 tokens; FIM at rate 0.7; the context masked out of the loss;
+one sample a 1024-token row. The first attempt laid whole files out behind their index
+neighbours and packed them into rows: since most stdlib files are longer than a row, most rows
+held no context at all, and 30 minutes of it (1,000 steps) left context worth nothing (hole bits
+per byte 1.7628 without, 1.7666 with, interval -0.0008..+0.0085), though the model improved on
+the held-out files overall.
+
+It measures what the issue asks: on infilling holes cut from the held-out files, the hole's
+bits per byte with repository context (retrieved from the train files' index) against without,
+for the packaged model before and after, with a paired bootstrap 95 % interval; writes the
+weights back into `src/codetune/assets/codetune-mini/` (keeping its generation_config.json)
+and the figures into its metrics.json and MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_mini as B  # noqa: E402
+
+CONTEXT_TOKENS = 256
+HOLE_BUDGET = 512
+WINDOW = 720  # file tokens per sample: with the context and the sentinels, one 1024 sequence
+FIM_RATE = 0.7
+
+
+def repo_of(rel: str) -> str:
+    return rel.split("/", 1)[0] if "/" in rel else "stdlib"
+
+
+class WindowStream:
+    """Repo-mode samples cut to fit one sequence: a window of up to WINDOW tokens of a train
+    file, behind the snippets that retrieval finds for a cursor inside it (the other files of
+    its package, as eval and serving retrieve them), FIM at FIM_RATE, the context masked; one
+    sample a row, padded. Deterministic in (seed, step): resuming replays nothing."""
+
+    def __init__(self, docs, rels, texts, index, tok, fim, count, seed):
+        self.docs, self.rels, self.texts, self.index = docs, rels, texts, index
+        self.tok, self.fim, self.count, self.seed = tok, fim, count, seed
+
+    def sample(self, rng):
+        from codetune.context import repo_context
+        from codetune.tokens.fim import encode_repo_context, permute
+
+        i = int(rng.integers(len(self.docs)))
+        ids, rel = self.docs[i], self.rels[i]
+        start = int(rng.integers(0, max(len(ids) - WINDOW, 0) + 1))
+        window = ids[start:start + WINDOW]
+        cut = int(rng.integers(1, max(len(window), 2)))
+        prefix = self.tok.decode(window[:cut].tolist())
+        suffix = self.tok.decode(window[cut:].tolist())
+        snippets = self.index.retrieve(prefix, suffix, rel, repo_of(rel))
+        ctx, _ = repo_context(snippets, CONTEXT_TOKENS, self.count, repo_of(rel), rel)
+        pre, head = encode_repo_context(self.tok, self.fim, ctx)
+        out, mask = permute(window, rng, self.fim, FIM_RATE, 0.5, preamble=pre, head=head)
+        out = np.append(out, self.fim.eos_id)[:B.SEQ_LEN + 1]
+        labels = np.where(np.append(mask, True)[:len(out)], out, -100)
+        return out, labels
+
+    def batch(self, b: int, step: int):
+        rng = np.random.default_rng([self.seed, 11, step])
+        ids = np.full((b, B.SEQ_LEN + 1), self.fim.eos_id, dtype=np.int64)
+        labels = np.full((b, B.SEQ_LEN + 1), -100, dtype=np.int64)
+        for r in range(b):
+            x, y = self.sample(rng)
+            ids[r, :len(x)], labels[r, :len(y)] = x, y
+        return ids, labels
+
+
+def measure(loaded, index, tasks, tok) -> dict:
+    """Hole bits per byte with and without repository context, and the paired difference."""
+    from codetune.evaluation.context import hole_nll, task_contexts
+    from codetune.evaluation.tasks import paired_bootstrap
+
+    ctxs = task_contexts(index, loaded, tasks, CONTEXT_TOKENS, HOLE_BUDGET, B.SEQ_LEN, 1)
+    with_ctx, without, nbytes = [], [], []
+    for t, (ctx, _) in zip(tasks, ctxs, strict=True):
+        a, n = hole_nll(loaded, t, HOLE_BUDGET, None)
+        b, _ = hole_nll(loaded, t, HOLE_BUDGET, ctx)
+        if n:
+            without.append(a / math.log(2) / n)
+            with_ctx.append(b / math.log(2) / n)
+            nbytes.append(n)
+    a, b, w = np.array(without), np.array(with_ctx), np.array(nbytes, float)
+    d, lo, hi = paired_bootstrap(a, b, 1000, 0, w)
+    return {"tasks": len(w), "with_snippets": sum(1 for _, p in ctxs if p),
+            "hole_bpb_file": round(float((a * w).sum() / w.sum()), 4),
+            "hole_bpb_repo": round(float((b * w).sum() / w.sum()), 4),
+            "delta": round(d, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=40.0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--work", type=Path, default=B.WORK)
+    ap.add_argument("--out", type=Path, default=B.OUT)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ckpt-minutes", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from codetune.context import build_index
+    from codetune.evaluation.tasks import make_tasks
+    from codetune.infer.loader import Loaded
+    from codetune.tokens.fim import detect_fim
+
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    root, rels = B.stdlib_files()
+    train_rels, held_rels = B.split_heldout(root, rels)
+    texts = {r: (root / r).read_text(encoding="utf-8") for r in rels}
+    tok = AutoTokenizer.from_pretrained(str(args.out))
+    fim = detect_fim(tok, "starcoder")
+    t = time.time()
+    index = build_index(((repo_of(r), r, texts[r]) for r in train_rels),
+                        args.work / "repo_index", neighbours=True)
+    print(f"index of {len(train_rels)} train files in {len(index.repos)} repositories, "
+          f"{len(index):,} chunks, {time.time() - t:.0f}s", flush=True)
+
+    held_tasks = [t for r in held_rels for t in make_tasks(repo_of(r), r, texts[r], 0, 4, 2, 8)]
+
+    def loaded_of(model):
+        model.eval()
+        return Loaded(model, tok, fim, "codetune-mini")
+
+    base = AutoModelForCausalLM.from_pretrained(str(args.out), dtype=torch.float32)
+    before = measure(loaded_of(base), index, held_tasks, tok)
+    print(f"before: {before}", flush=True)
+
+    model = AutoModelForCausalLM.from_pretrained(str(args.out), dtype=torch.float32)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    ckpt = args.work / "repo_ckpt.pt"
+    state = {"step": 0, "tokens": 0, "elapsed": 0.0, "log": []}
+    if args.resume and ckpt.exists():
+        ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        print(f"resumed at step {state['step']}", flush=True)
+
+    count_cache: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        if text not in count_cache:
+            count_cache[text] = len(tok(text, add_special_tokens=False)["input_ids"])
+        return count_cache[text]
+
+    docs = [np.asarray(tok(texts[r], add_special_tokens=False)["input_ids"], dtype=np.int64)
+            for r in train_rels]
+    stream = WindowStream(docs, train_rels, texts, index, tok, fim, count, args.seed)
+    budget, start = args.minutes * 60, time.time() - state["elapsed"]
+    last = time.time()
+    model.train()
+    while (elapsed := time.time() - start) < budget:
+        lr = B.lr_at(elapsed / budget, state["step"], args.lr, warmup=20)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ids, labels = (torch.from_numpy(a) for a in stream.batch(args.batch_size, state["step"]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=ids[:, :-1], use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+            ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += int((labels[:, 1:] != -100).sum())
+        if state["step"] % 25 == 0:
+            print(f"step {state['step']} loss {loss.item():.3f} lr {lr:.2e} "
+                  f"{elapsed / 60:.1f}/{args.minutes:.0f} min", flush=True)
+        if time.time() - last > args.ckpt_minutes * 60:
+            state.update(elapsed=time.time() - start)
+            B.save_ckpt(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
+                               "state": state})
+            last = time.time()
+    state.update(elapsed=time.time() - start)
+    B.save_ckpt(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "state": state})
+
+    after = measure(loaded_of(model), index, held_tasks, tok)
+    print(f"after: {after}", flush=True)
+    ltr = B.bpb_files(model, tok, [texts[r] for r in held_rels], "cpu")
+    print(f"held-out left-to-right bpb after: {ltr:.4f}", flush=True)
+
+    export = type(model)(model.config)
+    export.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    gen = (args.out / "generation_config.json").read_text()  # its EOS list and defaults stay
+    export.to(torch.bfloat16).save_pretrained(str(args.out), safe_serialization=True)
+    (args.out / "generation_config.json").write_text(gen)
+    metrics = json.loads((args.out / "metrics.json").read_text())
+    metrics["repo_context"] = {"minutes": round(state["elapsed"] / 60, 1),
+                               "steps": state["step"], "trained_tokens": state["tokens"],
+                               "context_tokens": CONTEXT_TOKENS, "before": before,
+                               "after": after, "heldout_ltr_bpb_after": round(ltr, 4)}
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    card = (args.out / "MODEL_CARD.md").read_text()
+    card = card.split("\n## Repository context")[0].rstrip("\n") + "\n" + repo_card(
+        metrics["repo_context"])
+    (args.out / "MODEL_CARD.md").write_text(card)
+    print(f"wrote {args.out}", flush=True)
+    return 0
+
+
+def repo_card(m: dict) -> str:
+    b, a = m["before"], m["after"]
+    return f"""
+## Repository context
+
+Continued pretraining in codetune's repository layout (`scripts/mini_repo_context.py`), in
+two stages on this machine (2 CPU cores). First 30 min, 1,000 steps of whole stdlib files behind
+their index neighbours, packed into rows: the model improved on the held-out files, but most
+rows held no context (most files are longer than a row), and context stayed worth nothing
+(the "before" row below). Then {m['minutes']} min, {m['steps']} steps,
+{m['trained_tokens'] / 1e6:.1f} M trained tokens (context masked): each sample a window of up to
+720 tokens of a file behind up to {m['context_tokens']} tokens of snippets that retrieval finds
+for a cursor inside it, FIM at rate 0.7, one sample a row. Held-out infilling holes
+({a['tasks']} from the 40 held-out files), the hole's bits per byte without / with repository
+context (retrieved from the train files only). The model as first pretrained (single files
+only) scored 1.8466 without and 1.8449 with (-0.0017 [-0.0067, +0.0036]).
+
+| | without | with | difference (95 % interval) |
+|---|---|---|---|
+| before | {b['hole_bpb_file']} | {b['hole_bpb_repo']} | {b['delta']:+.4f} [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}] |
+| after | {a['hole_bpb_file']} | {a['hole_bpb_repo']} | {a['delta']:+.4f} [{a['ci95'][0]:+.4f}, {a['ci95'][1]:+.4f}] |
+
+Left-to-right bits per byte of the held-out files afterwards: {m['heldout_ltr_bpb_after']}.
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
