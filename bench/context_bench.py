@@ -11,7 +11,10 @@ Prints, for the same corpus in the same run:
   as a ratio to the full `index_tree` build;
 - retrieval latency (p50 / p95 / p99) on one core over cursors sampled from the corpus, against
   bm25s's own `retrieve` of the same query tokens (its BM25 alone, no import resolution);
-- `prepare --workers 2` with and without the index (the cost `prepare` now pays for it).
+- `prepare --workers 2` with and without the index (the cost `prepare` now pays for it);
+- served: the same `/infill` requests (codetune-mini, greedy, --max-new 16) to `codetune serve`
+  with repository context from the index (`--context-tokens 512`) and without (`0`), one client:
+  prompt tokens and end-to-end latency p50 / p95 of each, and the ratio (with / without).
 
 Not part of the test suite.
 """
@@ -80,6 +83,9 @@ def main() -> None:
     ap.add_argument("--corpus", default=sysconfig.get_paths()["stdlib"])
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--no-prepare", action="store_true")
+    ap.add_argument("--served", type=int, default=40, metavar="N",
+                    help="served requests per setting (0 skips the served rows)")
+    ap.add_argument("--max-new", type=int, default=16)
     args = ap.parse_args()
 
     from codetune.context import build_index, index_tree
@@ -165,6 +171,9 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
+        if args.served:
+            served_overhead(idx, cursors[:args.served], args.max_new)
+
         if not args.no_prepare:
             from codetune.config import PrepareConfig
             from codetune.context import index_dataset
@@ -185,6 +194,51 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+def served_overhead(idx, cursors, max_new: int) -> None:
+    """The same /infill requests with repository context (512 tokens) and without (0)."""
+    import httpx
+    import torch
+
+    from codetune.evaluation.bpb import fit_lines
+    from codetune.infer.loader import load
+    from codetune.mini import default_model
+    from codetune.serve.app import BackgroundServer, create_app
+    from codetune.serve.context import ServeContext
+    from codetune.serve.limits import ServeSettings
+
+    torch.set_num_threads(1)
+    loaded = load(default_model(), dtype="float32")
+    # what an editor sends: the lines around the cursor, here up to 400 + 100 tokens
+    tok = loaded.tokenizer
+    bodies = [{"input_prefix": fit_lines(tok, p, 400, keep_end=True),
+               "input_suffix": fit_lines(tok, s, 100, keep_end=False),
+               "n_predict": max_new, "temperature": 0.0} for p, s, _ in cursors]
+    rows = {}
+    for budget in (0, 512):
+        ctx = ServeContext(idx, budget) if budget else None
+        app = create_app(loaded, ServeSettings(model_name="bench"), context=ctx)
+        ms, prompt, used = [], [], 0
+        with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=120) as c:
+            c.post("/infill", json=bodies[0])  # warm-up
+            for body in bodies:
+                t = time.perf_counter()
+                r = c.post("/infill", json=body)
+                ms.append((time.perf_counter() - t) * 1e3)
+                if r.status_code != 200:
+                    raise SystemExit(f"/infill answered {r.status_code}: {r.text[:300]}")
+                out = r.json()
+                prompt.append(out["tokens_evaluated"])
+                used += bool(out.get("context"))
+        rows[budget] = (np.array(ms), np.array(prompt), used)
+        print(f"served /infill, context-tokens {budget:3d}   {percentiles(ms)}   prompt "
+              f"{np.mean(prompt):6.1f} tokens (mean), {used}/{len(bodies)} with snippets")
+    (ms0, p0, _), (ms1, p1, _) = rows[0], rows[512]
+    r50 = np.percentile(ms1, 50) / np.percentile(ms0, 50)
+    r95 = np.percentile(ms1, 95) / np.percentile(ms0, 95)
+    print(f"   context adds {np.mean(p1 - p0):.0f} prompt tokens per request (mean; "
+          f"{np.mean(p1) / np.mean(p0):.2f}x); latency with / without: p50 {r50:.2f}x, "
+          f"p95 {r95:.2f}x")
 
 if __name__ == "__main__":
     sys.exit(main())
