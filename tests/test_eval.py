@@ -331,11 +331,13 @@ def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
 
     repo = tmp_path / "shop"
     (repo / "shop").mkdir(parents=True)
-    (repo / "shop" / "money.py").write_text("def cents(x):\n    return round(x * 100)\n")
+    for k in range(4):  # (several, so that some are train files whatever the split)
+        (repo / "shop" / f"money_{k}.py").write_text(
+            f"def cents_{k}(x):\n    return round(x * {10 ** (k + 1)})\n")
     for i in range(14):  # short files: a whole one fits the tiny model's context budget
         (repo / "shop" / f"views_{i}.py").write_text(
-            f"from shop.money import cents\n\n\ndef view_{i}(order):\n    net = "
-            f"order.total_{i}\n    return cents(net * {i + 2})\n")
+            f"from shop.money_{i % 4} import cents_{i % 4}\n\n\ndef view_{i}(order):\n"
+            f"    net = order.total_{i}\n    return cents_{i % 4}(net * {i + 2})\n")
     ds = tmp_path / "ds"
     prepare([str(repo)], ds, prep_cfg(valid_fraction=0.3, dedup_near=False), progress=False,
             context_index=index_dataset)
@@ -352,9 +354,16 @@ def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
     for rec in doc["task_records"]:
         assert not set(rec["context"]) & held  # train files only, never a held-out one
         assert rec["path"] not in rec["context"]
-    for metric in ("single_line_exact_match", "hole_bits_per_byte"):
+    for metric in ("single_line_exact_match", "hole_bits_per_byte",
+                   "cross_file_single_line_exact_match", "cross_file_hole_bits_per_byte"):
         comp = doc["metrics"][metric]["comparisons"]
         assert {"context (base)", "context (tuned)", "tuning (with context)"} <= set(comp)
+    # cross-file: `return cents_k(...)` names what only shop/money_k.py defines (import aside)
+    cross = [r for r in doc["task_records"] if r["cross_file"]]
+    assert cross and doc["context"]["cross_file"] == len(cross)
+    assert all("cents_" in r["middle"] and "money_" not in r["path"] for r in cross)
+    assert doc["metrics"]["cross_file_single_line_exact_match"]["n"] == sum(
+        r["kind"] == "single_line" for r in cross)
     report = (out / "report.md").read_text()
     assert "## Repository context" in report and "**Context: repository context" in report
     assert "Context: repository context" in capsys.readouterr().out
@@ -435,3 +444,50 @@ def test_repository_context_never_overflows_a_short_window(tiny_run, tmp_path):
     doc = json.loads((out / "eval.json").read_text())
     assert doc["context"]["with_snippets"] > 0
     assert "hole_bits_per_byte" in doc["metrics"]
+
+
+def test_cross_file_tasks_need_a_name_only_another_file_defines():
+    from codetune.context import Snippet
+    from codetune.evaluation.context import cross_file
+    from codetune.evaluation.tasks import Task
+
+    class Index:  # two chunks of the repository's other files
+        chunks = [Snippet("r", "lib/money.py", 1, 3, "def to_cents(x):\n    return x\n"
+                          "RATE = 3\n", 0.0, "bm25"),
+                  Snippet("r", "app.py", 1, 2, "def local_helper():\n    pass\n", 0.0, "bm25")]
+
+        def __len__(self):
+            return len(self.chunks)
+
+        def chunk(self, i):
+            return self.chunks[i]
+
+    def task(prefix, middle, suffix="", path="app.py", repo="r"):
+        return Task("t", "single_line", repo, path, prefix, middle, suffix)
+
+    tasks = [
+        task("from lib.money import to_cents\n", "y = to_cents(2)\n"),  # only the import: yes
+        task("x = to_cents(1)\n", "y = to_cents(2)\n"),  # the file uses it already: no
+        task("", "y = local_helper()\n"),  # defined in this same file: no
+        task("", "y = RATE * 2\n"),  # a top-level constant of another file: yes
+        task("", "y = to_cents(2)\n", repo="other"),  # another repository: no
+        task("", "y = len(x)\n"),  # nothing of the repository: no
+    ]
+    assert cross_file(Index(), tasks) == [True, False, False, True, False, False]
+
+
+def test_context_verdict_wording():
+    from codetune.evaluation.report import Score, _context_verdict
+
+    def score(lo, hi, lower=False):
+        return Score(10, lower, {"tuned": 0.5, "tuned+repo": 0.5},
+                     comparisons={"context (tuned)": ((lo + hi) / 2, lo, hi)})
+
+    assert _context_verdict({}) == ""
+    assert _context_verdict({"em": score(-0.1, 0.1)}).startswith("repository context made no")
+    assert _context_verdict({"em": score(0.1, 0.3)}).startswith(
+        "repository context helped the fine-tuned model on em")
+    hurt = _context_verdict({"em": score(-0.3, -0.1), "bpb": score(0.01, 0.02, lower=True)})
+    assert hurt.startswith("repository context hurt the fine-tuned model on em, bpb")
+    both = _context_verdict({"em": score(0.1, 0.3), "bpb": score(0.01, 0.02, lower=True)})
+    assert both.startswith("repository context helped the fine-tuned model on em; it hurt on bpb")

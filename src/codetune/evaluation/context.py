@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 from codetune.evaluation.bpb import _nll, fit_lines
@@ -84,3 +85,37 @@ def hole_nll(loaded: Any, task: Task, budget: int, ctx: Any) -> tuple[float, int
         return 0.0, 0
     return (_nll(loaded.model, prompt + middle, score_from=len(prompt)),
             len(task.middle.encode("utf-8", "surrogatepass")))
+
+
+# Cross-file tasks (CrossCodeEval's idea, by a cheaper test): the hole names something the file
+# itself never mentions (import lines aside) but another train file of the repository defines.
+# Random holes rarely need another file; these are the ones where repository context can help.
+_DEFINES = re.compile(r"\b(?:def|class|func|fn|function|struct|interface|enum|trait|type)"
+                      r"\s+([A-Za-z_]\w*)|^(?:export\s+)?(?:const\s+|let\s+|var\s+)?"
+                      r"([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", re.M)
+_NAME = re.compile(r"[A-Za-z_]\w{2,}")
+_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\S+\s+import\b|import\b|#\s*include\b|use\b|require\b)"
+                          r".*$", re.M)
+
+
+def definitions(index: Any) -> dict[tuple[str, str], set[str]]:
+    """{(repo_id, name): paths of the indexed files that define `name`} (by pattern: `def`,
+    `class`, `func`, `fn`, ... and top-level assignments)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for i in range(len(index)):
+        s = index.chunk(i)
+        for m in _DEFINES.finditer(s.text):
+            out.setdefault((s.repo_id, m.group(1) or m.group(2)), set()).add(s.path)
+    return out
+
+
+def cross_file(index: Any, tasks: list[Task]) -> list[bool]:
+    """Per task: does its middle name something defined in another indexed file of its
+    repository and absent from the rest of its own file (import lines aside)?"""
+    defined = definitions(index)
+    out = []
+    for t in tasks:
+        rest = set(_NAME.findall(_IMPORT_LINE.sub("", t.prefix + "\n" + t.suffix)))
+        out.append(any(defined.get((t.repo_id, n), set()) - {t.path}
+                       for n in set(_NAME.findall(t.middle)) - rest))
+    return out

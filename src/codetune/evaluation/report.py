@@ -123,8 +123,9 @@ def _trims_line(result: EvalResult) -> str:
             + ".")
 
 
-def _scores(tasks: list[Task], preds: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
-    idx = [i for i, t in enumerate(tasks) if t.kind == kind]
+def _scores(tasks: list[Task], preds: list[str], kind: str,
+            only: list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    idx = [i for i, t in enumerate(tasks) if t.kind == kind and (only is None or only[i])]
     em = np.array([exact_match(preds[i], tasks[i].middle) for i in idx])
     es = np.array([edit_similarity(preds[i], tasks[i].middle) for i in idx])
     return em, es
@@ -137,7 +138,11 @@ COMPARISONS = {"context (base)": ("base", "base+repo"), "context (tuned)": ("tun
 
 
 def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
-              holes: dict[str, list[tuple[float, int]]] | None = None) -> EvalResult:
+              holes: dict[str, list[tuple[float, int]]] | None = None,
+              cross: list[bool] | None = None) -> EvalResult:
+    """The metrics of every model on the same items. `holes`: each hole's (nats, bytes) per
+    model (the repository-context 2x2); `cross`: which tasks are cross-file, whose metrics
+    are repeated on that subset (`cross_file_*`)."""
     names = list(preds)
     metrics: dict[str, Score] = {}
 
@@ -168,6 +173,18 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
         ok = nb > 0
         add("hole_bits_per_byte", {n: np.array([x for x, _ in h])[ok] / LN2 / nb[ok]
                                    for n, h in holes.items()}, weights=nb[ok], lower_better=True)
+    if cross and any(cross):  # the tasks where another file can help: the same, on those only
+        for kind in ("single_line", "multi_line"):
+            per = {n: _scores(tasks, preds[n], kind, cross) for n in names}
+            if len(next(iter(per.values()))[0]):
+                add(f"cross_file_{kind}_exact_match", {n: p[0] for n, p in per.items()})
+                add(f"cross_file_{kind}_edit_similarity", {n: p[1] for n, p in per.items()})
+        if holes:
+            sel = ok & np.asarray(cross, bool)
+            if sel.any():
+                add("cross_file_hole_bits_per_byte",
+                    {n: np.array([x for x, _ in h])[sel] / LN2 / nb[sel]
+                     for n, h in holes.items()}, weights=nb[sel], lower_better=True)
     if bench:
         for kind in ("single_line", "multi_line"):
             per = {n: _scores(bench, bench_preds[n], kind) for n in names if bench_preds.get(n)}
@@ -200,7 +217,8 @@ def _context_verdict(metrics: dict[str, Score]) -> str:
         return (f"repository context made no difference for {who} outside its 95 % interval")
     parts = [f"repository context helped {who} on " + ", ".join(better)] if better else []
     if worse:
-        parts.append("it hurt on " + ", ".join(worse))
+        parts.append(("it hurt on " if better else f"repository context hurt {who} on ")
+                     + ", ".join(worse))
     return "; ".join(parts) + " (95 % bootstrap intervals)"
 
 
@@ -238,6 +256,7 @@ def _write_files(out: Path, result: EvalResult, tasks, preds, bench, bench_preds
                       "trimmed_suffix": trims[n]["tasks"][i]}
         if result.context:
             rec["context"] = result.context["paths"][i]  # the files its snippets came from
+            rec["cross_file"] = result.context["cross_file_tasks"][i]
         task_recs.append(rec)
     files = []
     for j, r in enumerate(rows):
@@ -308,7 +327,11 @@ def _context_lines(result: EvalResult) -> list[str]:
              f"Every task again with up to {c['tokens']} tokens of snippets of other files of "
              f"its repository, retrieved from the dataset's index of the train split (so no "
              f"held-out file is ever in a prompt); {c['with_snippets']} of {c['tasks']} tasks "
-             "found some. Paired differences with 95 % bootstrap intervals:", "",
+             f"found some. {c.get('cross_file', 0)} tasks are cross-file: the hole names "
+             "something that another train file of the repository defines and its own file "
+             "never mentions (import lines aside); the `cross file` rows are those tasks "
+             "alone, where context can matter most. Paired differences with 95 % bootstrap "
+             "intervals:", "",
              "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, m in result.metrics.items():
         if not m.comparisons:

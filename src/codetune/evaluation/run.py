@@ -211,8 +211,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
     settings, index = context_settings(cfg, str(dataset))
     contexts: list[Any] = []  # each task's (RepoContext, paths), from train files only
+    cross: list[bool] = []  # each task: does it name something only another file defines?
     if index is not None:
-        from codetune.evaluation.context import task_contexts
+        from codetune.evaluation.context import cross_file, task_contexts
+
+        cross = cross_file(index, tasks)
 
         contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
                                  cfg.context_tokens, window,
@@ -261,10 +264,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                 bpb[name] = {"ltr_nll": ltr, "fim_nll": [f[0] for f in fim],
                              "fim_bytes": [f[1] for f in fim]}
     seconds = time.perf_counter() - started
-    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes)
+    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes, cross)
     result.context = {"settings": settings, "tokens": cfg.repo_context_tokens,
                       "with_snippets": sum(1 for _, p in contexts if p), "tasks": len(tasks),
-                      "paths": [p for _, p in contexts]} if index is not None else {}
+                      "cross_file": sum(cross), "paths": [p for _, p in contexts],
+                      "cross_file_tasks": cross} if index is not None else {}
     result.suffix_trims = suffix_trims(tasks, bench, trims)
     result.target, result.model, result.dataset = str(target), loaded.description, str(dataset)
     result.fim_format = loaded.fim.family
