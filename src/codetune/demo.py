@@ -157,8 +157,8 @@ Next, for real use (a GPU and a real code model):
   codetune eval runs/mine
   codetune merge runs/mine -o models/mine
   codetune serve models/mine          # then point your editor's completion plugin at it
-This demo's run works with them too (codetune-mini has 1024 positions, hence the -s):
-  codetune eval {run} -s eval.context_tokens=768 -s eval.bpb_window=511
+This demo's run works with them too:
+  codetune eval {run}
   codetune complete {run} --prefix 'def ' --greedy"""
 
 
