@@ -123,8 +123,8 @@ def _context_summary(ev: Any) -> dict[str, Any] | None:
         return None
     d, lo, hi = m.comparisons["context (tuned)"]
     file, repo = m.values.get("tuned"), m.values.get("tuned+repo")
-    real = "lower, outside the interval" if hi < 0 else (
-        "higher, outside the interval" if lo > 0 else "no difference outside the interval")
+    real = {1: "lower, outside the interval", -1: "higher, outside the interval",
+            0: "no difference outside the interval"}[m.change("context (tuned)")]
     line = (f"fine-tuned hole bits per byte {file:.3f} without → {repo:.3f} with snippets of "
             f"other files ({d:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}]: {real})")
     if hi >= 0:  # measured, not assumed: say why the small model may not gain from it

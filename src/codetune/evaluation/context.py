@@ -10,7 +10,6 @@ same tokens with and without context, so the difference is the context's worth a
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import Any
 
@@ -29,13 +28,9 @@ def task_contexts(index: Any, loaded: Any, tasks: list[Task], budget: int,
     positions has no slack for those. Where not even the repository name and the file's path
     fit, the task's context is None: its file-level prompt."""
     from codetune.context import repo_context
+    from codetune.tokens.fim import token_counter
 
-    tokenizer = loaded.tokenizer
-
-    @functools.lru_cache(maxsize=65536)
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False,
-                             split_special_tokens=True)["input_ids"])
+    count = token_counter(loaded.tokenizer)
 
     out = []
     for t in tasks:

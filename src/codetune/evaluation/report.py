@@ -45,23 +45,24 @@ class Score:
         if label not in self.comparisons:
             return 0
         _, lo, hi = self.comparisons[label]
-        if (hi < 0) if self.lower_is_better else (lo > 0):
-            return 1
-        if (lo > 0) if self.lower_is_better else (hi < 0):
-            return -1
-        return 0
+        return _direction(lo, hi, self.lower_is_better)
 
     @property
     def real_change(self) -> int:
         """+1 if the tuned model is better outside the interval, -1 if worse, else 0."""
         if self.ci95 is None:
             return 0
-        lo, hi = self.ci95
-        if (hi < 0) if self.lower_is_better else (lo > 0):
-            return 1
-        if (lo > 0) if self.lower_is_better else (hi < 0):
-            return -1
-        return 0
+        return _direction(*self.ci95, self.lower_is_better)
+
+
+def _direction(lo: float, hi: float, lower_is_better: bool) -> int:
+    """+1 if a difference's 95 % interval [lo, hi] lies wholly on the better side of 0, -1 if
+    wholly on the worse side, else 0."""
+    if (hi < 0) if lower_is_better else (lo > 0):
+        return 1
+    if (lo > 0) if lower_is_better else (hi < 0):
+        return -1
+    return 0
 
 
 @dataclass

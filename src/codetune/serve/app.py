@@ -318,6 +318,20 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
                            "(--request-timeout)", "timeout")
         return stream
 
+    async def start_streaming(request: Request, stream: Any, deadline: float
+                              ) -> tuple[threading.Event, asyncio.Queue, Any]:
+        """Admit `stream` and start it: (cancel event, queue of text pieces ending with None,
+        the generation's future). Through an upstream, its error status comes first: a
+        502/504, not an event."""
+        cancel = await admit(request, stream, deadline)
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        fut = engine.start(stream, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        if upstream is not None:
+            await engine.opened(stream)
+        return cancel, pieces, fut
+
     def _log(route: str, stream: Any, t0: float) -> None:
         log.info("%s prompt=%d completion=%d finish=%s %.2fs", route, stream.prompt_tokens,
                  stream.completion_tokens, stream.finish_reason, time.monotonic() - t0)
@@ -376,13 +390,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
             await run_to_end(request, stream, "/v1/completions", deadline)
             return {**chunk(stream.text, stream.finish_reason), "usage": usage(), **info}
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        cancel = await admit(request, stream, deadline)
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-        fut = engine.start(stream, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
-        if upstream is not None:
-            await engine.opened(stream)  # an upstream error is a 502/504 status, not an event
+        cancel, pieces, fut = await start_streaming(request, stream, deadline)
         t0 = time.monotonic()
 
         async def events():
@@ -465,13 +473,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         if not body.stream:
             await run_to_end(request, stream, "/infill", deadline)
             return answer(stream.text, True)
-        cancel = await admit(request, stream, deadline)
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-        fut = engine.start(stream, lambda q: loop.call_soon_threadsafe(pieces.put_nowait, q))
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
-        if upstream is not None:
-            await engine.opened(stream)
+        cancel, pieces, fut = await start_streaming(request, stream, deadline)
 
         async def events():
             try:

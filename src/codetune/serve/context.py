@@ -15,7 +15,6 @@ given; one laid out with the repository name and the file's path but no snippets
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -90,15 +89,11 @@ class ServeContext:
         context as fits both the budget and `max_prompt` tokens. Runs in the tokenizer pool."""
         from codetune.context import repo_context
         from codetune.infer.prompts import fim_prompt
+        from codetune.tokens.fim import token_counter
 
         if self.budget <= 0:  # off: exactly the file-level prompt
             return fim_prompt(loaded, hole.prefix, hole.suffix), []
-        tok = loaded.tokenizer
-
-        @functools.lru_cache(maxsize=256)
-        def count(text: str) -> int:
-            return len(tok(text, add_special_tokens=False, split_special_tokens=True)
-                       ["input_ids"])
+        count = token_counter(loaded.tokenizer, maxsize=256)
 
         ranked = self.snippets(hole)
         budget = self.budget

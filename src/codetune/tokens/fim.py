@@ -40,6 +40,8 @@ complete model input and so starts with `bos_id` itself.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -411,6 +413,17 @@ def fallback_context_text(ctx: RepoContext) -> str:
     if ctx.path:
         head += f"{c} path: {ctx.path}\n"
     return head
+
+
+def token_counter(tokenizer: Any, maxsize: int = 65536) -> Callable[[str], int]:
+    """`count(text)`: the number of tokens `text` encodes to as a snippet of repository context
+    (no special tokens added, sentinel-like text not turned into sentinels), cached: what
+    `context.pack` budgets with."""
+    @functools.lru_cache(maxsize=maxsize)
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+                   ["input_ids"])
+    return count
 
 
 def encode_repo_context(tokenizer: Any, fim: FimTokens, ctx: RepoContext | None

@@ -159,9 +159,8 @@ def context_providers(cfg: RunConfig, tokenizer) -> tuple[Any, Any]:
     dataset's repository index: a train file gets its neighbours computed at index time (no
     retrieval while streaming); a held-out file, which the index never holds, gets a retrieval
     against the train files of its repository with its first lines as the query."""
-    import functools
-
     from codetune.context import RepoIndex, repo_context
+    from codetune.tokens.fim import token_counter
 
     index = RepoIndex.for_dataset(cfg.data.dataset)
     if index is None:
@@ -170,11 +169,7 @@ def context_providers(cfg: RunConfig, tokenizer) -> tuple[Any, Any]:
             "none (prepared by an older codetune, or with prepare.context_index=false); "
             "prepare it again with `codetune prepare SOURCE... -o DATASET --overwrite`")
     budget = cfg.data.context_tokens
-
-    @functools.lru_cache(maxsize=65536)
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False,
-                             split_special_tokens=True)["input_ids"])
+    count = token_counter(tokenizer)
 
     def train_ctx(repo_id: str, path: str, text: str):
         return repo_context(index.neighbours(repo_id, path), budget, count, repo_id, path)[0]
