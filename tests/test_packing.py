@@ -86,3 +86,74 @@ def test_resume_from_pending_matches():
         rest += resumed.add(*docs[i], key=i)
     assert [s.input_ids.tolist() for s in rest] == [s.input_ids.tolist() for s in seqs[cut:]]
     assert [s.labels.tolist() for s in rest] == [s.labels.tolist() for s in seqs[cut:]]
+
+
+def test_lead_is_repeated_before_each_continuation_without_loss():
+    # a document whose first 2 tokens (91 92) are its context: every chunk that continues it
+    # in a later sequence starts with them again, masked, and positions restart there
+    ids = np.array([91, 92, 1, 2, 3, 4, 5, 6, 7, 0], dtype=np.int64)
+    mask = np.array([False, False] + [True] * 8)
+    p = Packer(5)
+    seqs = p.add(ids, mask, key="d", lead=2)
+    assert [s.input_ids.tolist() for s in seqs] == [[91, 92, 1, 2, 3], [91, 92, 4, 5, 6]]
+    assert [s.labels.tolist()[:2] for s in seqs] == [[IGNORE_INDEX] * 2] * 2
+    assert seqs[1].labels.tolist()[2:] == [4, 5, 6]
+    assert seqs[1].position_ids.tolist() == [0, 1, 2, 3, 4]
+    assert [s.pending for s in seqs] == [("d", 5), ("d", 8)]
+    last = p.flush(pad_id=9)
+    assert last.input_ids.tolist() == [91, 92, 7, 0, 9]
+    assert last.labels.tolist() == [IGNORE_INDEX, IGNORE_INDEX, 7, 0, IGNORE_INDEX]
+    # every file token is trained on exactly once
+    trained = [t for s in [*seqs, last] for t in s.labels.tolist() if t != IGNORE_INDEX]
+    assert trained == [1, 2, 3, 4, 5, 6, 7, 0]
+
+
+def test_lead_split_inside_itself_starts_the_document_over():
+    # a sequence that ends inside the lead holds context only (no loss): the whole document
+    # follows in the next sequence, and nothing of the file is lost or trained twice
+    a = np.array([5, 6, 0], dtype=np.int64)
+    ids = np.array([91, 92, 93, 1, 2, 0], dtype=np.int64)
+    mask = np.array([False] * 3 + [True] * 3)
+    p = Packer(5)
+    p.add(a, np.ones(3, bool), key="a")
+    s1, s2 = p.add(ids, mask, key="b", lead=3)
+    assert s1.input_ids.tolist() == [5, 6, 0, 91, 92]
+    assert s1.labels.tolist()[3:] == [IGNORE_INDEX] * 2
+    assert s2.input_ids.tolist() == [91, 92, 93, 1, 2]
+    assert s2.labels.tolist() == [IGNORE_INDEX] * 3 + [1, 2]
+    assert s2.pending == ("b", 5)
+    (s3,) = p.add(*doc(8), key="c")
+    assert s3.input_ids.tolist() == [91, 92, 93, 0, 8]
+    assert s3.labels.tolist() == [IGNORE_INDEX] * 3 + [0, IGNORE_INDEX]
+
+
+def test_resume_with_leads_matches():
+    rng = np.random.default_rng(3)
+    docs = []
+    for i in range(40):
+        lead = int(rng.integers(0, 6))
+        body = rng.integers(1, 50, size=int(rng.integers(1, 30))).tolist()
+        ids = np.array([100 + i] * lead + body + [EOS], dtype=np.int64)
+        docs.append((ids, np.array([False] * lead + [True] * (len(body) + 1)), lead))
+    full = Packer(8)
+    seqs = [s for i, (ids, m, ld) in enumerate(docs) for s in full.add(ids, m, key=i, lead=ld)]
+    trained = [t for s in seqs for t in s.labels.tolist() if t != IGNORE_INDEX]
+    assert len(trained) > 100
+    for cut in range(1, len(seqs)):
+        resumed = Packer(8)
+        if seqs[cut - 1].pending is None:  # ended on a document boundary
+            key, rest = seqs[cut - 1].segments[-1][1], []
+        else:
+            key, offset = seqs[cut - 1].pending
+            ids, m, ld = docs[key]
+            rest = resumed.add(ids, m, key=key, offset=offset, lead=ld)
+        for i in range(key + 1, len(docs)):
+            rest += resumed.add(*docs[i][:2], key=i, lead=docs[i][2])
+        assert [s.input_ids.tolist() for s in rest] == [s.input_ids.tolist() for s in
+                                                         seqs[cut:]], cut
+        assert [s.labels.tolist() for s in rest] == [s.labels.tolist() for s in seqs[cut:]]
+    # each sequence a document continues in starts with that document's lead
+    for s in seqs:
+        start, key, off = s.segments[0]
+        if off and docs[key][2]:
+            assert s.input_ids[:docs[key][2]].tolist() == [100 + key] * docs[key][2]

@@ -301,3 +301,43 @@ def test_preview_shows_the_repo_layout(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "repository context: up to 64 tokens" in out
     assert "<repo_name>shop<file_sep>shop/money.py\ndef cents(x):" in out
+
+
+@pytest.mark.parametrize("rate, fim", REPO_MODES)
+def test_every_sequence_of_a_long_file_holds_its_context(dataset, tok, rate, fim):
+    # files longer than a sequence are cut into windows that each fit one behind the context,
+    # and a window that packing splits continues behind its context again: no sequence trains
+    # on a file without that file's repository context in front of it
+    from codetune.tokens.fim import detect_fim
+
+    f = detect_fim(tok)
+    seqs = take(make(dataset, tok, fim_rate=rate, fim=fim, seq=128, context=_ctx(),
+                     repo_tokens=f), 80)
+    cut = continued = 0
+    for s in seqs:
+        for start, key, offset in s.segments:
+            assert s.input_ids[start] == f.repo_name_id, (key, offset)
+            assert s.labels[start] == -100
+            cut += not isinstance(key, int)
+            continued += offset > 0
+    assert cut > 20 and continued > 20  # both happened, often
+
+
+def test_repo_mode_trains_each_file_token_once(dataset, tok):
+    # the held-out stream, in order, without FIM: the trained tokens are the files' tokens,
+    # each window closed by EOS, the repeated context never among them
+    import pyarrow.parquet as pq
+
+    from codetune.tokens.fim import detect_fim
+
+    f = detect_fim(tok)
+    files, col = resolve_files(dataset, "validation")
+    texts = [t for p in files for t in pq.read_table(p, columns=[col or "content"]).column(0)
+             .to_pylist()]
+    s = make(dataset, tok, "validation", fim_rate=0.0, seq=96, context=_ctx(), repo_tokens=f)
+    seqs = list(s.sequences())
+    trained = np.concatenate([x.labels[x.labels != -100] for x in seqs])
+    eos = s.encoder.eos[0]
+    want = np.concatenate([tok(t, add_special_tokens=False)["input_ids"] for t in texts])
+    assert trained[trained != eos].tolist() == want.tolist()
+    assert (trained == eos).sum() > len(texts)  # more windows than files: some were cut

@@ -12,10 +12,14 @@ exactly `seq_length` tokens, as the seed's ConstantLengthDataset did, with three
   unrelated preceding document teaches nothing.
 - the tail of a document that does not fit is carried into the next sequence instead of being
   dropped at the end of each buffer.
+- a document may have a *lead*: its first `lead` tokens (repository context: other files'
+  snippets and its own path) are laid out again, without loss, in front of every continuation
+  chunk, so each sequence that holds part of the file also holds its context.
 
 Invariant used for resuming: right after a sequence is emitted, the pending tokens are a suffix
 of the most recently added document (a sequence is emitted as soon as enough tokens are
-pending), so `(document key, offset into it)` describes the packer state completely.
+pending), or its lead and such a suffix, so `(document key, offset into it)` describes the packer
+state completely: `add(ids, mask, key, offset, lead)` re-creates it.
 
 Pure numpy on ints; knows nothing of tokenizers or torch.
 """
@@ -58,25 +62,39 @@ class Packer:
         self._mask: list[np.ndarray] = []
         self._starts: list[bool] = []  # does this chunk begin at a document start?
         self._keys: list[tuple[object, int]] = []  # (doc key, offset of the chunk in the doc)
+        self._leads: list[tuple[np.ndarray, np.ndarray] | None] = []  # doc's lead, to repeat
         self._n = 0
         self.tokens_added = 0
         self.tokens_total = 0
         self.tokens_cross_doc = 0
 
     def add(self, ids: np.ndarray, loss_mask: np.ndarray, key: object = None,
-            offset: int = 0) -> list[Sequence]:
+            offset: int = 0, lead: int = 0) -> list[Sequence]:
         """Add one document (from `offset` on, when resuming inside it); returns the sequences
-        completed by it. `ids` already ends with EOS."""
+        completed by it. `ids` already ends with EOS. `lead`: its first `lead` tokens are its
+        context, repeated (without loss) before each chunk that continues it in a later
+        sequence; ignored unless shorter than 3/4 of a sequence (each chunk must make way)."""
         if len(ids) != len(loss_mask):
             raise ValueError("ids and loss_mask differ in length")
         if offset >= len(ids):
             return []
-        self._ids.append(np.asarray(ids[offset:], dtype=np.int64))
-        self._mask.append(np.asarray(loss_mask[offset:], dtype=bool))
+        ids = np.asarray(ids, dtype=np.int64)
+        loss_mask = np.asarray(loss_mask, dtype=bool)
+        keep = (ids[:lead], np.zeros(lead, bool)) if 0 < lead < len(ids) and \
+            lead <= self.seq_length * 3 // 4 else None
+        if offset and keep is not None:  # a continuation: behind the lead again
+            offset = max(offset, lead)
+            chunk = np.concatenate([keep[0], ids[offset:]])
+            cmask = np.concatenate([keep[1], loss_mask[offset:]])
+        else:
+            chunk, cmask = ids[offset:], loss_mask[offset:]
+        self._ids.append(chunk)
+        self._mask.append(cmask)
         self._starts.append(offset == 0)
         self._keys.append((key, offset))
-        self._n += len(ids) - offset
-        self.tokens_added += len(ids) - offset
+        self._leads.append(keep)
+        self._n += len(chunk)
+        self.tokens_added += len(chunk)
         out = []
         while self._n >= self.seq_length:
             out.append(self._emit())
@@ -91,6 +109,7 @@ class Packer:
         self._mask.append(np.zeros(pad, dtype=bool))
         self._starts.append(True)
         self._keys.append((None, 0))
+        self._leads.append(None)
         self._n = self.seq_length
         seq = self._emit()
         seq.pending = None
@@ -119,12 +138,10 @@ class Packer:
                     mask[filled] = False  # a document's first token, predicted across a boundary
             filled += take
             if take == len(chunk):
-                self._ids.pop(0), self._mask.pop(0), self._starts.pop(0), self._keys.pop(0)
+                for q in (self._ids, self._mask, self._starts, self._keys, self._leads):
+                    q.pop(0)
             else:
-                key, off = self._keys[0]
-                self._ids[0], self._mask[0] = chunk[take:], cmask[take:]
-                self._starts[0] = False
-                self._keys[0] = (key, off + take)
+                self._carry(take)
         self._n -= L
         self.tokens_total += L
         if first_boundary is not None:
@@ -132,6 +149,28 @@ class Packer:
         labels = np.where(mask, ids, IGNORE_INDEX)
         pending = self._keys[0] if self._keys else None
         return Sequence(ids, labels, pos if self.mode == "packed" else None, pending, segments)
+
+    def _carry(self, take: int) -> None:
+        """The first chunk lost its first `take` tokens to a sequence: keep the rest, behind
+        the document's lead again if it has one (from the lead on: a chunk split inside its
+        lead starts over, its emitted part was context only, without loss)."""
+        chunk, cmask = self._ids[0], self._mask[0]
+        key, off = self._keys[0]
+        lead = self._leads[0]
+        if lead is None:
+            rest, rmask, off = chunk[take:], cmask[take:], off + take
+        else:  # chunk = lead + doc[was:] (a first chunk: doc[0:], whose first n tokens are the lead)
+            n = len(lead[0])
+            was = off if off else n
+            off = was + max(take - n, 0)
+            rest = np.concatenate([lead[0], chunk[n + off - was:]])
+            rmask = np.concatenate([lead[1], cmask[n + off - was:]])
+            extra = len(rest) - (len(chunk) - take)
+            self._n += extra
+            self.tokens_added += extra
+        self._ids[0], self._mask[0] = rest, rmask
+        self._starts[0] = False
+        self._keys[0] = (key, off)
 
     @property
     def cross_doc_share(self) -> float:

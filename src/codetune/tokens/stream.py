@@ -12,9 +12,13 @@ Repository context (`data.context=repo`): each document is preceded by its repos
 and snippets of other train files of the same repository (`tokens.fim.RepoContext`), from a
 `context` callable the trainer builds on the dataset's index. The snippets of a file are fixed
 at index time, so a document encodes to the same ids whenever it is seen again and resuming
-stays exact; the context is masked out of the loss.
+stays exact; the context is masked out of the loss. A file longer than a sequence is cut into
+windows that each fit one sequence behind the context (each FIM-transformed on its own), and
+the packer repeats the context before any part of a window it carries into the next sequence:
+no file token is trained without its repository context in view. A window's packer key is
+(position, window).
 
-A reader's whole state is therefore {epoch, next position, pending (position, offset)}: the
+A reader's whole state is therefore {epoch, next position, pending (key, offset)}: the
 packer's leftover is always the tail of one document (see `packing.py`), re-created on resume
 by encoding that document again. `state_dict()` / `load_state_dict()` follow the protocol of
 torchdata's `StatefulDataLoader`, which calls them inside each worker, so a resumed run yields
@@ -184,8 +188,10 @@ class Encoder:
     every time it is encoded (which is what makes resuming inside it exact)."""
 
     def __init__(self, tokenizer, fim_tokens, fim_cfg: FimConfig, seed: int,
-                 fim_rate: float | None = None, context=None, repo_tokens=None):
+                 fim_rate: float | None = None, context=None, repo_tokens=None,
+                 seq_length: int | None = None):
         self.tok = tokenizer
+        self.seq_length = seq_length  # long files with repository context are cut to fit it
         self.fim = fim_tokens
         self.cfg = fim_cfg
         self.seed = seed
@@ -245,43 +251,104 @@ class Encoder:
 
     def encode(self, texts: list[str], keys: list[tuple[int, int]],
                metas: list[tuple[str, str]] | None = None
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
+               ) -> list[list[tuple[np.ndarray, np.ndarray, int]]]:
         """Encode documents; `keys` are (epoch, position), the FIM random seed of each;
-        `metas` their (repo_id, path), for repository context."""
-        from codetune.tokens import fim as F
+        `metas` their (repo_id, path), for repository context. Each document gives a list of
+        pieces (ids, loss mask, lead): one, unless it has repository context and is longer
+        than a sequence (`seq_length`): then it is cut into windows that each fit one sequence
+        behind the context, each FIM-transformed on its own, so no part of a long file is
+        trained without its context. `lead`: how many leading tokens are context, which the
+        packer repeats before a piece's continuation in the next sequence."""
 
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
-        plain_idx, plain_texts = [], []
         ctxs = [self.repo_context(metas[i] if metas else None, t) for i, t in enumerate(texts)]
+        out: list[list[tuple[np.ndarray, np.ndarray, int]] | None] = [None] * len(texts)
+        plain_idx, plain_texts = [], []
         for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
-            if self.doc_level and self.cfg.split == "char":
-                rng = self.rng_for(*key)
-                parts = F.split_chars(text, rng, self.rate)
-                if parts is not None:
-                    spm = bool(rng.binomial(1, self.cfg.spm_rate))
-                    ids, mask = F.encode_fim(self.tok, self.fim, *parts, spm=spm,
-                                             middle_loss_only=self.cfg.middle_loss_only,
-                                             repo=ctxs[i][2])
-                    out[i] = (np.asarray(ids, np.int64), np.asarray(mask, bool))
+            if self.doc_level and self.cfg.split == "char" and ctxs[i][2] is None:
+                piece = self._char_fim(text, self.rng_for(*key), ctxs[i])
+                if piece is not None:
+                    out[i] = [piece]
                     continue
             plain_idx.append(i)
             plain_texts.append(text)
         for i, ids in zip(plain_idx, self.tokenize(plain_texts) if plain_texts else [],
                           strict=True):
-            pre, head, _ = ctxs[i]
-            if self.doc_level and self.cfg.split == "token":
-                ids, mask = F.permute(ids, self.rng_for(*keys[i]), self.fim, self.rate,
-                                      self.cfg.spm_rate, self.cfg.truncate_or_pad,
-                                      self.cfg.middle_loss_only, pre, head)
-            elif pre or head:
-                ids, mask = F.with_context(ids, pre, head)
+            if ctxs[i][2] is None:
+                out[i] = [self._piece(ids, texts[i], self.rng_for(*keys[i]), ctxs[i])]
+                continue
+            wins = self._windows(len(ids), ctxs[i])
+            if len(wins) == 1:  # fits: as it is, with the document's own FIM draw
+                out[i] = [self._piece(ids, texts[i], self.rng_for(*keys[i]), ctxs[i])]
             else:
-                mask = np.ones(len(ids), dtype=bool)
-            out[i] = (ids, mask)
-        nb = len(self.bos)
-        return [(np.concatenate([self.bos, ids, self.eos]),
-                 np.concatenate([np.ones(nb, bool), mask, [True]]))
-                for ids, mask in out]  # type: ignore[misc]
+                out[i] = [self._piece(ids[a:b], None, self.rng_for(*keys[i], w), ctxs[i])
+                          for w, (a, b) in enumerate(wins)]
+        return out  # type: ignore[return-value]
+
+    def _windows(self, n: int, ctx: tuple[list[int], list[int], Any]) -> list[tuple[int, int]]:
+        """Token ranges of the windows of an n-token file behind its context `ctx`: near-equal,
+        each fitting one sequence with the context, the FIM sentinels, BOS and EOS."""
+        pre, head, _ = ctx
+        extra = len(self.bos) + len(pre) + len(head) + 1 + (self.fim.n_added if self.rate > 0
+                                                             else 0)
+        room = self.seq_length - extra if self.seq_length else 0
+        if room < 8 or n <= room:  # no sequence length known, or no room left beside the context
+            return [(0, n)]
+        k = -(-n // room)
+        bounds = np.linspace(0, n, k + 1).round().astype(int).tolist()
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def _char_fim(self, text: str, rng: np.random.Generator,
+                  ctx: tuple[list[int], list[int], Any]
+                  ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Character-level FIM of one text (fim.split=char), or None when the draw says no."""
+        from codetune.tokens import fim as F
+
+        parts = F.split_chars(text, rng, self.rate)
+        if parts is None:
+            return None
+        spm = bool(rng.binomial(1, self.cfg.spm_rate))
+        ids, mask = F.encode_fim(self.tok, self.fim, *parts, spm=spm,
+                                 middle_loss_only=self.cfg.middle_loss_only, repo=ctx[2])
+        return self._finish(np.asarray(ids, np.int64), np.asarray(mask, bool), ctx)
+
+    def _piece(self, ids: np.ndarray, text: str | None, rng: np.random.Generator,
+               ctx: tuple[list[int], list[int], Any]) -> tuple[np.ndarray, np.ndarray, int]:
+        """One document or window: FIM as configured, behind its context, BOS/EOS added."""
+        from codetune.tokens import fim as F
+
+        pre, head, repo = ctx
+        if self.doc_level and self.cfg.split == "char":
+            piece = self._char_fim(self.tok.decode(ids.tolist()) if text is None else text,
+                                   rng, ctx)
+            if piece is not None:
+                return piece
+            # (the draw said no FIM: the tokens as they are; the draw is the same one)
+        if self.doc_level and self.cfg.split == "token":
+            ids, mask = F.permute(ids, rng, self.fim, self.rate, self.cfg.spm_rate,
+                                  self.cfg.truncate_or_pad, self.cfg.middle_loss_only, pre,
+                                  head)
+        elif pre or head:
+            ids, mask = F.with_context(ids, pre, head)
+        else:
+            mask = np.ones(len(ids), dtype=bool)
+        return self._finish(ids, mask, ctx)
+
+    def _finish(self, ids: np.ndarray, mask: np.ndarray,
+                ctx: tuple[list[int], list[int], Any]) -> tuple[np.ndarray, np.ndarray, int]:
+        """BOS + ids + EOS, and the lead: the context in front of the file's own tokens (the
+        preamble; then the FIM prefix sentinel and, in PSM, the path head; or, unpermuted,
+        the head)."""
+        nb, (pre, head, repo) = len(self.bos), ctx
+        lead = 0
+        if repo is not None:
+            at = nb + len(pre)
+            lead = at + len(head)
+            if self.fim is not None and len(ids) > len(pre) and ids[len(pre)] == \
+                    self.fim.prefix_id:  # FIM: [P] head prefix... (PSM) or [P][S]... (SPM)
+                psm = head and ids[len(pre) + 1:len(pre) + 1 + len(head)].tolist() == head
+                lead = at + 1 + (len(head) if psm else 0)
+        return (np.concatenate([self.bos, ids, self.eos]),
+                np.concatenate([np.ones(nb, bool), mask, [True]]), lead)
 
     def context_fim(self, seq: Sequence, epoch: int) -> Sequence:
         """Context-level FIM: permute each document segment of a packed sequence in place,
@@ -347,7 +414,7 @@ class TrainingStream(_Base):
         self.data_cfg, self.fim_cfg = data_cfg, fim_cfg
         self.seed, self.train = seed, train
         self.encoder = Encoder(tokenizer, fim_tokens, fim_cfg, seed, fim_rate, context,
-                               repo_tokens)
+                               repo_tokens, data_cfg.seq_length)
         self.units = list_units(files, column)
         self.num_docs = sum(u.rows for u in self.units)
         if not self.num_docs:
@@ -416,11 +483,19 @@ class TrainingStream(_Base):
                 self.cross_doc_share = packer.cross_doc_share
                 yield seq
 
+        def add(p: int, pieces, first: int = 0, offset: int = 0) -> Iterator[Sequence]:
+            for w in range(first, len(pieces)):  # key: p, or (p, window) for a cut file
+                ids, mask, lead = pieces[w]
+                key = p if len(pieces) == 1 else (p, w)
+                yield from emit(packer.add(ids, mask, key=key, offset=offset if w == first
+                                           else 0, lead=lead), p + readers)
+
         if state["pending"] is not None:  # re-create the packer's leftover, then go on
-            p, offset = state["pending"]
+            key, offset = state["pending"]
+            p, w = (key, 0) if isinstance(key, int) else (int(key[0]), int(key[1]))
             doc = order.doc(p)
-            (ids, mask), = self.encoder.encode([cache.get(*doc)], [(epoch, p)], metas([doc]))
-            yield from emit(packer.add(ids, mask, key=p, offset=offset), pos)
+            pieces, = self.encoder.encode([cache.get(*doc)], [(epoch, p)], metas([doc]))
+            yield from add(p, pieces, w, offset)
         tokens_at_epoch_start = -1  # the first epoch may start mid-way (resume)
         while True:
             while pos < order.total:
@@ -429,8 +504,8 @@ class TrainingStream(_Base):
                 docs = [order.doc(p) for p in batch]
                 texts = [cache.get(*d) for d in docs]
                 encoded = self.encoder.encode(texts, [(epoch, p) for p in batch], metas(docs))
-                for p, (ids, mask) in zip(batch, encoded, strict=True):
-                    yield from emit(packer.add(ids, mask, key=p), p + readers)
+                for p, pieces in zip(batch, encoded, strict=True):
+                    yield from add(p, pieces)
                 pos = batch[-1] + readers
             if not self.train:
                 last = packer.flush(self.encoder.tok.pad_token_id
