@@ -363,7 +363,15 @@ def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
     assert cross and doc["context"]["cross_file"] == len(cross)
     assert all("cents_" in r["middle"] and "money_" not in r["path"] for r in cross)
     assert doc["metrics"]["cross_file_single_line_exact_match"]["n"] == sum(
-        r["kind"] == "single_line" for r in cross)
+        r["kind"] in ("single_line", "cross_file") for r in cross)
+    # and the import-use holes: each held-out view's first call of its imported cents_k,
+    # scored only among the cross-file metrics (the random-hole ones stay random)
+    uses = [r for r in doc["task_records"] if r["kind"] == "cross_file"]
+    assert uses and all(r["middle"].startswith("return cents_") and r["cross_file"]
+                        for r in uses)
+    assert doc["context"]["import_use"] == len(uses)
+    assert doc["metrics"]["single_line_exact_match"]["n"] == sum(
+        r["kind"] == "single_line" for r in doc["task_records"])
     report = (out / "report.md").read_text()
     assert "## Repository context" in report and "**Context: repository context" in report
     assert "Context: repository context" in capsys.readouterr().out
@@ -474,6 +482,28 @@ def test_cross_file_tasks_need_a_name_only_another_file_defines():
         task("", "y = len(x)\n"),  # nothing of the repository: no
     ]
     assert cross_file(Index(), tasks) == [True, False, False, True, False, False]
+
+
+def test_import_use_tasks_are_first_uses_of_imported_repository_definitions(tmp_path):
+    from codetune.context import build_index
+    from codetune.evaluation.context import import_use_tasks
+
+    lib = "def to_cents(x):\n    return round(x * 100)\n\n\nRATE = 3\n"
+    app = ("from lib.money import (\n    to_cents,\n)\nimport lib.money as m\nimport os\n\n\n"
+           "def a():\n    return to_cents(1)\n\n\n"  # the first use of to_cents: a hole
+           "def b():\n    return to_cents(2)\n\n\n"  # used before: not
+           "def c():\n    # m.RATE in a comment is no use\n"
+           "    x = m.RATE + os.sep\n")  # the first use of m.RATE: a hole
+    index = build_index([("r", "lib/money.py", lib)], tmp_path / "ix", neighbours=False)
+    tasks = import_use_tasks(index, "r", "app.py", app, 0, 5)
+    assert [(t.kind, t.middle) for t in tasks] == [("cross_file", "return to_cents(1)"),
+                                                   ("cross_file", "x = m.RATE + os.sep")]
+    t = tasks[0]
+    assert t.prefix + t.middle + t.suffix == app and t.prefix.endswith("def a():\n    ")
+    assert import_use_tasks(index, "r", "app.py", app, 0, 5) == tasks  # the same every run
+    assert len(import_use_tasks(index, "r", "app.py", app, 0, 1)) == 1
+    assert import_use_tasks(index, "other", "app.py", app, 0, 5) == []  # not its repository
+    assert import_use_tasks(index, "r", "app.js", app, 0, 5) == []  # Python only
 
 
 def test_context_verdict_wording():

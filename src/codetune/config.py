@@ -276,7 +276,12 @@ class EvalConfig:
 
     single_line_per_file: int = _f(2, "single-line infilling tasks cut from each held-out file")
     multi_line_per_file: int = _f(1, "multi-line (block body) tasks cut from each file")
-    max_tasks: int = _f(300, "cap on tasks in total (a seeded sample when there are more)")
+    cross_file_per_file: int = _f(
+        2, "with a repository index: single-line holes cut from each held-out Python file at "
+           "the first use of a definition it imports from another file of its repository "
+           "(CrossCodeEval's selection), scored apart as cross_file_*")
+    max_tasks: int = _f(300, "cap on tasks of each set, random and cross-file (a seeded "
+                             "sample when there are more)")
     max_files: int | None = _f(None, "cap on held-out files used (None: all)")
     context_tokens: int = _f(1536, "prompt budget around the hole (3/4 prefix, 1/4 suffix)")
     max_new_tokens_single: int = _f(48, "generation budget of a single-line task")
@@ -315,7 +320,8 @@ class EvalConfig:
                      "max_block_lines"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{prefix}.{name} must be at least 1")
-        if self.single_line_per_file < 0 or self.multi_line_per_file < 0:
+        if min(self.single_line_per_file, self.multi_line_per_file,
+               self.cross_file_per_file) < 0:
             raise ConfigError(f"{prefix}: tasks per file must be 0 or more")
         if self.benchmark_tasks is not None and self.benchmark_tasks < 1:
             raise ConfigError(f"{prefix}.benchmark_tasks must be at least 1 (or null: all)")

@@ -106,23 +106,33 @@ class ModuleMap:
         return min(cands, key=key)
 
 
-def import_targets(text: str, path: str, window: str, modules: ModuleMap,
-                   defines: Callable[[str], Mapping[str, int]],
-                   imports_of: Callable[[str], list[Imported]]) -> list[tuple[str, str]]:
-    """(file, name) of the definitions in other files that `text`'s imports point at, ranked:
-    names used most often in `window` (the code around the cursor) first, then the others in
-    import order. `defines(file)` gives the names a file defines, `imports_of(file)` its
-    imports (to follow re-exports)."""
-    imports = parse_imports(text, path)
-    if not imports:
-        return []
-    ranked: list[tuple[int, int, str, str]] = []  # (-uses, position, file, name)
-    direct: list[tuple[Imported, tuple[str, str]]] = []
-    for imp in imports:
+@dataclass(frozen=True)
+class Use:
+    """A definition of another file that a file imports and uses: the file writes it as
+    `spelled` (`local`, or `local.attr` through a module import)."""
+
+    spelled: str
+    local: str  # the imported name or module, as the file calls it
+    file: str
+    name: str
+    position: int  # of the import statement
+    direct: bool  # `from m import name` (True) or `import m` ... `m.name` (False)
+
+
+def imported_uses(text: str, path: str, modules: ModuleMap,
+                  defines: Callable[[str], Mapping[str, int]],
+                  imports_of: Callable[[str], list[Imported]]) -> list[Use]:
+    """The definitions in other files of the repository that `text` (the file at `path`)
+    imports, in import order: each `from m import name` that resolves to one, and each
+    `m.attr` the file takes of an imported repository module `m`. `defines(file)` gives the
+    names a file defines, `imports_of(file)` its imports (to follow re-exports)."""
+    out: list[Use] = []
+    for imp in parse_imports(text, path):
         if imp.name is not None:
             target = _resolve_name(imp.module, imp.name, path, modules, defines, imports_of)
             if target is not None:
-                direct.append((imp, target))
+                if target[0] != path:
+                    out.append(Use(imp.local, imp.local, *target, imp.position, True))
                 continue
             module = f"{imp.module}.{imp.name}"  # `from pkg import mod`: a module import
         else:
@@ -131,24 +141,41 @@ def import_targets(text: str, path: str, window: str, modules: ModuleMap,
         if file is None or file == path:
             continue  # most module imports (os, numpy) end here, before any scanning
         names = defines(file)
-        used = Counter(_attributes(imp.local, window))
-        for name in used if window is text else dict.fromkeys(_attributes(imp.local, text)):
-            if name in names:
-                ranked.append((-used[name], imp.position, file, name))
+        for attr in dict.fromkeys(_attributes(imp.local, text)):
+            if attr in names:
+                out.append(Use(f"{imp.local}.{attr}", imp.local, file, attr, imp.position,
+                               False))
+    return out
+
+
+def import_targets(text: str, path: str, window: str, modules: ModuleMap,
+                   defines: Callable[[str], Mapping[str, int]],
+                   imports_of: Callable[[str], list[Imported]]) -> list[tuple[str, str]]:
+    """(file, name) of the definitions in other files that `text`'s imports point at, ranked:
+    names used most often in `window` (the code around the cursor) first, then the others in
+    import order (`imported_uses`)."""
+    uses = imported_uses(text, path, modules, defines, imports_of)
+    if not uses:
+        return []
+    counts: dict[str, Counter[str]] = {}  # module local -> attributes taken in the window
+    for u in uses:
+        if not u.direct and u.local not in counts:
+            counts[u.local] = Counter(_attributes(u.local, window))
+    direct = {u.local for u in uses if u.direct}
+    words: Counter[str] = Counter()
     if direct:
         # How often the window names each imported name: one pass for all of them. (An
         # import line in the window adds one to each name it imports, which leaves their
         # order as it was.)
-        names = {i.local for i, _ in direct}
-        alts = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
-        uses = Counter(_whole_words(re.compile(rf"(?:{alts})\b"), window))
-        ranked += [(-uses[imp.local], imp.position, *target) for imp, target in direct]
-    ranked.sort(key=lambda r: (r[0], r[1]))
+        alts = "|".join(sorted(map(re.escape, direct), key=len, reverse=True))
+        words = Counter(_whole_words(re.compile(rf"(?:{alts})\b"), window))
+    ranked = sorted(((-(words[u.local] if u.direct else counts[u.local][u.name]), u.position,
+                      i, u) for i, u in enumerate(uses)), key=lambda r: r[:3])
     out, seen = [], set()
-    for _, _, file, name in ranked:
-        if (file, name) not in seen and file != path:
-            seen.add((file, name))
-            out.append((file, name))
+    for *_, u in ranked:
+        if (u.file, u.name) not in seen:
+            seen.add((u.file, u.name))
+            out.append((u.file, u.name))
     return out
 
 

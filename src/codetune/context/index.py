@@ -36,7 +36,14 @@ from codetune import outputs
 from codetune.context import bm25
 from codetune.context.budget import Snippet
 from codetune.context.chunks import is_python, tokenize
-from codetune.context.imports import Imported, ModuleMap, import_targets, parse_imports
+from codetune.context.imports import (
+    Imported,
+    ModuleMap,
+    Use,
+    import_targets,
+    imported_uses,
+    parse_imports,
+)
 from codetune.errors import CodetuneError
 
 FORMAT_VERSION = 1
@@ -277,8 +284,18 @@ class RepoIndex:
         ids = np.fromiter({vocab[t] for t in tokens if t in vocab}, dtype=np.int32)
         return np.array(bm25.scores(bm, np.sort(ids)), dtype=np.float32)
 
-    def _import_chunks(self, r: int, text: str, path: str, window: str, limit: int) -> list[int]:
-        """Chunk ids of the definitions `text` imports from other files of repository `r`."""
+    def imported_uses(self, text: str, path: str, repo_id: str | None = None) -> list[Use]:
+        """The definitions of other indexed files of the repository that the Python file
+        `text` (at `path`) imports and uses (`imports.imported_uses`); [] for other languages
+        and for a repository the index does not hold."""
+        path = self._relative(path)
+        r = self._repo(repo_id, path)
+        if r is None or not is_python(path):
+            return []
+        return imported_uses(text, path, *self._import_env(r))
+
+    def _import_env(self, r: int) -> tuple[ModuleMap, Any, Any]:
+        """(module map, `defines(file)`, `imports_of(file)`) of repository `r`, for imports."""
         s = self._s
         repo = s.repos[r]["repo_id"]
         if r not in s.modules:
@@ -297,8 +314,13 @@ class RepoIndex:
                 s.imports[f] = parse_imports(body, p)
             return s.imports[f]
 
+        return s.modules[r], defines, imports_of
+
+    def _import_chunks(self, r: int, text: str, path: str, window: str, limit: int) -> list[int]:
+        """Chunk ids of the definitions `text` imports from other files of repository `r`."""
+        modules, defines, imports_of = self._import_env(r)
         out: list[int] = []
-        for p, name in import_targets(text, path, window, s.modules[r], defines, imports_of):
+        for p, name in import_targets(text, path, window, modules, defines, imports_of):
             c = defines(p)[name]
             if c not in out:
                 out.append(c)

@@ -114,3 +114,55 @@ def cross_file(index: Any, tasks: list[Task]) -> list[bool]:
         out.append(any(defined.get((t.repo_id, n), set()) - {t.path}
                        for n in set(_NAME.findall(t.middle)) - rest))
     return out
+
+
+# Import-use tasks (CrossCodeEval's selection, by the index's own import resolution): a
+# single-line hole at the first line that uses a definition the file imports from another file
+# of its repository. Before that line the file never spells the name outside its imports, so
+# the prompt cannot show how it is called; the repository context can. Python files only.
+_OPEN_PAREN_IMPORT = re.compile(r"^\s*from\s+\S+\s+import\s*\([^)]*$")
+
+
+def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
+                     n: int) -> list[Task]:
+    """Up to `n` such holes of one held-out file (the same on every run), kind "cross_file"."""
+    from codetune.evaluation.tasks import _file_rng, _indent
+
+    if n <= 0:
+        return []
+    uses = index.imported_uses(text, path, repo_id)
+    if not uses:
+        return []
+    pats = {u.spelled: re.compile(rf"(?<![\w.]){re.escape(u.spelled)}\b") for u in uses}
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for ln in lines:
+        starts.append(starts[-1] + len(ln))
+    seen: set[str] = set()
+    cands, in_import = [], False
+    for li, line in enumerate(lines):
+        if in_import:  # the names of a parenthesized `from m import (a,\n b)`
+            in_import = ")" not in line
+            continue
+        if _IMPORT_LINE.match(line):
+            in_import = bool(_OPEN_PAREN_IMPORT.match(line))
+            continue
+        code = line.strip()
+        if not code or code.startswith("#"):
+            continue
+        hits = {s for s, p in pats.items() if p.search(line)}
+        if hits - seen and len(code) >= 6:
+            cands.append(li)
+        seen |= hits
+    if not cands:
+        return []
+    rng = _file_rng(seed, repo_id, path + "\0import-use")
+    picks = sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False).tolist())
+    out = []
+    for i in picks:
+        li = cands[i]
+        a = starts[li] + _indent(lines[li])
+        b = starts[li] + len(lines[li].rstrip("\r\n"))
+        out.append(Task(f"{repo_id}/{path}#L{li + 1}", "cross_file", repo_id, path,
+                        text[:a], text[a:b], text[b:]))
+    return out

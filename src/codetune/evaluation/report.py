@@ -124,9 +124,10 @@ def _trims_line(result: EvalResult) -> str:
             + ".")
 
 
-def _scores(tasks: list[Task], preds: list[str], kind: str,
+def _scores(tasks: list[Task], preds: list[str], kind: str | tuple[str, ...],
             only: list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    idx = [i for i, t in enumerate(tasks) if t.kind == kind and (only is None or only[i])]
+    kinds = (kind,) if isinstance(kind, str) else kind
+    idx = [i for i, t in enumerate(tasks) if t.kind in kinds and (only is None or only[i])]
     em = np.array([exact_match(preds[i], tasks[i].middle) for i in idx])
     es = np.array([edit_similarity(preds[i], tasks[i].middle) for i in idx])
     return em, es
@@ -172,14 +173,17 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
     if holes:  # bits per byte of each hole's middle, given its prompt (with or without context)
         nb = np.array([b for _, b in next(iter(holes.values()))], float)
         ok = nb > 0
-        add("hole_bits_per_byte", {n: np.array([x for x, _ in h])[ok] / LN2 / nb[ok]
-                                   for n, h in holes.items()}, weights=nb[ok], lower_better=True)
+        random = ok & np.array([t.kind != "cross_file" for t in tasks])
+        add("hole_bits_per_byte", {n: np.array([x for x, _ in h])[random] / LN2 / nb[random]
+                                   for n, h in holes.items()}, weights=nb[random],
+            lower_better=True)
     if cross and any(cross):  # the tasks where another file can help: the same, on those only
-        for kind in ("single_line", "multi_line"):
+        # (the random holes that happen to be cross-file, and the import-use holes)
+        for kind in (("single_line", "cross_file"), ("multi_line",)):
             per = {n: _scores(tasks, preds[n], kind, cross) for n in names}
             if len(next(iter(per.values()))[0]):
-                add(f"cross_file_{kind}_exact_match", {n: p[0] for n, p in per.items()})
-                add(f"cross_file_{kind}_edit_similarity", {n: p[1] for n, p in per.items()})
+                add(f"cross_file_{kind[0]}_exact_match", {n: p[0] for n, p in per.items()})
+                add(f"cross_file_{kind[0]}_edit_similarity", {n: p[1] for n, p in per.items()})
         if holes:
             sel = ok & np.asarray(cross, bool)
             if sel.any():
@@ -328,11 +332,13 @@ def _context_lines(result: EvalResult) -> list[str]:
              f"Every task again with up to {c['tokens']} tokens of snippets of other files of "
              f"its repository, retrieved from the dataset's index of the train split (so no "
              f"held-out file is ever in a prompt); {c['with_snippets']} of {c['tasks']} tasks "
-             f"found some. {c.get('cross_file', 0)} tasks are cross-file: the hole names "
-             "something that another train file of the repository defines and its own file "
-             "never mentions (import lines aside); the `cross file` rows are those tasks "
-             "alone, where context can matter most. Paired differences with 95 % bootstrap "
-             "intervals:", "",
+             f"found some. {c.get('cross_file', 0)} tasks are cross-file, "
+             f"{c.get('import_use', 0)} of them import-use holes (the first line of a held-out "
+             "Python file that uses a definition it imports from another file of its "
+             "repository), the others random holes that name something another train file "
+             "defines and their own file never mentions (import lines aside); the `cross file` "
+             "rows are those tasks alone, where context can matter most. Paired differences "
+             "with 95 % bootstrap intervals:", "",
              "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, m in result.metrics.items():
         if not m.comparisons:

@@ -114,9 +114,10 @@ def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
     prompts = [context_prompt(loaded, t, cfg.context_tokens,
                               None if contexts is None else contexts[i])
                for i, t in enumerate(tasks)]
-    for kind, max_new, stop in (("single_line", cfg.max_new_tokens_single, ("\n",)),
-                                ("multi_line", cfg.max_new_tokens_multi, ())):
-        idx = sorted((i for i, t in enumerate(tasks) if t.kind == kind),
+    for kinds, max_new, stop in ((("single_line", "cross_file"), cfg.max_new_tokens_single,
+                                  ("\n",)),
+                                 (("multi_line",), cfg.max_new_tokens_multi, ())):
+        idx = sorted((i for i, t in enumerate(tasks) if t.kind in kinds),
                      key=lambda i: len(prompts[i]))
         params = GenParams(max_new_tokens=max_new, greedy=True, stop=stop)
         for s in range(0, len(idx), cfg.batch_size):
@@ -213,9 +214,17 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     contexts: list[Any] = []  # each task's (RepoContext, paths), from train files only
     cross: list[bool] = []  # each task: does it name something only another file defines?
     if index is not None:
-        from codetune.evaluation.context import cross_file, task_contexts
+        from codetune.evaluation.context import cross_file, import_use_tasks, task_contexts
 
         cross = cross_file(index, tasks)
+        uses = [t for r in rows for t in import_use_tasks(
+            index, r["repo_id"], r["path"], r["content"], cfg.seed, cfg.cross_file_per_file)]
+        if len(uses) > cfg.max_tasks:
+            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(uses), cfg.max_tasks,
+                                                                  replace=False))
+            uses = [uses[i] for i in keep]
+        tasks += uses
+        cross += [True] * len(uses)
 
         contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
                                  cfg.context_tokens, window,
@@ -267,7 +276,9 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes, cross)
     result.context = {"settings": settings, "tokens": cfg.repo_context_tokens,
                       "with_snippets": sum(1 for _, p in contexts if p), "tasks": len(tasks),
-                      "cross_file": sum(cross), "paths": [p for _, p in contexts],
+                      "cross_file": sum(cross),
+                      "import_use": sum(t.kind == "cross_file" for t in tasks),
+                      "paths": [p for _, p in contexts],
                       "cross_file_tasks": cross} if index is not None else {}
     result.suffix_trims = suffix_trims(tasks, bench, trims)
     result.target, result.model, result.dataset = str(target), loaded.description, str(dataset)

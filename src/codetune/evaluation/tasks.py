@@ -24,7 +24,7 @@ import numpy as np
 @dataclass
 class Task:
     task_id: str
-    kind: str  # "single_line" | "multi_line"
+    kind: str  # "single_line" | "multi_line" | "cross_file" (a single line; see context.py)
     repo_id: str
     path: str
     prefix: str
