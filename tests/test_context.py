@@ -174,7 +174,26 @@ def test_imported_definitions_rank_first(shop):
     hits = shop.retrieve("import shop.http_client as net\n\nconn = net.open_connection(",
                          path="shop/sync.py")
     assert (hits[0].path, hits[0].reason) == ("shop/http_client.py", "import")
-    assert hits[0].text.startswith("import socket\n\n\ndef open_connection(")
+    # an imported definition comes as its stub: how to call it, not its body
+    assert hits[0].text == "def open_connection(host, port, timeout):\n    ..."
+
+
+def test_stub_view_keeps_headers_docstrings_and_assignments():
+    from codetune.context.chunks import stub_view
+
+    src = ('''RATE: float = 0.2\n\n\n@dataclass(frozen=True)\nclass Money:\n'''
+           '''    """Cents of one currency.\n\n    More words.\n    """\n\n    cents: int\n\n'''
+           '''    def add(self, other: "Money",\n            *, rounding: str = "half") -> "Money":\n'''
+           '''        r\'\'\'Sum of two amounts.\'\'\'\n        return Money(self.cents + other.cents)\n\n'''
+           '''def one(x): return x  # a one-liner stays whole\n''')
+    assert stub_view(src) == (
+        '''RATE: float = 0.2\n@dataclass(frozen=True)\nclass Money:\n'''
+        '''    """Cents of one currency."""\n'''  # the docstring's first line, closed
+        '''    def add(self, other: "Money",\n            *, rounding: str = "half") -> "Money":\n'''
+        '''        r\'\'\'Sum of two amounts.\'\'\'\n        ...\n'''
+        '''def one(x): return x  # a one-liner stays whole\n''')
+    body = "    total = 0\n    for x in xs:\n        total += x\n"
+    assert stub_view(body) == body  # nothing to show as a stub: the chunk as it is
 
 
 def test_retrieve_never_returns_the_file_being_completed(shop, tmp_path):

@@ -185,3 +185,61 @@ def python_definitions(chunks: list[Chunk]) -> dict[str, int]:
 def is_python(path: str) -> bool:
     """Whether `path` holds Python source (notebooks reach the index as their code cells)."""
     return path.endswith((".py", ".pyi", ".ipynb"))
+
+
+_DECORATOR = re.compile(r"[ \t]*@")
+_SIGNATURE = re.compile(r"[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+\w")
+_ASSIGN = re.compile(r"\w+[ \t]*(?::[^=\n]*)?=(?!=)")
+
+
+def _signature_end(lines: list[str], i: int, limit: int = 8) -> int:
+    """The last line of the `def`/`class` header starting at line i: where its brackets close
+    and a ":" follows (at most `limit` lines)."""
+    depth = 0
+    for j in range(i, min(len(lines), i + limit)):
+        for ch in lines[j].split("#")[0]:
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif ch == ":" and depth <= 0:
+                return j
+    return i
+
+
+def stub_view(text: str) -> str:
+    """A Python chunk as a type stub shows it: decorators, `def`/`class` headers (over several
+    lines where they run on), each docstring's first line, an elided function body as `...`,
+    and top-level assignments. What a snippet of an imported definition needs to say how to
+    call it, in a fraction of the tokens, so a budget holds several imported APIs rather than
+    one or two bodies. A chunk with none of these is returned as it is."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        if _DECORATOR.match(line):
+            out.append(line)
+        elif _SIGNATURE.match(line):
+            j = _signature_end(lines, i)
+            out += lines[i:j + 1]
+            body = lines[j].split("#")[0].rstrip()
+            k = j + 1
+            while k < n and not lines[k].strip():
+                k += 1
+            if not body.endswith(":") or k >= n or not lines[k][:1].isspace():
+                i = j + 1  # a one-line definition, or no body in this chunk
+                continue
+            doc = lines[k].strip().lstrip("rbuRBU")[:3]
+            if doc in ('"""', "\'\'\'"):  # its first line, the string closed on it
+                out.append(lines[k].rstrip() + (doc if lines[k].count(doc) == 1 else ""))
+            if not line.lstrip().startswith("class"):  # a class shows its methods' headers
+                out.append(line[:len(line) - len(line.lstrip())] + "    ...")
+            i = j + 1
+            continue
+        elif line and not line[0].isspace() and _ASSIGN.match(line):
+            out.append(line)
+        i += 1
+    if not out:
+        return text
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")

@@ -35,7 +35,7 @@ import numpy as np
 from codetune import outputs
 from codetune.context import bm25
 from codetune.context.budget import Snippet
-from codetune.context.chunks import is_python, tokenize
+from codetune.context.chunks import is_python, stub_view, tokenize
 from codetune.context.imports import (
     Imported,
     ModuleMap,
@@ -169,11 +169,16 @@ class RepoIndex:
         return list(zip(s.repo, s.path, s.sha, strict=True))
 
     def chunk(self, i: int, score: float = 0.0, reason: str = "bm25") -> Snippet:
-        """Chunk `i` (0 <= i < len(index)) as a Snippet."""
+        """Chunk `i` (0 <= i < len(index)) as a Snippet. The chunk of an imported Python
+        definition (`reason="import"`) comes as its stub view (`chunks.stub_view`): headers,
+        docstring first lines, bodies elided."""
         s = self._s
         f = int(s.chunk_file[i])
+        text = s.text[i].as_py()
+        if reason == "import" and is_python(s.path[f]):
+            text = stub_view(text)
         return Snippet(s.repo[f], s.path[f], int(s.start_line[i]), int(s.end_line[i]),
-                       s.text[i].as_py(), float(score), reason)  # type: ignore[arg-type]
+                       text, float(score), reason)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ retrieval
 
