@@ -504,6 +504,10 @@ def test_import_use_tasks_are_first_uses_of_imported_repository_definitions(tmp_
     assert len(import_use_tasks(index, "r", "app.py", app, 0, 1)) == 1
     assert import_use_tasks(index, "other", "app.py", app, 0, 5) == []  # not its repository
     assert import_use_tasks(index, "r", "app.js", app, 0, 5) == []  # Python only
+    # a name inside a string literal is not a use of it
+    said = app.replace("def a():\n", "def a():\n    print('to_cents, documented')\n")
+    assert [t.middle for t in import_use_tasks(index, "r", "app.py", said, 0, 5)] == [
+        "return to_cents(1)", "x = m.RATE + os.sep"]
 
 
 def test_context_verdict_wording():

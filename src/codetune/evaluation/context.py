@@ -121,6 +121,7 @@ def cross_file(index: Any, tasks: list[Task]) -> list[bool]:
 # of its repository. Before that line the file never spells the name outside its imports, so
 # the prompt cannot show how it is called; the repository context can. Python files only.
 _OPEN_PAREN_IMPORT = re.compile(r"^\s*from\s+\S+\s+import\s*\([^)]*$")
+_STRING = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
 
 
 def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
@@ -147,11 +148,12 @@ def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
         if _IMPORT_LINE.match(line):
             in_import = bool(_OPEN_PAREN_IMPORT.match(line))
             continue
-        code = line.strip()
-        if not code or code.startswith("#"):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
             continue
-        hits = {s for s, p in pats.items() if p.search(line)}
-        if hits - seen and len(code) >= 6:
+        code = _STRING.sub('""', line)  # a name inside a string literal is no use of it
+        hits = {s for s, p in pats.items() if p.search(code)}
+        if hits - seen and len(stripped) >= 6:
             cands.append(li)
         seen |= hits
     if not cands:
