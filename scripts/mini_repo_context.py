@@ -1,30 +1,33 @@
 #!/usr/bin/env python
 """Teach codetune-mini to use repository context: continue its pretraining in repo mode.
 
-    python scripts/mini_repo_context.py --minutes 30 --lr 6e-4 --batch-size 8   # --resume goes on
+    python scripts/mini_repo_context.py --minutes 32 --lr 6e-4 --batch-size 8   # --resume goes on
 
 LoRA on a small project (what `codetune demo` does) did not teach the 5 M-parameter model to
-use snippets of other files: after 200 steps in `data.context=repo` its held-out hole bits per
-byte were the same with and without context (1.8976 vs 1.8990, 95 % interval -0.014..+0.015).
-Its pretraining had only ever shown it single files.
+use snippets of other files: its pretraining had only ever shown it single files. This script
+continues that pretraining on the same standard-library files (the same held-out set), with
+repository context. Each top-level package of the stdlib is a repository (`email/`,
+`asyncio/`, ..., the top-level modules together as `stdlib`), indexed from the train files.
 
-This script continues that pretraining on the same standard-library files (the same held-out
-set), now with repository context. Each top-level package of the stdlib is a repository
-(`email/`, `asyncio/`, ..., the top-level modules together as `stdlib`). A sample is a window of
-up to 720 tokens of a train file, behind the snippets that the index retrieves for a cursor
-inside the window (imported definitions first, then BM25 over the code around the cursor,
-never the file itself) within 256 tokens; FIM at rate 0.7; the context masked out of the loss;
-one sample a 1024-token row. The first attempt laid whole files out behind their index
-neighbours and packed them into rows: since most stdlib files are longer than a row, most rows
-held no context at all, and 30 minutes of it (1,000 steps) left context worth nothing (hole bits
-per byte 1.7628 without, 1.7666 with, interval -0.0008..+0.0085), though the model improved on
-the held-out files overall.
+Half of the samples (`--import-use-share`) are import-use holes of the train files: FIM with
+the middle a line at the first use of a definition the file imports from another file of its
+package (eval's cross-file selection), loss on the middle only, behind the snippets retrieval
+finds for that hole (imported definitions as stubs first, then BM25) within 256 tokens. These
+are where another file is what tells the answer, and what the model has to learn to look at.
+The other half are windows of up to 720 tokens of a train file behind the snippets retrieved
+for a cursor inside them, FIM at rate 0.7, the context masked. One sample a 1024-token row.
 
-It measures what the issue asks: on infilling holes cut from the held-out files, the hole's
-bits per byte with repository context (retrieved from the train files' index) against without,
-for the packaged model before and after, with a paired bootstrap 95 % interval; writes the
-weights back into `src/codetune/assets/codetune-mini/` (keeping its generation_config.json)
-and the figures into its metrics.json and MODEL_CARD.md.
+What did not work first (each 30 min on 2 CPU cores; the numbers in bench/RESULTS.md): whole
+files behind their neighbours, packed into rows (most rows held no context: most stdlib files
+are longer than a row), then windows alone. Both improved the model on held-out files, neither
+made context worth anything: on random holes its few useful tokens were outweighed by
+distraction.
+
+It measures, before and after, on holes cut from the held-out files, the hole's bits per byte
+with repository context (retrieved from the train files' index) against without, with a paired
+bootstrap 95 % interval: on random holes and on import-use holes. It writes the weights back
+into `src/codetune/assets/codetune-mini/` (keeping its generation_config.json) and the figures
+into its metrics.json and MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -52,19 +55,42 @@ def repo_of(rel: str) -> str:
 
 
 class WindowStream:
-    """Repo-mode samples cut to fit one sequence: a window of up to WINDOW tokens of a train
-    file, behind the snippets that retrieval finds for a cursor inside it (the other files of
-    its package, as eval and serving retrieve them), FIM at FIM_RATE, the context masked; one
-    sample a row, padded. Deterministic in (seed, step): resuming replays nothing."""
+    """Repo-mode samples cut to fit one sequence, one a row, padded; deterministic in (seed,
+    step), so resuming replays nothing. A share `share` are import-use holes (`uses`: (file,
+    start, end) of each hole line of the train files): FIM with that line as the middle, loss
+    on it only. The rest are windows of up to WINDOW tokens of a train file, FIM at FIM_RATE.
+    Both behind the snippets retrieval finds for them (the other files of the package, as
+    eval and serving retrieve them), the context masked."""
 
-    def __init__(self, docs, rels, texts, index, tok, fim, count, seed):
+    def __init__(self, docs, rels, texts, index, tok, fim, count, seed, uses=(), share=0.0):
         self.docs, self.rels, self.texts, self.index = docs, rels, texts, index
         self.tok, self.fim, self.count, self.seed = tok, fim, count, seed
+        self.uses, self.share = list(uses), share
+
+    def import_use(self, rng):
+        from codetune.context import repo_context
+        from codetune.tokens.fim import encode_fim
+
+        i, a, b = self.uses[int(rng.integers(len(self.uses)))]
+        rel = self.rels[i]
+        text = self.texts[rel]
+        prefix, suffix = text[max(0, a - 1800):a], text[b:b + 500]  # ~500 + ~150 tokens
+        if a > 1800:
+            prefix = prefix[prefix.find("\n") + 1:]
+        snippets = self.index.retrieve(prefix, suffix, rel, repo_of(rel))
+        ctx, _ = repo_context(snippets, CONTEXT_TOKENS, self.count, repo_of(rel), rel)
+        ids, mask = encode_fim(self.tok, self.fim, prefix, text[a:b], suffix,
+                               spm=bool(rng.binomial(1, 0.5)), middle_loss_only=True, repo=ctx)
+        out = np.append(np.asarray(ids, np.int64), self.fim.eos_id)[:B.SEQ_LEN + 1]
+        labels = np.where(np.append(np.asarray(mask, bool), True)[:len(out)], out, -100)
+        return out, labels
 
     def sample(self, rng):
         from codetune.context import repo_context
         from codetune.tokens.fim import encode_repo_context, permute
 
+        if self.uses and rng.random() < self.share:
+            return self.import_use(rng)
         i = int(rng.integers(len(self.docs)))
         ids, rel = self.docs[i], self.rels[i]
         start = int(rng.integers(0, max(len(ids) - WINDOW, 0) + 1))
@@ -123,12 +149,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--import-use-share", type=float, default=0.5,
+                    help="share of samples that are import-use holes of the train files")
     args = ap.parse_args(argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from codetune.context import build_index
+    from codetune.evaluation.context import import_use_tasks
     from codetune.evaluation.tasks import make_tasks
     from codetune.infer.loader import Loaded
     from codetune.tokens.fim import detect_fim
@@ -147,13 +176,16 @@ def main(argv=None) -> int:
           f"{len(index):,} chunks, {time.time() - t:.0f}s", flush=True)
 
     held_tasks = [t for r in held_rels for t in make_tasks(repo_of(r), r, texts[r], 0, 4, 2, 8)]
+    held_uses = [t for r in held_rels for t in import_use_tasks(index, repo_of(r), r, texts[r],
+                                                                0, 8)]
 
     def loaded_of(model):
         model.eval()
         return Loaded(model, tok, fim, "codetune-mini")
 
     base = AutoModelForCausalLM.from_pretrained(str(args.out), dtype=torch.float32)
-    before = measure(loaded_of(base), index, held_tasks, tok)
+    before = {"random": measure(loaded_of(base), index, held_tasks, tok),
+              "import_use": measure(loaded_of(base), index, held_uses, tok)}
     print(f"before: {before}", flush=True)
 
     model = AutoModelForCausalLM.from_pretrained(str(args.out), dtype=torch.float32)
@@ -180,7 +212,11 @@ def main(argv=None) -> int:
 
     docs = [np.asarray(tok(texts[r], add_special_tokens=False)["input_ids"], dtype=np.int64)
             for r in train_rels]
-    stream = WindowStream(docs, train_rels, texts, index, tok, fim, count, args.seed)
+    uses = [(i, len(t.prefix), len(t.prefix) + len(t.middle)) for i, r in enumerate(train_rels)
+            for t in import_use_tasks(index, repo_of(r), r, texts[r], 0, 1000)]
+    print(f"{len(uses):,} import-use holes in the train files", flush=True)
+    stream = WindowStream(docs, train_rels, texts, index, tok, fim, count, args.seed, uses,
+                          args.import_use_share)
     budget, start = args.minutes * 60, time.time() - state["elapsed"]
     last = time.time()
     model.train()
@@ -211,7 +247,8 @@ def main(argv=None) -> int:
     state.update(elapsed=time.time() - start)
     B.save_ckpt(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "state": state})
 
-    after = measure(loaded_of(model), index, held_tasks, tok)
+    after = {"random": measure(loaded_of(model), index, held_tasks, tok),
+             "import_use": measure(loaded_of(model), index, held_uses, tok)}
     print(f"after: {after}", flush=True)
     ltr = B.bpb_files(model, tok, [texts[r] for r in held_rels], "cpu")
     print(f"held-out left-to-right bpb after: {ltr:.4f}", flush=True)
@@ -224,7 +261,8 @@ def main(argv=None) -> int:
     metrics = json.loads((args.out / "metrics.json").read_text())
     metrics["repo_context"] = {"minutes": round(state["elapsed"] / 60, 1),
                                "steps": state["step"], "trained_tokens": state["tokens"],
-                               "context_tokens": CONTEXT_TOKENS, "before": before,
+                               "context_tokens": CONTEXT_TOKENS,
+                               "import_use_share": args.import_use_share, "before": before,
                                "after": after, "heldout_ltr_bpb_after": round(ltr, 4)}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     card = (args.out / "MODEL_CARD.md").read_text()
@@ -236,26 +274,27 @@ def main(argv=None) -> int:
 
 
 def repo_card(m: dict) -> str:
-    b, a = m["before"], m["after"]
+    rows = "\n".join(
+        f"| {when} | {what} ({r['tasks']}) | {r['hole_bpb_file']} | {r['hole_bpb_repo']} | "
+        f"{r['delta']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}] |"
+        for when, d in (("before", m["before"]), ("after", m["after"]))
+        for what, r in (("import-use holes", d["import_use"]), ("random holes", d["random"])))
     return f"""
 ## Repository context
 
-Continued pretraining in codetune's repository layout (`scripts/mini_repo_context.py`), in
-two stages on this machine (2 CPU cores). First 30 min, 1,000 steps of whole stdlib files behind
-their index neighbours, packed into rows: the model improved on the held-out files, but most
-rows held no context (most files are longer than a row), and context stayed worth nothing
-(the "before" row below). Then {m['minutes']} min, {m['steps']} steps,
-{m['trained_tokens'] / 1e6:.1f} M trained tokens (context masked): each sample a window of up to
-720 tokens of a file behind up to {m['context_tokens']} tokens of snippets that retrieval finds
-for a cursor inside it, FIM at rate 0.7, one sample a row. Held-out infilling holes
-({a['tasks']} from the 40 held-out files), the hole's bits per byte without / with repository
-context (retrieved from the train files only). The model as first pretrained (single files
-only) scored 1.8466 without and 1.8449 with (-0.0017 [-0.0067, +0.0036]).
+Continued pretraining in codetune's repository layout (`scripts/mini_repo_context.py`) on this
+machine (2 CPU cores): {m['minutes']} min, {m['steps']} steps, {m['trained_tokens'] / 1e6:.1f} M
+trained tokens, from the weights as first pretrained. {m['import_use_share']:.0%} of the samples
+are import-use holes of the train files (the first line that uses a definition the file imports
+from another file of its package: the middle, with loss on it alone), the rest windows of up to
+720 tokens of a train file; both behind up to {m['context_tokens']} tokens of the snippets that
+retrieval finds for them. Held-out holes from the 40 held-out files, the hole's bits per byte
+without / with repository context (retrieved from the train files only), paired bootstrap
+95 % interval (negative: context helped):
 
-| | without | with | difference (95 % interval) |
-|---|---|---|---|
-| before | {b['hole_bpb_file']} | {b['hole_bpb_repo']} | {b['delta']:+.4f} [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}] |
-| after | {a['hole_bpb_file']} | {a['hole_bpb_repo']} | {a['delta']:+.4f} [{a['ci95'][0]:+.4f}, {a['ci95'][1]:+.4f}] |
+| | holes | without | with | difference (95 % interval) |
+|---|---|---|---|---|
+{rows}
 
 Left-to-right bits per byte of the held-out files afterwards: {m['heldout_ltr_bpb_after']}.
 """
