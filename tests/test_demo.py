@@ -55,6 +55,10 @@ def test_demo_trains_in_repo_mode_and_shows_what_context_did(demo_run):
     assert c["hole_bpb_file"] > 0 and c["hole_bpb_repo"] > 0
     assert c["ci95"][0] <= c["delta"] <= c["ci95"][1]
     assert f"repository context: {c['line']}" in text
+    # and on the cross-file holes: the sample's held-out files use what they import
+    x = c["cross_file"]
+    assert c["cross_file_holes"] >= 10 and x["ci95"][0] <= x["delta"] <= x["ci95"][1]
+    assert f"on the {c['cross_file_holes']} cross-file holes" in c["line"]
     report = (out / "run" / "eval" / "report.md").read_text()
     assert "## Repository context" in report
 
