@@ -122,32 +122,33 @@ def _context_summary(ev: Any) -> dict[str, Any] | None:
     m = ev.metrics.get("hole_bits_per_byte")
     if m is None or "context (tuned)" not in m.comparisons:
         return None
-    out = _bpb_change(m)
+    out, said = _bpb_change(m)
     line = (f"fine-tuned hole bits per byte {out['hole_bpb_file']:.3f} without → "
-            f"{out['hole_bpb_repo']:.3f} with snippets of other files {out['said']}")
+            f"{out['hole_bpb_repo']:.3f} with snippets of other files {said}")
     x = ev.metrics.get("cross_file_hole_bits_per_byte")
-    cross = _bpb_change(x) if x is not None and "context (tuned)" in x.comparisons else None
-    if cross is not None:
+    cross = None
+    if x is not None and "context (tuned)" in x.comparisons:
+        cross, said = _bpb_change(x)
         line += (f"; on the {x.n} cross-file holes (most at the first use of something the "
                  f"file imports from another file) {cross['hole_bpb_file']:.3f} → "
-                 f"{cross['hole_bpb_repo']:.3f} {cross['said']}")
+                 f"{cross['hole_bpb_repo']:.3f} {said}")
     if out["ci95"][1] >= 0 and (cross is None or cross["ci95"][1] >= 0):
         # measured, not assumed: say why the small model may not gain from it
         line += ("; codetune-mini (5 M parameters) has learned little of using other files, "
                  "which models pretrained on repositories do")
-    out.pop("said")
-    return {**out, "cross_file": cross and {k: v for k, v in cross.items() if k != "said"},
-            "cross_file_holes": x.n if cross else 0, "verdict": ev.context_verdict,
-            "line": line}
+    return {**out, "cross_file": cross, "cross_file_holes": x.n if cross else 0,
+            "verdict": ev.context_verdict, "line": line}
 
 
-def _bpb_change(m: Any) -> dict[str, Any]:
+def _bpb_change(m: Any) -> tuple[dict[str, Any], str]:
+    """(the tuned model's hole bpb without and with context, the difference and its interval;
+    the same said in words)."""
     d, lo, hi = m.comparisons["context (tuned)"]
     real = {1: "lower, outside the interval", -1: "higher, outside the interval",
             0: "no difference outside the interval"}[m.change("context (tuned)")]
-    return {"hole_bpb_file": m.values.get("tuned"), "hole_bpb_repo": m.values.get("tuned+repo"),
-            "delta": d, "ci95": [lo, hi], "said": f"({d:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}]: "
-                                                  f"{real})"}
+    return ({"hole_bpb_file": m.values.get("tuned"), "hole_bpb_repo": m.values.get("tuned+repo"),
+             "delta": d, "ci95": [lo, hi]},
+            f"({d:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}]: {real})")
 
 
 def _show_example(rec: dict[str, Any], context_lines: int = 6) -> str:

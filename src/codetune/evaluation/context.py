@@ -127,7 +127,7 @@ _STRING = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
 def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
                      n: int) -> list[Task]:
     """Up to `n` such holes of one held-out file (the same on every run), kind "cross_file"."""
-    from codetune.evaluation.tasks import _file_rng, _indent
+    from codetune.evaluation.tasks import _file_rng, line_task
 
     if n <= 0:
         return []
@@ -160,11 +160,5 @@ def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
         return []
     rng = _file_rng(seed, repo_id, path + "\0import-use")
     picks = sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False).tolist())
-    out = []
-    for i in picks:
-        li = cands[i]
-        a = starts[li] + _indent(lines[li])
-        b = starts[li] + len(lines[li].rstrip("\r\n"))
-        out.append(Task(f"{repo_id}/{path}#L{li + 1}", "cross_file", repo_id, path,
-                        text[:a], text[a:b], text[b:]))
-    return out
+    return [line_task(repo_id, path, text, lines, starts, cands[i], "cross_file")
+            for i in picks]

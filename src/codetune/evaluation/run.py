@@ -62,11 +62,15 @@ def build_tasks(rows: list[dict[str, str]], cfg: EvalConfig) -> list[Task]:
     tasks = [t for r in rows for t in make_tasks(
         r["repo_id"], r["path"], r["content"], cfg.seed, cfg.single_line_per_file,
         cfg.multi_line_per_file, cfg.max_block_lines)]
-    if len(tasks) > cfg.max_tasks:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(tasks), cfg.max_tasks,
-                                                              replace=False))
-        tasks = [tasks[i] for i in keep]
-    return tasks
+    return capped(tasks, cfg.max_tasks, cfg.seed)
+
+
+def capped(tasks: list[Task], n: int, seed: int) -> list[Task]:
+    """At most `n` of `tasks`: a seeded sample, in their order, when there are more."""
+    if len(tasks) <= n:
+        return tasks
+    keep = np.sort(np.random.default_rng(seed).choice(len(tasks), n, replace=False))
+    return [tasks[i] for i in keep]
 
 
 def load_benchmark(path: str) -> list[Task]:
@@ -217,12 +221,9 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         from codetune.evaluation.context import cross_file, import_use_tasks, task_contexts
 
         cross = cross_file(index, tasks)
-        uses = [t for r in rows for t in import_use_tasks(
-            index, r["repo_id"], r["path"], r["content"], cfg.seed, cfg.cross_file_per_file)]
-        if len(uses) > cfg.max_tasks:
-            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(uses), cfg.max_tasks,
-                                                                  replace=False))
-            uses = [uses[i] for i in keep]
+        uses = capped([t for r in rows for t in import_use_tasks(
+            index, r["repo_id"], r["path"], r["content"], cfg.seed, cfg.cross_file_per_file)],
+            cfg.max_tasks, cfg.seed)
         tasks += uses
         cross += [True] * len(uses)
 

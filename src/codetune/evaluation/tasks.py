@@ -70,6 +70,17 @@ def block_candidates(lines: list[str], max_block_lines: int) -> list[tuple[int, 
     return out
 
 
+def line_task(repo_id: str, path: str, text: str, lines: list[str], starts: list[int],
+              li: int, kind: str) -> Task:
+    """The hole of line `li` of `text` (`lines` with ends kept, `starts` their offsets): the
+    line from its indentation to its end, newline excluded."""
+    line = lines[li]
+    a = starts[li] + _indent(line)
+    b = starts[li] + len(line.rstrip("\r\n"))
+    return Task(f"{repo_id}/{path}#L{li + 1}", kind, repo_id, path, text[:a], text[a:b],
+                text[b:])
+
+
 def make_tasks(repo_id: str, path: str, text: str, seed: int, single: int, multi: int,
                max_block_lines: int = 8) -> list[Task]:
     """Up to `single` single-line and `multi` multi-line tasks from one file, the same on every
@@ -81,14 +92,8 @@ def make_tasks(repo_id: str, path: str, text: str, seed: int, single: int, multi
     cands = single_line_candidates(lines)
     picks = rng.choice(len(cands), size=min(single, len(cands)), replace=False).tolist() \
         if cands else []
-    for i in sorted(picks):
-        li = cands[i]
-        line = lines[li]
-        body = line.rstrip("\r\n")
-        a = starts[li] + _indent(line)
-        b = starts[li] + len(body)
-        tasks.append(Task(f"{repo_id}/{path}#L{li + 1}", "single_line", repo_id, path,
-                          text[:a], text[a:b], text[b:]))
+    tasks += [line_task(repo_id, path, text, lines, starts, cands[i], "single_line")
+              for i in sorted(picks)]
     blocks = block_candidates(lines, max_block_lines)
     if blocks:
         picks = rng.choice(len(blocks), size=min(multi, len(blocks)), replace=False).tolist()

@@ -273,10 +273,8 @@ class Encoder:
             plain_texts.append(text)
         for i, ids in zip(plain_idx, self.tokenize(plain_texts) if plain_texts else [],
                           strict=True):
-            if ctxs[i][2] is None:
-                out[i] = [self._piece(ids, texts[i], self.rng_for(*keys[i]), ctxs[i])]
-                continue
-            wins = self._windows(len(ids), ctxs[i])
+            wins = (self._windows(len(ids), ctxs[i]) if ctxs[i][2] is not None
+                    else [(0, len(ids))])
             if len(wins) == 1:  # fits: as it is, with the document's own FIM draw
                 out[i] = [self._piece(ids, texts[i], self.rng_for(*keys[i]), ctxs[i])]
             else:
@@ -316,7 +314,7 @@ class Encoder:
         """One document or window: FIM as configured, behind its context, BOS/EOS added."""
         from codetune.tokens import fim as F
 
-        pre, head, repo = ctx
+        pre, head, _ = ctx
         if self.doc_level and self.cfg.split == "char":
             piece = self._char_fim(self.tok.decode(ids.tolist()) if text is None else text,
                                    rng, ctx)
