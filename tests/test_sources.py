@@ -145,3 +145,42 @@ def test_hub_dataset_offline_is_a_clear_error(tmp_path):
         prepare(["hf://datasets/smangrul/hf-stack-v1"], tmp_path / "ds", prep_cfg(),
                 progress=False)
     assert not (tmp_path / "ds").exists()
+
+
+def test_repo_name_fixes_the_split_in_every_clone(tmp_path):
+    """A folder inside a clone is named after the clone's remote, and the split hashes that
+    name: `prepare.repo_name` names the repository, so two clones give the same split."""
+    files = {f"pkg/m{i:02d}.py": f"def f{i}(x):\n    return x * {i} + {i * 7}\n"
+             for i in range(40)}
+    make_repo(tmp_path / "upstream", {f"app/{k}": v for k, v in files.items()})
+    splits = []
+    for n, remote in enumerate(["/srv/one/main", "/ci/two/checkout"]):
+        clone = tmp_path / f"clone{n}"
+        git("clone", "-q", str(tmp_path / "upstream"), str(clone), cwd=tmp_path)
+        git("remote", "set-url", "origin", remote, cwd=clone)
+        for name in (None, "acme/app"):
+            out = tmp_path / f"ds{n}-{name is None}"
+            prepare([str(clone / "app")], out, prep_cfg(valid_fraction=0.3, repo_name=name),
+                    progress=False)
+            got = contents(out)
+            assert len(got) == 40
+            ids = {r["repo_id"] for r in got.values()}
+            assert ids == {name or "/".join(remote.split("/")[-2:])}
+            assert store.load_manifest(out)["sources"][0]["repo_id"] == ids.pop()
+            splits.append((name, {p for p in store.shard_paths(out, "validation")
+                                  for p in pq.read_table(p).column("path").to_pylist()}))
+    named = [s for name, s in splits if name]
+    unnamed = [s for name, s in splits if not name]
+    assert named[0] == named[1] and named[0]
+    assert unnamed[0] != unnamed[1]  # what the name fixes: the remote decided the split
+
+
+def test_repo_name_needs_one_folder_source(tmp_path):
+    make_repo(tmp_path / "a", {"a.py": CODE})
+    make_repo(tmp_path / "b", {"b.py": CODE})
+    pq.write_table(pa.Table.from_pylist([{"content": CODE}]), tmp_path / "d.parquet")
+    for sources in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "d.parquet"]):
+        with pytest.raises(CodetuneError, match="--repo-name names the repository of a single"):
+            prepare([str(s) for s in sources], tmp_path / "ds", prep_cfg(repo_name="x/y"),
+                    progress=False)
+        assert not (tmp_path / "ds").exists()

@@ -92,6 +92,10 @@ class PrepareConfig:
     path_column: str = _f("path", "column holding the file path in a dataset source (optional)")
     repo_column: str = _f("repo_id", "column holding the repository in a dataset source (optional)")
     hub_data_dir: str | None = _f(None, "data_dir of a Hub dataset (the seed used 'data')")
+    repo_name: str | None = _f(
+        None, "name of the one folder/git SOURCE's repository in the dataset (default: its git "
+              "remote's org/repo, else the folder's name); the train/held-out split hashes it, "
+              "so naming it keeps the split the same in every clone")
     git_submodules: bool = _f(False, "follow git submodules of cloned/local repositories")
     cache_dir: str | None = _f(None, "where git URLs are cloned (default ~/.cache/codetune/git)")
     workers: int = _f(0, "processes scanning files; 0 = one per CPU core")

@@ -216,6 +216,10 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
               f"train.save_steps={steps}", *mini.mini_eval_overrides()]
     if max_eval_files:
         items.append(f"eval.max_files={max_eval_files}")
+    if Path(source).resolve() == sample_path().resolve():
+        # The same held-out files wherever codetune is installed: inside a git clone the
+        # sample's repository would otherwise be named after the clone's remote.
+        items.append(f"prepare.repo_name={sample_path().name}")
     cfg = config.load(None, [*items, *overrides])
     started = time.perf_counter()
     timings: dict[str, float] = {}

@@ -35,6 +35,7 @@ def add_prepare(sub) -> None:
     p.add_argument("--include", action="append", metavar="GLOB", help="keep only matching paths")
     p.add_argument("--exclude", action="append", metavar="GLOB", help="drop matching paths")
     config_flag(p, "--text-column", "prepare.text_column")
+    config_flag(p, "--repo-name", "prepare.repo_name")
     config_flag(p, "--near-dup-threshold", "prepare.near_dup_threshold", type=float)
     p.add_argument("--no-near-dedup", action="store_true", help="skip MinHash near-dedup")
     p.add_argument("--notebook-markdown", action="store_true",
@@ -59,6 +60,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         "prepare.include": args.include,
         "prepare.exclude": args.exclude,
         "prepare.text_column": args.text_column,
+        "prepare.repo_name": args.repo_name,
         "prepare.near_dup_threshold": args.near_dup_threshold,
         "prepare.dedup_near": False if args.no_near_dedup else None,
         "prepare.notebook_markdown": True if args.notebook_markdown else None,

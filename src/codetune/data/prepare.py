@@ -157,6 +157,8 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     out = outputs.check(out_dir, overwrite, "dataset")
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     opened = [open_source(s, cfg, cache) for s in sources]  # clone/validate before writing
+    if cfg.repo_name is not None:
+        opened = [_renamed(opened, cfg.repo_name)]
     workers = cfg.workers or os.cpu_count() or 1
     started = time.perf_counter()
     with outputs.staged(out, overwrite, "dataset", checked=True) as tmp:
@@ -168,6 +170,26 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
         report.write(tmp, summary, [s.info for s in opened], cfg)
         _write_manifest(tmp, summary, [s.info for s in opened], cfg)
     return summary
+
+
+def _renamed(opened: list[Source], name: str) -> Source:
+    """The one folder/git source, its repository called `name` (prepare.repo_name)."""
+    if not name.strip():
+        raise CodetuneError("prepare.repo_name is empty; give a name such as acme/billing")
+    if len(opened) != 1 or opened[0].info.kind == "dataset":
+        raise CodetuneError(
+            "--repo-name names the repository of a single folder or git SOURCE; with "
+            f"{len(opened)} source(s) ({', '.join(s.info.kind for s in opened)}) leave it out "
+            "(a dataset source takes its names from --repo-column)")
+    source = opened[0]
+    source.info.repo_id = name
+
+    def rename(cands: Iterator[Candidate]) -> Iterator[Candidate]:
+        for c in cands:
+            c.repo_id = name
+            yield c
+
+    return Source(source.info, rename(source.candidates))
 
 
 def _candidates(opened: list[Source], skip: list[Path]) -> tuple[Iterator[Candidate], int | None]:
