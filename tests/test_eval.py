@@ -361,6 +361,9 @@ def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
     # cross-file: `return cents_k(...)` names what only shop/money_k.py defines (import aside)
     cross = [r for r in doc["task_records"] if r["cross_file"]]
     assert cross and doc["context"]["cross_file"] == len(cross)
+    # the import-aware retrieval brings each of them the definition it needs
+    assert doc["context"]["definition_found"] == len(cross)
+    assert f"{len(cross)} of these {len(cross)} found" in (out / "report.md").read_text()
     assert all("cents_" in r["middle"] and "money_" not in r["path"] for r in cross)
     assert doc["metrics"]["cross_file_single_line_exact_match"]["n"] == sum(
         r["kind"] in ("single_line", "cross_file") for r in cross)
@@ -451,6 +454,7 @@ def test_repository_context_never_overflows_a_short_window(tiny_run, tmp_path):
                  "--context", "both", "--context-tokens", "400"]) == 0
     doc = json.loads((out / "eval.json").read_text())
     assert doc["context"]["with_snippets"] > 0
+    assert 0 <= doc["context"]["definition_found"] <= doc["context"]["cross_file"]
     assert "hole_bits_per_byte" in doc["metrics"]
 
 
@@ -482,6 +486,20 @@ def test_cross_file_tasks_need_a_name_only_another_file_defines():
         task("", "y = len(x)\n"),  # nothing of the repository: no
     ]
     assert cross_file(Index(), tasks) == [True, False, False, True, False, False]
+
+    # what each needs, and whether a context brought its definition
+    from codetune.evaluation.context import defines_any, needed_names
+    from codetune.tokens.fim import RepoContext
+
+    use = Task("u", "cross_file", "r", "app.py", "from lib.money import to_cents\n",
+               "y = to_cents(2)\n", "z = to_cents(3)\n")  # import-use: later uses still count
+    assert needed_names(Index(), [*tasks[:2], tasks[3], use]) == [
+        {"to_cents"}, set(), {"RATE"}, {"to_cents"}]
+    stub = RepoContext("r", "app.py", (("lib/money.py", "def to_cents(x): ...\n"),))
+    other = RepoContext("r", "app.py", (("lib/money.py", "y = to_cents(4)\nRATE = 3\n"),))
+    assert defines_any(stub, {"to_cents"}) and defines_any(other, {"RATE"})
+    assert not defines_any(other, {"to_cents"})  # a call is not the definition
+    assert not defines_any(None, {"to_cents"}) and not defines_any(stub, set())
 
 
 def test_import_use_tasks_are_first_uses_of_imported_repository_definitions(tmp_path):

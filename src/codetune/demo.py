@@ -129,13 +129,17 @@ def _context_summary(ev: Any) -> dict[str, Any] | None:
     cross = None
     if x is not None and "context (tuned)" in x.comparisons:
         cross, said = _bpb_change(x)
+        found = (ev.context or {}).get("definition_found")
         line += (f"; on the {x.n} cross-file holes (most at the first use of something the "
-                 f"file imports from another file) {cross['hole_bpb_file']:.3f} → "
-                 f"{cross['hole_bpb_repo']:.3f} {said}")
+                 f"file imports from another file"
+                 + (f"; the snippets held its definition for {found}" if found is not None
+                    else "")
+                 + f") {cross['hole_bpb_file']:.3f} → {cross['hole_bpb_repo']:.3f} {said}")
     if out["ci95"][1] >= 0 and (cross is None or cross["ci95"][1] >= 0):
-        # measured, not assumed: say why the small model may not gain from it
-        line += ("; codetune-mini (5 M parameters) has learned little of using other files, "
-                 "which models pretrained on repositories do")
+        # measured (bench/RESULTS.md), not assumed: why the small model does not gain from it
+        line += ("; codetune-mini (5 M parameters) barely copies a name even from its own "
+                 "earlier lines, so definitions in the snippets cannot help it; code models "
+                 "pretrained on repositories do copy them")
     return {**out, "cross_file": cross, "cross_file_holes": x.n if cross else 0,
             "verdict": ev.context_verdict, "line": line}
 

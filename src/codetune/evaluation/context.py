@@ -104,16 +104,31 @@ def definitions(index: Any) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def cross_file(index: Any, tasks: list[Task]) -> list[bool]:
-    """Per task: does its middle name something defined in another indexed file of its
-    repository and absent from the rest of its own file (import lines aside)?"""
+def needed_names(index: Any, tasks: list[Task]) -> list[set[str]]:
+    """Per task: the names its middle spells that another indexed file of its repository
+    defines and the rest of its own file never mentions (import lines aside). A task with
+    any is cross-file. An import-use hole (kind "cross_file") is chosen where its prefix never
+    spelled the name: only its prefix counts as the rest."""
     defined = definitions(index)
     out = []
     for t in tasks:
-        rest = set(_NAME.findall(_IMPORT_LINE.sub("", t.prefix + "\n" + t.suffix)))
-        out.append(any(defined.get((t.repo_id, n), set()) - {t.path}
-                       for n in set(_NAME.findall(t.middle)) - rest))
+        seen = t.prefix if t.kind == "cross_file" else t.prefix + "\n" + t.suffix
+        rest = set(_NAME.findall(_IMPORT_LINE.sub("", seen)))
+        out.append({n for n in set(_NAME.findall(t.middle)) - rest
+                    if defined.get((t.repo_id, n), set()) - {t.path}})
     return out
+
+
+def cross_file(index: Any, tasks: list[Task]) -> list[bool]:
+    """Per task: does its middle name something only another file defines (`needed_names`)?"""
+    return [bool(names) for names in needed_names(index, tasks)]
+
+
+def defines_any(ctx: Any, names: set[str]) -> bool:
+    """Does one of the context's snippets define (by `definitions`' patterns) one of `names`?
+    Whether retrieval brought what the hole needs, whatever the model makes of it."""
+    return ctx is not None and any((m.group(1) or m.group(2)) in names
+                                   for _, text in ctx.snippets for m in _DEFINES.finditer(text))
 
 
 # Import-use tasks (CrossCodeEval's selection, by the index's own import resolution): a

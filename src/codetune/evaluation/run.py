@@ -217,19 +217,26 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     settings, index = context_settings(cfg, str(dataset))
     contexts: list[Any] = []  # each task's (RepoContext, paths), from train files only
     cross: list[bool] = []  # each task: does it name something only another file defines?
+    found = 0  # cross-file tasks whose context defines such a name
     if index is not None:
-        from codetune.evaluation.context import cross_file, import_use_tasks, task_contexts
+        from codetune.evaluation.context import (
+            defines_any,
+            import_use_tasks,
+            needed_names,
+            task_contexts,
+        )
 
-        cross = cross_file(index, tasks)
         uses = capped([t for r in rows for t in import_use_tasks(
             index, r["repo_id"], r["path"], r["content"], cfg.seed, cfg.cross_file_per_file)],
             cfg.max_tasks, cfg.seed)
         tasks += uses
-        cross += [True] * len(uses)
+        needed = needed_names(index, tasks)
+        cross = [bool(n) for n in needed[:len(tasks) - len(uses)]] + [True] * len(uses)
 
         contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
                                  cfg.context_tokens, window,
                                  max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single) + 1)
+        found = sum(defines_any(c, n) for (c, _), n in zip(contexts, needed, strict=True))
     variants = _variants(loaded)
     preds: dict[str, list[str]] = {}
     bench_preds: dict[str, list[str]] = {}
@@ -277,7 +284,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes, cross)
     result.context = {"settings": settings, "tokens": cfg.repo_context_tokens,
                       "with_snippets": sum(1 for _, p in contexts if p), "tasks": len(tasks),
-                      "cross_file": sum(cross),
+                      "cross_file": sum(cross), "definition_found": found,
                       "import_use": sum(t.kind == "cross_file" for t in tasks),
                       "paths": [p for _, p in contexts],
                       "cross_file_tasks": cross} if index is not None else {}
