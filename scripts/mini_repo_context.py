@@ -17,11 +17,17 @@ are where another file is what tells the answer, and what the model has to learn
 The other half are windows of up to 720 tokens of a train file behind the snippets retrieved
 for a cursor inside them, FIM at rate 0.7, the context masked. One sample a 1024-token row.
 
+`--rename-share` renames, in that share of the samples, the function and class names the
+package defines to made-up ones, the same way in the file and in its snippets: then the only
+way to predict such a name is to copy it from where the sample spells it.
+
 What did not work first (each 30 min on 2 CPU cores; the numbers in bench/RESULTS.md): whole
 files behind their neighbours, packed into rows (most rows held no context: most stdlib files
 are longer than a row), then windows alone. Both improved the model on held-out files, neither
 made context worth anything: on random holes its few useful tokens were outweighed by
-distraction.
+distraction. Import-use holes made context worth -0.026 bits per byte on held-out import-use
+holes; adding renamed names (`--rename-share 0.5`) did not teach the model to copy
+(`scripts/copy_probe.py`), and neither run made context help on the sample project.
 
 It measures, before and after, on holes cut from the held-out files, the hole's bits per byte
 with repository context (retrieved from the train files' index) against without, with a paired
@@ -35,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +61,56 @@ def repo_of(rel: str) -> str:
     return rel.split("/", 1)[0] if "/" in rel else "stdlib"
 
 
+_DEF = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+([A-Za-z_]\w*)", re.M)
+_SYLLABLES = [a + b for a in "bdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", "ar", "el",
+                                                        "in", "os", "un")]
+
+
+def renameable(texts: dict[str, str], rels: list[str]) -> dict[str, set[str]]:
+    """Per package, the function and class names its train files define that can be renamed
+    without touching a name everyone uses: four characters or more, not dunder, not a builtin
+    or a method of the builtin types, and defined in at most two packages."""
+    import builtins
+
+    common = set(dir(builtins)) | {n for t in (dict, list, str, set, bytes, int, object)
+                                   for n in dir(t)}
+    per_repo: dict[str, set[str]] = {}
+    for rel in rels:
+        per_repo.setdefault(repo_of(rel), set()).update(_DEF.findall(texts[rel]))
+    spread: dict[str, int] = {}
+    for names in per_repo.values():
+        for n in names:
+            spread[n] = spread.get(n, 0) + 1
+    return {repo: {n for n in names if len(n) >= 4 and not n.startswith("__")
+                   and n not in common and spread[n] <= 2}
+            for repo, names in per_repo.items()}
+
+
+def fresh_name(name: str, rng) -> str:
+    """A made-up name of the same shape (leading underscores, snake_case or CapWords)."""
+    core = name.lstrip("_")
+    lead = name[:len(name) - len(core)]
+    parts = [p for p in core.split("_") if p] or [core]
+    made = ["".join(_SYLLABLES[int(rng.integers(len(_SYLLABLES)))]
+                    for _ in range(1 + int(rng.integers(2)))) for _ in parts]
+    if core[:1].isupper():
+        return lead + "".join(m.capitalize() for m in made)
+    return lead + "_".join(made)
+
+
+def renamer(names: set[str], texts: list[str], rng):
+    """A function that renames, the same way in every text it is given, each of `names` that
+    occurs in `texts` to a fresh made-up name: the sample's only source for such a name is
+    where the file or its context spells it, so predicting it means copying from there."""
+    present = sorted({m for t in texts for m in re.findall(r"[A-Za-z_]\w*", t)} & names)
+    if not present:
+        return lambda text: text
+    new = {n: fresh_name(n, rng) for n in present}
+    pattern = re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, present)) + r")\b"
+                         r"|(?<=\.)(?:" + "|".join(map(re.escape, present)) + r")\b")
+    return lambda text: pattern.sub(lambda m: new[m.group(0)], text)
+
+
 class WindowStream:
     """Repo-mode samples cut to fit one sequence, one a row, padded; deterministic in (seed,
     step), so resuming replays nothing. A share `share` are import-use holes (`uses`: (file,
@@ -62,10 +119,24 @@ class WindowStream:
     Both behind the snippets retrieval finds for them (the other files of the package, as
     eval and serving retrieve them), the context masked."""
 
-    def __init__(self, docs, rels, texts, index, tok, fim, count, seed, uses=(), share=0.0):
+    def __init__(self, docs, rels, texts, index, tok, fim, count, seed, uses=(), share=0.0,
+                 names=None, rename_share=0.0):
         self.docs, self.rels, self.texts, self.index = docs, rels, texts, index
         self.tok, self.fim, self.count, self.seed = tok, fim, count, seed
         self.uses, self.share = list(uses), share
+        self.names, self.rename_share = names or {}, rename_share
+
+    def renamed(self, rng, rel, ctx, *parts):
+        """(ctx, *parts), a share `rename_share` of the time with the package's own function
+        and class names renamed consistently (see `renamer`)."""
+        from codetune.tokens.fim import RepoContext
+
+        if self.rename_share <= 0 or rng.random() >= self.rename_share:
+            return (ctx, *parts)
+        names = self.names.get(repo_of(rel), set())
+        fn = renamer(names, [*parts, *(t for _, t in ctx.snippets)], rng)
+        ctx = RepoContext(ctx.repo, ctx.path, tuple((p, fn(t)) for p, t in ctx.snippets))
+        return (ctx, *(fn(p) for p in parts))
 
     def import_use(self, rng):
         from codetune.context import repo_context
@@ -79,7 +150,8 @@ class WindowStream:
             prefix = prefix[prefix.find("\n") + 1:]
         snippets = self.index.retrieve(prefix, suffix, rel, repo_of(rel))
         ctx, _ = repo_context(snippets, CONTEXT_TOKENS, self.count, repo_of(rel), rel)
-        ids, mask = encode_fim(self.tok, self.fim, prefix, text[a:b], suffix,
+        ctx, prefix, middle, suffix = self.renamed(rng, rel, ctx, prefix, text[a:b], suffix)
+        ids, mask = encode_fim(self.tok, self.fim, prefix, middle, suffix,
                                spm=bool(rng.binomial(1, 0.5)), middle_loss_only=True, repo=ctx)
         out = np.append(np.asarray(ids, np.int64), self.fim.eos_id)[:B.SEQ_LEN + 1]
         labels = np.where(np.append(np.asarray(mask, bool), True)[:len(out)], out, -100)
@@ -100,6 +172,10 @@ class WindowStream:
         suffix = self.tok.decode(window[cut:].tolist())
         snippets = self.index.retrieve(prefix, suffix, rel, repo_of(rel))
         ctx, _ = repo_context(snippets, CONTEXT_TOKENS, self.count, repo_of(rel), rel)
+        ctx, *text = self.renamed(rng, rel, ctx, prefix + suffix)
+        if text[0] != prefix + suffix:
+            window = np.asarray(self.tok(text[0], add_special_tokens=False)["input_ids"],
+                                np.int64)[:WINDOW]
         pre, head = encode_repo_context(self.tok, self.fim, ctx)
         out, mask = permute(window, rng, self.fim, FIM_RATE, 0.5, preamble=pre, head=head)
         out = np.append(out, self.fim.eos_id)[:B.SEQ_LEN + 1]
@@ -151,6 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--import-use-share", type=float, default=0.5,
                     help="share of samples that are import-use holes of the train files")
+    ap.add_argument("--rename-share", type=float, default=0.0,
+                    help="share of samples whose package-defined names are renamed to made-up "
+                         "ones, the same in the file and its context")
     args = ap.parse_args(argv)
 
     import torch
@@ -215,8 +294,10 @@ def main(argv=None) -> int:
     uses = [(i, len(t.prefix), len(t.prefix) + len(t.middle)) for i, r in enumerate(train_rels)
             for t in import_use_tasks(index, repo_of(r), r, texts[r], 0, 1000)]
     print(f"{len(uses):,} import-use holes in the train files", flush=True)
+    names = renameable(texts, train_rels)
+    print(f"{sum(map(len, names.values())):,} renameable names", flush=True)
     stream = WindowStream(docs, train_rels, texts, index, tok, fim, count, args.seed, uses,
-                          args.import_use_share)
+                          args.import_use_share, names, args.rename_share)
     budget, start = args.minutes * 60, time.time() - state["elapsed"]
     last = time.time()
     model.train()
