@@ -63,3 +63,16 @@ def test_prepare_then_stats_json(tmp_path, capsys):
     assert "Python" in out and "train" in out
     assert main(["config", "-s", "prepare.seed=3"]) == 0
     assert "seed: 3" in capsys.readouterr().out
+
+
+def test_bitsandbytes_optional_kernel_notice_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    import codetune  # noqa: F401 - installs the filter
+
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please",
+                    "No module named 'kernels'")
+        log.warning("some other problem")
+    assert [r.getMessage() for r in caplog.records] == ["some other problem"]
