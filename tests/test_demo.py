@@ -58,8 +58,9 @@ def test_demo_trains_in_repo_mode_and_shows_what_context_did(demo_run):
     # and on the cross-file holes: the sample's held-out files use what they import
     x = c["cross_file"]
     assert c["cross_file_holes"] >= 10 and x["ci95"][0] <= x["delta"] <= x["ci95"][1]
-    assert f"on the {c['cross_file_holes']} cross-file holes" in c["line"]
-    assert "the snippets held its definition for " in c["line"]
+    assert f"{c['cross_file_holes']} cross-file holes:" in c["line"]
+    assert "the snippets held that definition for " in c["line"]
+    assert all(len(row) <= 160 for row in c["line"].splitlines())
     report = (out / "run" / "eval" / "report.md").read_text()
     assert "## Repository context" in report
 

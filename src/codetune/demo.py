@@ -118,28 +118,32 @@ def pick_example(task_records: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _context_summary(ev: Any) -> dict[str, Any] | None:
     """What repository context did for the fine-tuned model: the hole's bits per byte without
     and with snippets of other train files, the paired difference and its 95 % interval, on
-    the random holes and on the cross-file ones (where another file can matter)."""
+    the random holes and on the cross-file ones (where another file can matter). `line` is
+    what the demo prints: a heading and a line per hole set."""
     m = ev.metrics.get("hole_bits_per_byte")
     if m is None or "context (tuned)" not in m.comparisons:
         return None
     out, said = _bpb_change(m)
-    line = (f"fine-tuned hole bits per byte {out['hole_bpb_file']:.3f} without → "
-            f"{out['hole_bpb_repo']:.3f} with snippets of other files {said}")
+    rows = [f"{m.n} random holes:".ljust(24) + f"{out['hole_bpb_file']:.3f} → "
+            f"{out['hole_bpb_repo']:.3f} {said}"]
     x = ev.metrics.get("cross_file_hole_bits_per_byte")
     cross = None
     if x is not None and "context (tuned)" in x.comparisons:
         cross, said = _bpb_change(x)
         found = (ev.context or {}).get("definition_found")
-        line += (f"; on the {x.n} cross-file holes (most at the first use of something the "
-                 f"file imports from another file"
-                 + (f"; the snippets held its definition for {found}" if found is not None
-                    else "")
-                 + f") {cross['hole_bpb_file']:.3f} → {cross['hole_bpb_repo']:.3f} {said}")
+        rows.append(f"{x.n} cross-file holes:".ljust(24) + f"{cross['hole_bpb_file']:.3f} → "
+                    f"{cross['hole_bpb_repo']:.3f} {said}")
+        rows.append("(a cross-file hole names something another file defines, most at the "
+                    "first use of an import"
+                    + (f"; the snippets held that definition for {found} of them)"
+                       if found is not None else ")"))
     if out["ci95"][1] >= 0 and (cross is None or cross["ci95"][1] >= 0):
         # measured (bench/RESULTS.md), not assumed: why the small model does not gain from it
-        line += ("; codetune-mini (5 M parameters) barely copies a name even from its own "
-                 "earlier lines, so definitions in the snippets cannot help it; code models "
-                 "pretrained on repositories do copy them")
+        rows += ["codetune-mini (5 M parameters) barely copies a name even from its own "
+                 "earlier lines,", "so definitions in the snippets cannot help it; code models "
+                 "pretrained on repositories do copy them"]
+    line = ("fine-tuned model's hole bits per byte, without → with snippets of other files\n"
+            + "\n".join("    " + r for r in rows))
     return {**out, "cross_file": cross, "cross_file_holes": x.n if cross else 0,
             "verdict": ev.context_verdict, "line": line}
 
