@@ -187,6 +187,28 @@ def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
     assert r16["dtype"] == "bfloat16" and r16["max_abs_logit_diff"] <= r16["tolerance"]
 
 
+def test_merge_says_when_it_could_not_check_on_held_out_code(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from codetune.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run["run"], run)
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace(str(tiny_run["ds"]), str(tmp_path / "gone")))
+    assert str(tmp_path / "gone") in cfg.read_text()
+    assert main(["merge", str(run), "-o", str(tmp_path / "m"), "--dtype", "float32"]) == 0
+    said = capsys.readouterr().out
+    assert "not held-out code" in said and "held-out inputs" not in said
+    rec = json.loads((tmp_path / "m" / "codetune_merge.json").read_text())
+    assert rec["verified_on"].startswith("token ids") and str(tmp_path / "gone") in rec[
+        "verified_on"]
+    from codetune.merge import merge
+
+    ok = merge(tiny_run["run"], tmp_path / "m2", dtype="float32")  # the dataset is there
+    assert ok["verified_on"].endswith("held-out inputs")
+
+
 def test_merge_refuses_non_runs(tmp_path):
     from codetune.merge import merge
 

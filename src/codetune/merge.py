@@ -22,9 +22,10 @@ from codetune.errors import CodetuneError
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
 
 
-def _probe_inputs(loaded, n: int = 3, length: int = 64) -> list[list[int]]:
-    """Token ids of a few held-out snippets (or the tokenizer's own vocabulary order)."""
-    texts = []
+def _probe_inputs(loaded, n: int = 3, length: int = 64) -> tuple[list[list[int]], str]:
+    """Token ids of a few held-out snippets, else of the vocabulary in order; and which, in
+    words (with why there were no held-out snippets)."""
+    texts, why = [], "the run has no dataset"
     if loaded.run_dir is not None:
         try:
             from codetune.evaluation.run import held_out_files
@@ -32,14 +33,14 @@ def _probe_inputs(loaded, n: int = 3, length: int = 64) -> list[list[int]]:
 
             rows = held_out_files(loader.run_config(loaded.run_dir).data.dataset, n)
             texts = [r["content"] for r in rows]
-        except CodetuneError:
-            texts = []
+        except CodetuneError as e:  # moved, damaged or without a held-out split
+            why = str(e).split("; ")[0]
     tok = loaded.tokenizer
     ids = [tok(t, add_special_tokens=False)["input_ids"][:length] for t in texts]
     ids = [i for i in ids if len(i) >= 2]
-    if not ids:
-        ids = [list(range(10, 10 + length))]
-    return ids
+    if ids:
+        return ids, f"{len(ids)} held-out inputs"
+    return [list(range(10, 10 + length))], f"token ids 10-{9 + length}, not held-out code ({why})"
 
 
 def _logits(model, inputs: list[list[int]]):
@@ -68,7 +69,7 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
     if dtype not in TOLERANCE:
         raise CodetuneError(f"--dtype must be one of {', '.join(TOLERANCE)}")
     loaded = loader.load(str(run_dir), quantization="none", dtype=dtype)
-    inputs = _probe_inputs(loaded)
+    inputs, verified_on = _probe_inputs(loaded)
     before = _logits(loaded.model, inputs)
     merged = loaded.model.merge_and_unload()
     after = _logits(merged, inputs)
@@ -91,7 +92,8 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
         record = {**outputs.mark("merged"), "run": str(run_dir.resolve()),
                   "base_model": cfg.model.name, "revision": cfg.model.revision, "dtype": dtype,
                   "fim_format": loaded.fim.family if loaded.fim else None,
-                  "verified_inputs": len(inputs), "max_abs_logit_diff": diff,
+                  "verified_inputs": len(inputs), "verified_on": verified_on,
+                  "max_abs_logit_diff": diff,
                   "tolerance": TOLERANCE[dtype]}
         outputs.write_json(tmp / "codetune_merge.json", record)
     return {**record, "out_dir": str(out)}

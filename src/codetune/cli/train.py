@@ -160,5 +160,5 @@ def _run_merge(args: argparse.Namespace) -> int:
     r = merge(args.run, args.output, args.dtype, args.overwrite)
     print(f"merged into {r['out_dir']} ({r['dtype']}); logits match base + adapter within "
           f"{r['max_abs_logit_diff']:.2g} (tolerance {r['tolerance']}) on "
-          f"{r['verified_inputs']} held-out inputs")
+          f"{r['verified_on']}")
     return 0
