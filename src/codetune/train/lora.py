@@ -47,8 +47,9 @@ def lora_targets(model: Any, spec: str) -> list[str] | str:
     """The `target_modules` for peft from `lora.target_modules`.
 
     "all-linear" passes through (peft: every linear layer but the LM head). "auto" uses
-    `LORA_TARGETS[model.config.model_type]`, keeping the names present in this model (a name
-    absent here is logged: the table covers variants). A comma list is checked against the
+    `LORA_TARGETS[model.config.model_type]`, keeping the names present in this model (the
+    table covers variants, such as GPT-BigCode's cross-attention `q_attn`, which no code
+    model has; an absent one is logged at debug level). A comma list is checked against the
     model: a name matching no linear/embedding layer is an error, except names of this
     architecture's table, which are dropped with a warning (so the seed's `q_attn` works).
     """
@@ -77,9 +78,10 @@ def lora_targets(model: Any, spec: str) -> list[str] | str:
             f"lora.target_modules names {', '.join(unknown)}, which match no linear layer of "
             f"this {model_type} model; its linear layers include "
             f"{', '.join(_linear_leaf_names(model)[:8])} (or use auto / all-linear)")
-    if absent:
-        log.warning("LoRA targets %s do not exist in this %s model; training %s",
-                    ", ".join(absent), model_type, ", ".join(kept))
+    if absent:  # "auto": expected (the table covers variants), so said only at debug level
+        (log.debug if spec == "auto" else log.warning)(
+            "LoRA targets %s do not exist in this %s model; training %s",
+            ", ".join(absent), model_type, ", ".join(kept))
     if not kept:
         raise CodetuneError(f"none of the LoRA targets {', '.join(wanted)} exist in this model; "
                             "use lora.target_modules=all-linear")
