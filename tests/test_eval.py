@@ -482,8 +482,9 @@ def test_repository_context_never_overflows_a_short_window(tiny_run, tmp_path):
 
 def test_cross_file_tasks_need_a_name_only_another_file_defines():
     from codetune.context import Snippet
-    from codetune.evaluation.context import cross_file
+    from codetune.evaluation.context import defines_any, needed_names
     from codetune.evaluation.tasks import Task
+    from codetune.tokens.fim import RepoContext
 
     class Index:  # two chunks of the repository's other files
         chunks = [Snippet("r", "lib/money.py", 1, 3, "def to_cents(x):\n    return x\n"
@@ -507,12 +508,10 @@ def test_cross_file_tasks_need_a_name_only_another_file_defines():
         task("", "y = to_cents(2)\n", repo="other"),  # another repository: no
         task("", "y = len(x)\n"),  # nothing of the repository: no
     ]
-    assert cross_file(Index(), tasks) == [True, False, False, True, False, False]
+    assert [bool(n) for n in needed_names(Index(), tasks)] == [
+        True, False, False, True, False, False]
 
     # what each needs, and whether a context brought its definition
-    from codetune.evaluation.context import defines_any, needed_names
-    from codetune.tokens.fim import RepoContext
-
     use = Task("u", "cross_file", "r", "app.py", "from lib.money import to_cents\n",
                "y = to_cents(2)\n", "z = to_cents(3)\n")  # import-use: later uses still count
     assert needed_names(Index(), [*tasks[:2], tasks[3], use]) == [

@@ -119,11 +119,6 @@ def needed_names(index: Any, tasks: list[Task]) -> list[set[str]]:
     return out
 
 
-def cross_file(index: Any, tasks: list[Task]) -> list[bool]:
-    """Per task: does its middle name something only another file defines (`needed_names`)?"""
-    return [bool(names) for names in needed_names(index, tasks)]
-
-
 def defines_any(ctx: Any, names: set[str]) -> bool:
     """Does one of the context's snippets define (by `definitions`' patterns) one of `names`?
     Whether retrieval brought what the hole needs, whatever the model makes of it."""
