@@ -106,8 +106,7 @@ def renamer(names: set[str], texts: list[str], rng):
     if not present:
         return lambda text: text
     new = {n: fresh_name(n, rng) for n in present}
-    pattern = re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, present)) + r")\b"
-                         r"|(?<=\.)(?:" + "|".join(map(re.escape, present)) + r")\b")
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, present)) + r")\b")
     return lambda text: pattern.sub(lambda m: new[m.group(0)], text)
 
 

@@ -158,7 +158,7 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     opened = [open_source(s, cfg, cache) for s in sources]  # clone/validate before writing
     if cfg.repo_name is not None:
-        opened = [_renamed(opened, cfg.repo_name)]
+        _check_repo_name(cfg.repo_name, opened)
     workers = cfg.workers or os.cpu_count() or 1
     started = time.perf_counter()
     with outputs.staged(out, overwrite, "dataset", checked=True) as tmp:
@@ -172,8 +172,8 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     return summary
 
 
-def _renamed(opened: list[Source], name: str) -> Source:
-    """The one folder/git source, its repository called `name` (prepare.repo_name)."""
+def _check_repo_name(name: str, opened: list[Source]) -> None:
+    """prepare.repo_name (which `open_source` gave the source) names one folder/git source."""
     if not name.strip():
         raise CodetuneError("prepare.repo_name is empty; give a name such as acme/billing")
     if len(opened) != 1 or opened[0].info.kind == "dataset":
@@ -181,15 +181,6 @@ def _renamed(opened: list[Source], name: str) -> Source:
             "--repo-name names the repository of a single folder or git SOURCE; with "
             f"{len(opened)} source(s) ({', '.join(s.info.kind for s in opened)}) leave it out "
             "(a dataset source takes its names from --repo-column)")
-    source = opened[0]
-    source.info.repo_id = name
-
-    def rename(cands: Iterator[Candidate]) -> Iterator[Candidate]:
-        for c in cands:
-            c.repo_id = name
-            yield c
-
-    return Source(source.info, rename(source.candidates))
 
 
 def _candidates(opened: list[Source], skip: list[Path]) -> tuple[Iterator[Candidate], int | None]:

@@ -382,7 +382,8 @@ def open_source(spec: str, cfg, cache_dir: Path) -> Source:
     if _GIT_URL.match(url) or ref is not None or (is_local_dir and top is None and _is_bare(url)):
         cache = cache_dir
         path, sha = clone(url, ref, cache, cfg.git_submodules)
-        info = SourceInfo(spec, "git", repo_name_from_url(url), url, commit=sha, ref=ref)
+        info = SourceInfo(spec, "git", _named(cfg, repo_name_from_url(url)), url, commit=sha,
+                          ref=ref)
         return Source(info, _listed(info, iter_git_files(info.repo_id, path, cfg.git_submodules)))
     if not os.path.exists(url):
         raise CodetuneError(
@@ -397,7 +398,7 @@ def open_source(spec: str, cfg, cache_dir: Path) -> Source:
         tracked = list(iter_git_files(os.path.basename(root), root, cfg.git_submodules))
         if tracked:
             commit, dirty = git_head(root)
-            repo_id = git_remote_name(root) or os.path.basename(root)
+            repo_id = _named(cfg, git_remote_name(root) or os.path.basename(root))
             for c in tracked:
                 c.repo_id = repo_id
             info = SourceInfo(spec, "folder", repo_id, root, commit=commit, dirty=dirty)
@@ -407,10 +408,16 @@ def open_source(spec: str, cfg, cache_dir: Path) -> Source:
         # what the user pointed at is the files on disk, so walk them.
         print(f"note: git tracks no files under {url}; reading it as a plain folder "
               "(.gitignore files inside it still apply)", file=sys.stderr)
-    info = SourceInfo(spec, "folder", os.path.basename(root), root)
+    info = SourceInfo(spec, "folder", _named(cfg, os.path.basename(root)), root)
     info.extra["git"] = False
     return Source(info, _listed(info, iter_folder_files(info.repo_id, root,
                                                         set(cfg.vendored_dirs))))
+
+
+def _named(cfg, default: str) -> str:
+    """A folder or git source's repository name: `prepare.repo_name` when set, else `default`
+    (the git remote's org/repo, else the folder's name)."""
+    return cfg.repo_name or default
 
 
 def _is_bare(path: str) -> bool:

@@ -137,7 +137,7 @@ _STRING = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
 def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
                      n: int) -> list[Task]:
     """Up to `n` such holes of one held-out file (the same on every run), kind "cross_file"."""
-    from codetune.evaluation.tasks import _file_rng, line_task
+    from codetune.evaluation.tasks import _file_rng, line_starts, line_task
 
     if n <= 0:
         return []
@@ -146,9 +146,7 @@ def import_use_tasks(index: Any, repo_id: str, path: str, text: str, seed: int,
         return []
     pats = {u.spelled: re.compile(rf"(?<![\w.]){re.escape(u.spelled)}\b") for u in uses}
     lines = text.splitlines(keepends=True)
-    starts = [0]
-    for ln in lines:
-        starts.append(starts[-1] + len(ln))
+    starts = line_starts(lines)
     seen: set[str] = set()
     cands, in_import = [], False
     for li, line in enumerate(lines):

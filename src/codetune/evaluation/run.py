@@ -231,7 +231,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
             cfg.max_tasks, cfg.seed)
         tasks += uses
         needed = needed_names(index, tasks)
-        cross = [bool(n) for n in needed[:len(tasks) - len(uses)]] + [True] * len(uses)
+        cross = [bool(n) or t.kind == "cross_file" for t, n in zip(tasks, needed, strict=True)]
 
         contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
                                  cfg.context_tokens, window,

@@ -70,6 +70,11 @@ def block_candidates(lines: list[str], max_block_lines: int) -> list[tuple[int, 
     return out
 
 
+def line_starts(lines: list[str]) -> list[int]:
+    """The offset of each line of `lines` (ends kept) in their text, and the text's length."""
+    return np.cumsum([0] + [len(ln) for ln in lines]).tolist()
+
+
 def line_task(repo_id: str, path: str, text: str, lines: list[str], starts: list[int],
               li: int, kind: str) -> Task:
     """The hole of line `li` of `text` (`lines` with ends kept, `starts` their offsets): the
@@ -87,7 +92,7 @@ def make_tasks(repo_id: str, path: str, text: str, seed: int, single: int, multi
     run for the same (seed, repo, path, text)."""
     rng = _file_rng(seed, repo_id, path)
     lines = text.splitlines(keepends=True)
-    starts = np.cumsum([0] + [len(ln) for ln in lines]).tolist()
+    starts = line_starts(lines)
     tasks = []
     cands = single_line_candidates(lines)
     picks = rng.choice(len(cands), size=min(single, len(cands)), replace=False).tolist() \
