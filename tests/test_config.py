@@ -115,3 +115,9 @@ def test_renamed_values_are_still_read():
     """data.packing=seed was renamed to concat (it says what it does); old configs still load."""
     assert config.load(None, ["data.packing=seed"]).data.packing == "concat"
     assert config.load(None, ["data.packing=concat"]).data.packing == "concat"
+
+
+def test_line_spans_are_document_level_only():
+    assert config.load(None, ["fim.split=line"]).fim.split == "line"
+    with pytest.raises(ConfigError, match="fim.split=line works at document level only"):
+        config.load(None, ["fim.split=line", "fim.level=context"])

@@ -403,3 +403,101 @@ def test_permute_text(toks):
     assert 0 < n_plain < 20
     assert all(x.count(fim.middle_id) == 1 for x in a if x != whole)
 
+
+
+# --- editor-shaped spans (fim.split=line) -----------------------------------------------------
+
+CODE = "def area(r):\n    pi = 3.14\n\n    return pi * r * r\n"
+#       0           12 13  17        26 27 28 32                       48
+
+
+class ScriptedRng:
+    """Hands out scripted draws for split_lines and records them: binomial, random, then the
+    integers calls in order."""
+
+    def __init__(self, fim: int, u: float, ints: list):
+        self._fim, self._u, self._ints = fim, u, iter(ints)
+        self.calls: list[tuple] = []
+
+    def binomial(self, n, p):
+        self.calls.append(("binomial", n, p))
+        return self._fim
+
+    def random(self):
+        self.calls.append(("random",))
+        return self._u
+
+    def integers(self, low, high, size=None):
+        self.calls.append(("integers", low, high, size))
+        value = next(self._ints)
+        return np.array(value) if size is not None else value
+
+
+@pytest.mark.parametrize("u, ints, expected, calls", [
+    # rest of line: line 1 of the non-blank lines [0, 1, 3] is "    pi = 3.14", text from
+    # offset 17 (after the indentation) to 26; the cursor drawn at 22
+    (0.30, [1, 22], ("def area(r):\n    pi = ", "3.14", "\n\n    return pi * r * r\n"),
+     [("integers", 0, 3, None), ("integers", 17, 26, None)]),
+    # cursor right after the indentation: eval's single-line hole
+    (0.54, [2, 32], ("def area(r):\n    pi = 3.14\n\n    ", "return pi * r * r",
+                     "\n"), [("integers", 0, 3, None), ("integers", 32, 49, None)]),
+    # whole lines: 3 lines from line 1, blank line and newlines included
+    (0.60, [1, 3], ("def area(r):\n", "    pi = 3.14\n\n    return pi * r * r\n", ""),
+     [("integers", 0, 3, None), ("integers", 1, 9, None)]),
+    # more lines than the file has left: up to its end
+    (0.99, [0, 8], ("", CODE, ""), [("integers", 0, 3, None), ("integers", 1, 9, None)]),
+    # inside a line: two points in [0, 12] of "def area(r):" (no indentation), sorted
+    (0.01, [0, [9, 4]], ("def ", "area(", "r):\n    pi = 3.14\n\n    return pi * r * r\n"),
+     [("integers", 0, 3, None), ("integers", 0, 13, 2)]),
+])
+def test_split_lines_exact(u, ints, expected, calls):
+    from codetune.tokens.fim import split_lines
+
+    rng = ScriptedRng(1, u, ints)
+    assert split_lines(CODE, rng, fim_rate=0.4) == expected
+    assert rng.calls == [("binomial", 1, 0.4), ("random",), *calls]
+
+
+def test_split_lines_no_fim_and_blank_text():
+    from codetune.tokens.fim import split_lines
+
+    rng = ScriptedRng(0, 0.5, [])
+    assert split_lines(CODE, rng) is None and rng.calls == [("binomial", 1, 0.5)]
+    assert split_lines("\n  \n\t\n", ScriptedRng(1, 0.5, [])) is None
+
+
+def test_split_lines_shapes_over_many_draws():
+    """Every split reassembles the text; the kinds come in about the documented shares and
+    each has its shape: a rest-of-line middle ends at a line end and holds no newline, a
+    whole-lines middle starts at a line start and ends after a newline (or the text's end)."""
+    from codetune.tokens.fim import split_lines
+
+    text = TEXT if TEXT.strip() else CODE
+    rest = lines = 0
+    n = 2000
+    for seed in range(n):
+        parts = split_lines(text, np.random.default_rng(seed), fim_rate=1.0)
+        assert parts is not None and "".join(parts) == text
+        prefix, middle, suffix = parts
+        if "\n" not in middle and (suffix.startswith("\n") or not suffix) and middle:
+            rest += 1
+        if (not prefix or prefix.endswith("\n")) and (middle.endswith("\n") or not suffix):
+            lines += 1
+    # rest-of-line 50 % (plus inside-line spans that happen to reach the end), lines 45 %
+    assert 0.45 < rest / n < 0.62 and 0.38 < lines / n < 0.52, (rest / n, lines / n)
+
+
+def test_split_lines_ids_exact(toks):
+    """The line split feeds the same assembly as every FIM sample: the pieces, tokenized apart,
+    between the family's sentinels."""
+    from codetune.tokens.fim import split_lines
+
+    tok = toks["starcoder"]
+    fim = detect_fim(tok)
+    prefix, middle, suffix = split_lines(CODE, ScriptedRng(1, 0.3, [1, 22]), fim_rate=1.0)
+    ids, mask = encode_fim(tok, fim, prefix, middle, suffix, spm=False, middle_loss_only=True)
+    enc = [tok.encode(x, add_special_tokens=False) for x in (prefix, middle, suffix)]
+    assert ids.tolist() == [fim.prefix_id, *enc[0], fim.suffix_id, *enc[2], fim.middle_id,
+                            *enc[1]]
+    assert mask.tolist() == [False] * (3 + len(enc[0]) + len(enc[2])) + [True] * len(enc[1])
+    assert tok.decode(enc[1]) == "3.14"

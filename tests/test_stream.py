@@ -105,6 +105,7 @@ FIM_MODES = [
     (0.0, {}),
     (0.5, {}),  # document level, token split (the seed)
     (0.5, {"split": "char", "middle_loss_only": True}),
+    (0.5, {"split": "line"}),  # editor-shaped spans
     (0.9, {"level": "context"}),
 ]
 
@@ -244,7 +245,7 @@ def _ctx(calls: list | None = None):
     return context
 
 
-REPO_MODES = [(0.0, {}), (0.5, {}), (0.5, {"split": "char"})]
+REPO_MODES = [(0.0, {}), (0.5, {}), (0.5, {"split": "char"}), (0.5, {"split": "line"})]
 
 
 @pytest.mark.parametrize("rate, fim", REPO_MODES)

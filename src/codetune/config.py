@@ -176,9 +176,11 @@ class FimConfig:
     level: Literal["document", "context"] = _f(
         "document", "document: FIM before packing (the seed); context: on each document "
         "segment of a packed sequence, keeping its length (the FIM paper's recommendation)")
-    split: Literal["token", "char"] = _f(
-        "token", "split points on token boundaries (the seed) or on characters (then the "
-        "three parts are tokenized separately, so a middle never starts inside a token)")
+    split: Literal["token", "char", "line"] = _f(
+        "token", "split points on token boundaries (the reference notebook), on characters "
+        "(then the three parts are tokenized separately, so a middle never starts inside a "
+        "token), or line: editor-shaped spans on characters, from a cursor to the end of its "
+        "line (50 %), whole lines (45 %) or inside a line (5 %)")
     truncate_or_pad: bool = _f(False, "keep a document's length under FIM (the seed: false)")
     middle_loss_only: bool = _f(False, "loss on the middle only for FIM examples")
     format: str = _f("auto", "FIM sentinel family: auto (from the tokenizer's vocabulary), "
@@ -189,8 +191,8 @@ class FimConfig:
     def validate(self, prefix: str = "fim") -> None:
         _check_range(prefix, "rate", self.rate, 0.0, 1.0)
         _check_range(prefix, "spm_rate", self.spm_rate, 0.0, 1.0)
-        if self.split == "char" and self.level == "context":
-            raise ConfigError(f"{prefix}.split=char works at document level only; set "
+        if self.split != "token" and self.level == "context":
+            raise ConfigError(f"{prefix}.split={self.split} works at document level only; set "
                               f"{prefix}.level=document or {prefix}.split=token")
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "permute_text",
     "register_fim_format",
     "split_chars",
+    "split_lines",
 ]
 
 
@@ -566,6 +567,52 @@ def split_chars(text: str, rng: np.random.Generator,
     if not rng.binomial(1, fim_rate):
         return None
     lo, hi = sorted(rng.integers(0, len(text) + 1, size=2).tolist())
+    return text[:lo], text[lo:hi], text[hi:]
+
+
+# Editor-shaped spans (`fim.split=line`): shares of the three kinds, after Refact's FIM v2.
+LINE_SPANS = (("inside", 0.05), ("rest_of_line", 0.50), ("lines", 0.45))
+MAX_SPAN_LINES = 8
+
+
+def split_lines(text: str, rng: np.random.Generator,
+                fim_rate: float = 0.5) -> tuple[str, str, str] | None:
+    """With probability `fim_rate`, split `text` where an editor asks for code; else None.
+
+    What editors request is not a random stretch of characters but, from a cursor: the rest of
+    the current line, a few whole lines (a block body), or, rarely, a gap inside a line. The
+    kinds (`LINE_SPANS`), on a line chosen uniformly among the non-blank ones:
+
+        inside        two points inside the line's text (after its indentation), sorted
+        rest_of_line  from a point in the line's text to its end, newline excluded: the
+                      model learns to stop at the end of the line (eval's single-line hole is
+                      the case of a cursor right after the indentation)
+        lines         whole lines from the chosen one, 1..MAX_SPAN_LINES of them, newlines
+                      included (eval's multi-line hole: a block body)
+
+    Draws, in this order: `binomial(1, fim_rate)`; `random()` for the kind; `integers` for the
+    line; then `integers` for the points (inside: two in [a, b], rest_of_line: one in [a, b),
+    lines: the count), where a is the line's first non-blank character and b its end. A text
+    without a non-blank line is not split (None). Units: Python characters."""
+    if not rng.binomial(1, fim_rate):
+        return None
+    u = float(rng.random())
+    lines = text.splitlines(keepends=True)
+    starts = np.cumsum([0] + [len(ln) for ln in lines]).tolist()
+    cands = [i for i, ln in enumerate(lines) if ln.strip()]
+    if not cands:
+        return None
+    li = cands[int(rng.integers(0, len(cands)))]
+    line = lines[li]
+    a = starts[li] + len(line) - len(line.lstrip(" \t"))
+    b = starts[li] + len(line.rstrip("\r\n"))
+    if u < LINE_SPANS[0][1]:
+        lo, hi = sorted(rng.integers(a, b + 1, size=2).tolist())
+    elif u < LINE_SPANS[0][1] + LINE_SPANS[1][1]:
+        lo, hi = int(rng.integers(a, b)), b
+    else:
+        k = int(rng.integers(1, MAX_SPAN_LINES + 1))
+        lo, hi = starts[li], starts[min(li + k, len(lines))]
     return text[:lo], text[lo:hi], text[hi:]
 
 

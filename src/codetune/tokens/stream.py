@@ -264,7 +264,7 @@ class Encoder:
         out: list[list[tuple[np.ndarray, np.ndarray, int]] | None] = [None] * len(texts)
         plain_idx, plain_texts = [], []
         for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
-            if self.doc_level and self.cfg.split == "char" and ctxs[i][2] is None:
+            if self.doc_level and self.cfg.split != "token" and ctxs[i][2] is None:
                 piece = self._char_fim(text, self.rng_for(*key), ctxs[i])
                 if piece is not None:
                     out[i] = [piece]
@@ -298,10 +298,12 @@ class Encoder:
     def _char_fim(self, text: str, rng: np.random.Generator,
                   ctx: tuple[list[int], list[int], Any]
                   ) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """Character-level FIM of one text (fim.split=char), or None when the draw says no."""
+        """Character-level FIM of one text (fim.split=char, or line: editor-shaped spans), or
+        None when the draw says no."""
         from codetune.tokens import fim as F
 
-        parts = F.split_chars(text, rng, self.rate)
+        split = F.split_lines if self.cfg.split == "line" else F.split_chars
+        parts = split(text, rng, self.rate)
         if parts is None:
             return None
         spm = bool(rng.binomial(1, self.cfg.spm_rate))
@@ -315,7 +317,7 @@ class Encoder:
         from codetune.tokens import fim as F
 
         pre, head, _ = ctx
-        if self.doc_level and self.cfg.split == "char":
+        if self.doc_level and self.cfg.split != "token":
             piece = self._char_fim(self.tok.decode(ids.tolist()) if text is None else text,
                                    rng, ctx)
             if piece is not None:
