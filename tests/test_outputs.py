@@ -124,10 +124,14 @@ def test_overwrite_on_a_symlink_is_refused_with_one_line(tmp_path, tiny_run, fin
 
 
 def test_prepare_skips_codetune_outputs_inside_the_source(tmp_path):
+    """prepare never writes into a source, but a dataset moved or copied into one later is
+    codetune's output, not code: it is skipped as a whole."""
     src = _repo(tmp_path / "src")
-    prepare([str(src)], src / "ds", prep_cfg(valid_fraction=0.0), progress=False)
+    prepare([str(src)], tmp_path / "ds", prep_cfg(valid_fraction=0.0), progress=False)
+    shutil.move(tmp_path / "ds", src / "ds")
+    prepare([str(src)], tmp_path / "ds2", prep_cfg(valid_fraction=0.0), progress=False)
+    shutil.move(tmp_path / "ds2", src / "ds2")
     out = src / "ds2"
-    prepare([str(src)], out, prep_cfg(valid_fraction=0.0), progress=False)
     import pyarrow.parquet as pq
 
     paths = {p for f in (out / "data").glob("*.parquet")
@@ -165,10 +169,12 @@ def test_train_overwrite_with_a_typo_keeps_the_old_run(tmp_path, tiny_run, finis
 def test_train_overwrite_replaces_the_old_run_only_when_done(tmp_path, tiny_run, finished_run):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    (run / "old-marker.txt").write_text("old")
+    (run / "logs").mkdir(exist_ok=True)  # a folder of the run's own: replaced with it
+    (run / "logs" / "old-marker.txt").write_text("old")
     train(_run_cfg(tiny_run, **{"train.max_steps": 1, "train.save_steps": 1}), run,
           overwrite=True, progress=False)
-    assert not (run / "old-marker.txt").exists() and (run / "adapter_config.json").is_file()
+    assert not (run / "logs" / "old-marker.txt").exists()
+    assert (run / "adapter_config.json").is_file()
     assert json.loads((run / "checkpoints" / "checkpoint-1" / "trainer_state.json")
                       .read_text())["global_step"] == 1
     assert not [p for p in tmp_path.iterdir() if outputs.is_partial(p.name)]
@@ -346,9 +352,14 @@ def test_eval_replaces_its_own_report_and_refuses_a_foreign_folder(tmp_path, fin
     out = tmp_path / "report"
     assert main(["eval", str(finished_run), "-o", str(out), *args]) == 0
     assert outputs.kind_of(out) == "eval"
-    (out / "stale.txt").write_text("from the earlier report")
+    before = out.stat().st_ino
     assert main(["eval", str(finished_run), "-o", str(out), *args]) == 0
-    assert not (out / "stale.txt").exists() and (out / "report.md").is_file()
+    assert out.stat().st_ino != before and (out / "report.md").is_file()  # a new folder
+    (out / "notes.txt").write_text("mine, beside the report")  # not codetune's: refused
+    assert main(["eval", str(finished_run), "-o", str(out), *args]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine, beside the report"
+    (out / "notes.txt").unlink()
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.md").write_text("mine")

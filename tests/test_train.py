@@ -192,8 +192,9 @@ def test_resume_refuses_a_different_setup(workdir, tmp_path):
 
 
 def test_user_errors(workdir, tmp_path):
+    (tmp_path / "plain").mkdir()
     with pytest.raises(CodetuneError, match="not a prepared dataset"):
-        train(run_cfg(workdir, **{"data.dataset": str(tmp_path)}), tmp_path / "r",
+        train(run_cfg(workdir, **{"data.dataset": str(tmp_path / "plain")}), tmp_path / "r",
               progress=False)
     with pytest.raises(CodetuneError, match="longer than the model's 512 positions"):
         train(run_cfg(workdir, **{"data.seq_length": 4096}), tmp_path / "r", progress=False)

@@ -87,6 +87,20 @@ def resolve_source(path: str | None, cwd: Path | None = None) -> tuple[str, str]
     return str(sample_path()), "the bundled sample project"
 
 
+def _outside(source: str, how: str, out: Path) -> tuple[str, str]:
+    """`prepare` never writes inside a source it reads. When the demo's folder lies inside the
+    git repository it prepares (`codetune demo` run in a checkout), it reads the repository's
+    committed files through git instead (a clone in the cache); a plain folder is refused."""
+    src = Path(source)
+    if not src.is_dir() or not out.resolve().is_relative_to(src.resolve()):
+        return source, how
+    top = _git_toplevel(src)
+    if top is None or top.resolve() != src.resolve():
+        raise CodetuneError(f"the demo folder {out} lies inside the project {source} it "
+                            f"prepares; pass -o with a folder outside {source}")
+    return src.resolve().as_uri(), f"{how}, its committed files"
+
+
 def _quantization() -> str:
     """4bit (QLoRA) with bitsandbytes on a CUDA GPU; plain LoRA on a CPU (see the docstring)."""
     import torch
@@ -202,6 +216,7 @@ def run_demo(path: str | None = None, steps: int = DEFAULT_STEPS,
     if not Path(source).exists() and "://" not in source and "@" not in source:
         raise CodetuneError(f"{source} does not exist; give a project folder or git URL")
     out = outputs.check(out, overwrite, "demo")
+    source, how = _outside(source, how, out)
     with outputs.replacing(out, overwrite, "demo", echo=echo):
         # Marked as ours from the start, so an interrupted demo can be replaced later.
         outputs.write_json(out / "demo.json", {**outputs.mark("demo"), "complete": False})

@@ -65,7 +65,8 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
     if cfg.model.finetune != "lora":
         raise CodetuneError(f"{run_dir} is a full fine-tuning run: the folder already holds "
                             "the whole model, there is no adapter to merge")
-    out = outputs.check(out, overwrite, "merged")
+    out = outputs.check(out, overwrite, "merged", inputs=[("run", run_dir),
+                                                         ("base model", cfg.model.name)])
     if dtype not in TOLERANCE:
         raise CodetuneError(f"--dtype must be one of {', '.join(TOLERANCE)}")
     loaded = loader.load(str(run_dir), quantization="none", dtype=dtype)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,52 @@ _LEGACY = {
 }
 _MAX_MARKER_BYTES = 64 << 20  # eval.json holds every task; anything larger is not ours
 
+# The top-level names each kind of folder holds when codetune wrote it (fnmatch patterns).
+# `--overwrite` replaces a folder only if every entry in it is one of these or is listed in
+# its marker's `files` (written when the folder is committed): a user's NOTES.txt or a
+# repository inside a dataset folder is refused by name instead of being deleted with it.
+# Runs and demos need the patterns most: they are built in place and grow while they train.
+_MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors",
+                "*.safetensors.index.json", "pytorch_model*.bin", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                "added_tokens.json", "chat_template.jinja", "tokenizer.model", "README.md")
+OWN_NAMES: dict[str, tuple[str, ...]] = {
+    "dataset": ("manifest.json", "report.md", "dropped.jsonl", "secrets.jsonl", "data",
+                "context", "staging.parquet"),
+    "run": ("run.json", "config.yaml", "checkpoints", "logs", "eval", "metrics.json",
+            "loss_curve.png", "adapter_config.json", "adapter_model.safetensors",
+            "adapter_model.bin", *_MODEL_FILES),
+    "merged": ("codetune_merge.json", *_MODEL_FILES),
+    "eval": ("eval.json", "report.md", "eval.png"),
+    "demo": ("demo.json", "dataset", "run"),
+    "index": ("index.json", "*.parquet", "bm25"),
+    "export": ("codetune_export.json", "README.md", "*.gguf", "Modelfile", "tabby.json",
+               "ggml", "client.py", "model"),
+}
+
 
 def mark(kind: str) -> dict[str, str]:
     """The field to put in the marker file of a `kind` folder."""
     return {"format": MARKS[kind][1]}
+
+
+def _marker(folder: Path, kind: str) -> dict[str, Any] | None:
+    """The parsed marker of `folder` if it says `folder` is a `kind` folder, else None."""
+    name, fmt = MARKS[kind]
+    p = folder / name
+    try:
+        if not p.is_file() or p.is_symlink() or p.stat().st_size > _MAX_MARKER_BYTES:
+            return None
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("format") == fmt:
+        return data
+    if "format" not in data and kind in _LEGACY and _LEGACY[kind] <= data.keys():
+        return data
+    return None
 
 
 def kind_of(folder: str | Path) -> str | None:
@@ -67,21 +110,59 @@ def kind_of(folder: str | Path) -> str | None:
     folder = Path(folder)
     if folder.is_symlink() or not folder.is_dir():
         return None
-    for kind, (name, fmt) in MARKS.items():
-        p = folder / name
-        try:
-            if not p.is_file() or p.is_symlink() or p.stat().st_size > _MAX_MARKER_BYTES:
-                continue
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+    return next((kind for kind in MARKS if _marker(folder, kind) is not None), None)
+
+
+def foreign(folder: str | Path, kind: str) -> list[str]:
+    """The entries of the `kind` folder `folder` that codetune did not write (`OWN_NAMES`,
+    plus the names its marker lists under `written`), sorted; folders end in `/`."""
+    folder = Path(folder)
+    data = _marker(folder, kind) or {}
+    listed = data.get("written")
+    listed = {x for x in listed if isinstance(x, str)} if isinstance(listed, list) else set()
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        base = name.removesuffix(".tmp")  # a `write_json` cut short by a kill
+        if base in listed or is_partial(name) or name.startswith(".codetune-probe-") or any(
+                fnmatch.fnmatchcase(base, pat) for pat in OWN_NAMES[kind]):
             continue
-        if not isinstance(data, dict):
+        found.append(name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
+    return sorted(found)
+
+
+def _refuse_foreign(out: Path, kind: str) -> None:
+    extra = foreign(out, kind)
+    if extra:
+        shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+        raise CodetuneError(
+            f"{out} holds {WHAT[kind]} and also {len(extra)} entr{'y' if len(extra) == 1 else 'ies'}"
+            f" codetune did not write ({shown}); replacing the folder would delete them. Move "
+            "them out of it, or choose another -o folder. Nothing was touched.")
+
+
+def check_inputs(out: str | Path, inputs: Iterable[tuple[str, str | Path | None]], *,
+                 home: str | Path | None = None) -> None:
+    """Refuse an output folder that is, holds or lies inside one of the command's inputs
+    (`(what, path)` pairs; paths that are not local folders or files are skipped), before
+    anything is touched: `prepare ds/mysrc -o ds --overwrite` would delete the repository it
+    reads, and an output inside an input is read back as input or deleted with it. `home` is
+    an input the output may lie inside by design (a run's `eval/` report)."""
+    o = Path(os.path.realpath(out))
+    home_r = Path(os.path.realpath(home)) if home is not None else None
+    for what, path in inputs:
+        if path is None or not str(path) or not os.path.exists(path):
             continue
-        if data.get("format") == fmt:
-            return kind
-        if "format" not in data and kind in _LEGACY and _LEGACY[kind] <= data.keys():
-            return kind
-    return None
+        r = Path(os.path.realpath(path))
+        if r == o or r.is_relative_to(o):
+            raise CodetuneError(
+                f"the output folder {out} {'is' if r == o else 'holds'} the {what} {path}; "
+                "writing there would replace it. Choose an -o folder outside it.")
+        if o.is_relative_to(r) and r != home_r:
+            raise CodetuneError(
+                f"the output folder {out} lies inside the {what} {path}; codetune never writes "
+                "into its inputs (the output would be read back as input, or deleted with "
+                f"it). Choose an -o folder outside {path}.")
 
 
 def is_partial(name: str) -> bool:
@@ -89,9 +170,23 @@ def is_partial(name: str) -> bool:
     return name.startswith(".") and (".partial-" in name or ".replaced-" in name)
 
 
-def check(out: str | Path, overwrite: bool, kind: str, *, replace_own: bool = False) -> Path:
-    """Refuse to clobber (see the module docstring); returns `out` made absolute."""
+def inside(root: Path, rel: str) -> Path:
+    """`root / rel`, refused unless it lies inside `root`: a name that came from the user
+    (`export --name`) never places a file anywhere else, whatever it holds."""
+    path = root / rel
+    if Path(rel).is_absolute() or not Path(os.path.realpath(path)).is_relative_to(
+            os.path.realpath(root)):
+        raise CodetuneError(f"{rel!r} would be written outside {root}; give a plain name")
+    return path
+
+
+def check(out: str | Path, overwrite: bool, kind: str, *, replace_own: bool = False,
+          inputs: Iterable[tuple[str, str | Path | None]] = (),
+          home: str | Path | None = None) -> Path:
+    """Refuse to clobber (see the module docstring) or to write into, over or around one of
+    `inputs` (`check_inputs`); returns `out` made absolute."""
     out = Path(out).absolute()
+    check_inputs(out, inputs, home=home)
     if out.is_symlink():
         raise CodetuneError(
             f"{out} is a symbolic link (to {os.readlink(out)}); codetune never replaces a link "
@@ -116,6 +211,7 @@ def check(out: str | Path, overwrite: bool, kind: str, *, replace_own: bool = Fa
         raise CodetuneError(f"{out} already holds {WHAT[kind]}; pass --overwrite to replace "
                             "it (the old one is removed only once the new one is complete), "
                             "or choose another -o folder")
+    _refuse_foreign(out, kind)
     _check_writable(out.parent)
     return out
 
@@ -164,6 +260,7 @@ def staged(out: str | Path, overwrite: bool, kind: str, *,
         raise write_error(e, out.parent) from None
     try:
         yield tmp
+        record_written(tmp, kind)
         commit(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -233,8 +330,20 @@ def replacing(out: str | Path, overwrite: bool, kind: str, *,
             if aside is not None:
                 os.rename(aside, out)
         raise
+    record_written(out, kind)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def record_written(folder: Path, kind: str) -> None:
+    """List the top-level entries of a finished `kind` folder in its marker (`written`): what
+    a later `--overwrite` may replace (see `foreign`). A folder without its marker is left
+    as it is."""
+    data = _marker(folder, kind)
+    if data is None:
+        return
+    data["written"] = sorted(p.name for p in folder.iterdir() if not is_partial(p.name))
+    write_json(folder / MARKS[kind][0], data)
 
 
 def write_json(path: Path, obj: Any) -> None:

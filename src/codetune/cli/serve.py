@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout, log_prompts=args.log_prompts,
         context_tokens=args.context_tokens)
     settings.validate()  # before the (slow) model load
+    settings.check_bindable()
     from codetune.serve.app import serve
     from codetune.serve.context import open_context
 

@@ -14,6 +14,7 @@ file contents are streamed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from codetune import __version__, outputs
 from codetune.config import PrepareConfig
@@ -154,7 +156,8 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     if not sources:
         raise CodetuneError("give at least one SOURCE: a folder, a git URL, a Hub dataset "
                             "(hf://datasets/OWNER/NAME) or parquet/JSON files")
-    out = outputs.check(out_dir, overwrite, "dataset")
+    out = outputs.check(out_dir, overwrite, "dataset",
+                        inputs=[("source", p) for s in sources for p in _local_paths(s)])
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     opened = [open_source(s, cfg, cache) for s in sources]  # clone/validate before writing
     if cfg.repo_name is not None:
@@ -170,6 +173,21 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
         report.write(tmp, summary, [s.info for s in opened], cfg)
         _write_manifest(tmp, summary, [s.info for s in opened], cfg)
     return summary
+
+
+def _local_paths(spec: str) -> list[str]:
+    """The files and folders on this machine that SOURCE `spec` reads (none for the Hub)."""
+    if spec.startswith(("hf://", "hub:")):
+        return []
+    spec = spec.removeprefix("dataset:")
+    if spec.startswith("file://"):
+        spec = unquote(urlparse(spec).path)
+    elif "://" in spec:
+        return []
+    spec = spec.split("#", 1)[0] if "#" in spec and not os.path.exists(spec) else spec
+    if any(ch in spec for ch in "*?[") and not os.path.exists(spec):
+        return glob.glob(spec)
+    return [spec]
 
 
 def _check_repo_name(name: str, opened: list[Source]) -> None:

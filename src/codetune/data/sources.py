@@ -111,6 +111,16 @@ def repo_name_from_url(url: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else (parts[-1] if parts else "repo")
 
 
+def git_error_line(stderr: bytes) -> str:
+    """Git's first error line (`fatal: ...` / `error: ...`, prefix dropped): the cause, where
+    the last line is only advice ("and the repository exists.")."""
+    lines = [x.strip() for x in stderr.decode(errors="replace").splitlines() if x.strip()]
+    first = next((x for x in lines if x.startswith(("fatal:", "error:"))), None)
+    if first is None:
+        return lines[0] if lines else "no message from git"
+    return first.split(":", 1)[1].strip()
+
+
 def clone(url: str, ref: str | None, cache_dir: Path, submodules: bool) -> tuple[str, str]:
     """Shallow-fetch `url` at `ref` (branch, tag or commit; default HEAD) into the cache and
     return (work tree, commit SHA). No hooks run; submodules only when asked."""
@@ -126,16 +136,14 @@ def clone(url: str, ref: str | None, cache_dir: Path, submodules: bool) -> tuple
     r = _git(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref or "HEAD"],
              cwd=str(dest), check=False)
     if r.returncode != 0:
-        msg = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no message)"]
+        msg = git_error_line(r.stderr)
         if fresh:
             shutil.rmtree(dest, ignore_errors=True)
             raise CodetuneError(
-                f"could not fetch {url} at {ref or 'HEAD'}: {msg[0]}\n"
-                "Check the URL and ref, your network, and your git credentials "
-                "(codetune never prompts for a password)."
-            )
+                f"could not fetch {url} at {ref or 'HEAD'} ({msg}); check the URL and ref, "
+                "your network, and your git credentials (codetune never prompts for a password)")
         # Offline with a cached copy: use it, the manifest records which commit it was.
-        print(f"warning: could not update {url} ({msg[0]}); using the cached copy")
+        print(f"warning: could not update {url} ({msg}); using the cached copy")
     else:
         _git(["checkout", "-q", "--detach", "--force", "FETCH_HEAD"], cwd=str(dest))
         if submodules:

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,17 +191,23 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if not man.is_file():
         raise CodetuneError(f"{path} is not a prepared dataset (no manifest.json); create one "
                             f"with `codetune prepare SOURCE... -o {path}`")
+    again = f"prepare it again with `codetune prepare SOURCE... -o {path} --overwrite`"
     try:
         data = json.loads(man.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CodetuneError(f"{man} is corrupt ({e}); prepare the dataset again with "
-                            "--overwrite") from None
-    if data.get("format") != FORMAT or not data.get("complete"):
-        raise CodetuneError(f"{man} is not a complete codetune dataset manifest; prepare the "
-                            "dataset again with --overwrite")
-    if data.get("version", 0) > FORMAT_VERSION:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CodetuneError(f"{man} is corrupt ({str(e).splitlines()[0][:200]}); "
+                            f"{again}") from None
+    except OSError as e:
+        raise CodetuneError(f"cannot read {man} ({e.strerror or e}); {again}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not data.get("complete"):
+        raise CodetuneError(f"{man} is not a complete codetune dataset manifest; {again}")
+    version = data.get("version", 0)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise CodetuneError(f"{path} was written by a newer codetune (format version "
-                            f"{data['version']}); upgrade codetune")
+                            f"{version}); upgrade codetune")
+    problem = manifest_problem(data)
+    if problem:
+        raise CodetuneError(f"{man} is damaged ({problem}); {again}")
     sizes = data.get("shard_bytes", {})
     for split, info in data["splits"].items():
         for shard in info["shards"]:
@@ -214,6 +221,46 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
                     f"written); prepare the dataset again with `codetune prepare SOURCE... "
                     f"-o {path} --overwrite`")
     return data
+
+
+# What the stages read from a manifest, by key: the type each must have. `manifest_problem`
+# checks a manifest against it before anything indexes into it, so a damaged file is one line.
+_SHARD_NAME = re.compile(r"[A-Za-z0-9][\w.-]*\.parquet")
+
+
+def manifest_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed manifest's structure, or None (format/complete checked by
+    the caller): the version, the splits and their shard names, the sizes, the hash."""
+    def count(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    if not count(data.get("version", 0)):
+        return f"version is {data.get('version')!r}, not a number"
+    splits = data.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        return "no splits"
+    for split, info in splits.items():
+        if split not in SPLITS:
+            return f"unknown split {split!r}"
+        if not isinstance(info, dict) or not isinstance(info.get("shards"), list):
+            return f"split {split} lists no shards"
+        for shard in info["shards"]:
+            if not isinstance(shard, str) or not _SHARD_NAME.fullmatch(shard):
+                return f"split {split} names a shard {str(shard)[:60]!r} that is not a file name"
+        for key in ("files", "bytes"):
+            if key in info and not count(info[key]):
+                return f"splits.{split}.{key} is {info[key]!r}"
+    sizes = data.get("shard_bytes", {})
+    if not isinstance(sizes, dict) or not all(count(v) for v in sizes.values()):
+        return "shard_bytes is not a table of sizes"
+    if not isinstance(data.get("content_hash"), str):
+        return "content_hash is missing"
+    ctx = data.get("context")
+    if ctx is not None and not (isinstance(ctx, dict) and isinstance(ctx.get("path"), str)
+                                and ".." not in ctx["path"]
+                                and not ctx["path"].startswith("/")):
+        return "context is not an index entry inside the dataset"
+    return None
 
 
 def shard_paths(path: str | Path, split: str) -> list[Path]:

@@ -196,7 +196,9 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     # (an earlier report of ours is replaced, anything else refused) and the held-out data.
     out = outputs.check(Path(out_dir) if out_dir else (
         Path(target) / "eval" if is_run or adapter else Path("eval-" + Path(target).name)),
-        False, "eval", replace_own=True)
+        False, "eval", replace_own=True,
+        inputs=[("dataset", dataset), ("model", target), ("adapter", adapter)],
+        home=target if is_run or adapter else None)  # RUN/eval: the default place
     rows = held_out_files(dataset, cfg.max_files)
     public, public_info = [], {}  # --benchmark: a public benchmark, scored by running the code
     if cfg.benchmark:

@@ -20,6 +20,7 @@ Pass marks (the same numbers are printed and recorded):
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -49,9 +50,12 @@ def export(src_path: str | Path, to: str, out: str | Path, *, ftype: str = "F16"
         raise CodetuneError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
     if converter not in CONVERTERS:
         raise CodetuneError(f"--converter must be one of {', '.join(CONVERTERS)}")
-    out = outputs.check(out, overwrite, "export")
+    out = outputs.check(out, overwrite, "export", inputs=[("model", src_path)])
+    name = check_name(name) if name is not None else default_name(out)
     src = source.resolve(src_path)
-    name = name or out.name
+    if src.cfg is not None:
+        outputs.check_inputs(out, [("base model", src.cfg.model.name),
+                                   ("run", src.run_dir)])
     needs_gguf = to != "vllm"
     if needs_gguf:
         _need_gguf_package()
@@ -83,6 +87,24 @@ def export(src_path: str | Path, to: str, out: str | Path, *, ftype: str = "F16"
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**record, "out_dir": str(out)}
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    """The model's name in file names, Modelfiles and `--served-model-name`: letters, digits,
+    `.`, `_` and `-`, starting with a letter or digit. A name is never a path (`../x`, `/x`,
+    `a/b` are refused), so nothing export writes can leave OUT."""
+    if _NAME.fullmatch(name) and ".." not in name:
+        return name
+    raise CodetuneError(f"--name {name!r} is not a plain name; use letters, digits, '.', "
+                        "'_' and '-' (no '/', no '..'), e.g. --name my-model")
+
+
+def default_name(out: Path) -> str:
+    """OUT's folder name made a plain name (`my model` -> `my-model`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+|\.\.+", "-", out.name).strip("._-")[:128] or "model"
 
 
 def _need_gguf_package() -> None:
@@ -164,7 +186,7 @@ def _gguf_target(src: source.Source, to: str, tmp: Path, work: Path, ftype: str,
                             "infill with it; use --to gguf for plain completion")
     rel = {"gguf": f"{name}.{ftype}.gguf", "ollama": ollama.GGUF_NAME,
            "tabby": tabby.GGUF_PATH}[to]
-    dest = tmp / rel
+    dest = outputs.inside(tmp, rel)
     t0 = time.monotonic()
     info = build_gguf(model_dir, dest, ftype, tokenizer, fim, name, converter, work)
     seconds = time.monotonic() - t0

@@ -6,9 +6,12 @@ begins with a request it will refuse."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import math
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,35 @@ class ServeSettings:
             raise CodetuneError("--context-tokens must be 0 (off) or more")
         if self.queue < 0 or self.request_timeout <= 0:
             raise CodetuneError("--queue must be >= 0 and --request-timeout > 0")
+        if not 0 <= self.port <= 65535:
+            raise CodetuneError(f"--port {self.port} is not a TCP port; give one from 1 to "
+                                "65535 (0: any free port)")
+
+    def check_bindable(self) -> None:
+        """Bind HOST:PORT once and let go, before the (slow) model load: a busy port or an
+        address this machine does not have is one line now, not a traceback after loading."""
+        try:
+            infos = socket.getaddrinfo(self.host.strip("[]"), self.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise CodetuneError(f"--host {self.host} does not resolve ({e}); give an address "
+                                "of this machine, e.g. 127.0.0.1") from None
+        family, kind, proto, _, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                sock.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise CodetuneError(
+                        f"port {self.port} on {self.host} is already in use (another server?); "
+                        "stop it, or pass another --port") from None
+                if e.errno in (errno.EACCES, errno.EPERM):
+                    raise CodetuneError(
+                        f"not allowed to listen on port {self.port} ({os.strerror(e.errno)}); "
+                        "ports under 1024 need privileges: pass --port 8000 or another "
+                        "above 1023") from None
+                raise CodetuneError(f"cannot listen on {self.host}:{self.port} "
+                                    f"({e.strerror or e}); check --host and --port") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -22,8 +22,10 @@ from codetune.train import checkpoints
 RUN_RECORD = "run.json"
 
 
-def check_output(out: Path, resume: bool, overwrite: bool) -> None:
-    """Fail early, before any model is loaded, if `out` cannot take this run."""
+def check_output(out: Path, resume: bool, overwrite: bool,
+                 inputs: list[tuple[str, str | Path | None]] | tuple = ()) -> None:
+    """Fail early, before any model is loaded, if `out` cannot take this run (`inputs`: the
+    dataset and base model, which the run folder may neither hold nor lie inside)."""
     if resume:
         if out.is_symlink() or not (out / RUN_RECORD).is_file():
             raise CodetuneError(f"there is no run to resume in {out} (no {RUN_RECORD}); start "
@@ -35,7 +37,7 @@ def check_output(out: Path, resume: bool, overwrite: bool) -> None:
     if not overwrite and outputs.kind_of(out) == "run":
         raise CodetuneError(f"{out} already holds a run; pass --resume to continue it, "
                             "--overwrite to start over, or choose another -o folder")
-    outputs.check(out, overwrite, "run")
+    outputs.check(out, overwrite, "run", inputs=inputs)
 
 
 # Overrides that leave an interrupted run resumable exactly: they change when it stops, saves,

@@ -249,7 +249,8 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     if resume and overwrite:
         raise CodetuneError("--resume and --overwrite contradict each other; pick one")
     if rank == 0:  # other ranks would see the folder rank 0 is creating
-        check_output(out, resume, overwrite)
+        check_output(out, resume, overwrite, inputs=[("dataset", cfg.data.dataset),
+                                                     ("base model", cfg.model.name)])
     if resume:
         done = finished_step(out, cfg.train.max_steps)
         if done is not None:
