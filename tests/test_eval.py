@@ -194,9 +194,11 @@ def test_merge_says_when_it_could_not_check_on_held_out_code(tiny_run, tmp_path,
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run["run"], run)
-    cfg = run / "config.yaml"
-    cfg.write_text(cfg.read_text().replace(str(tiny_run["ds"]), str(tmp_path / "gone")))
-    assert str(tmp_path / "gone") in cfg.read_text()
+    for name in ("config.yaml", "run.json"):  # run.json's record is what merge goes by
+        f = run / name
+        f.write_text(f.read_text().replace(str(tiny_run["ds"].resolve()), str(tmp_path / "gone"))
+                     .replace(str(tiny_run["ds"]), str(tmp_path / "gone")))
+        assert str(tmp_path / "gone") in f.read_text()
     assert main(["merge", str(run), "-o", str(tmp_path / "m"), "--dtype", "float32"]) == 0
     said = capsys.readouterr().out
     assert "not held-out code" in said and "held-out inputs" not in said

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,109 @@ def test_killed_after_the_last_checkpoint_resumes_without_an_extra_step(run, tmp
     assert _digest(copy / "adapter_model.safetensors") == _digest(
         last / "adapter_model.safetensors")
     assert json.loads((copy / "metrics.json").read_text())["summary"]["steps"] == 4
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("kind", ["deep", "digits"])
+def test_a_record_nested_too_deep_or_with_a_huge_integer_is_corrupt(run, tmp_path, kind,
+                                                                   capsys):
+    """json.loads raises RecursionError past its nesting limit and ValueError past Python's
+    4300-digit integer limit: either used to escape as a traceback. Now the checkpoint is
+    corrupt like any other: skipped, and the run resumes from the one before."""
+    rng = random.Random()
+    depth, digits = rng.randint(100_000, 400_000), rng.randint(4_301, 60_000)
+    huge = str(rng.randint(1, 9)) + "".join(rng.choices("0123456789", k=digits - 1))
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "adapter_model.safetensors").unlink()  # killed before the final save
+    newest = checkpoints.latest(copy / "checkpoints")
+    marker = newest / checkpoints.MARKER
+    marker.write_text(
+        _nested(depth) if kind == "deep" else
+        '{"files": {"adapter_model.safetensors": {"bytes": ' + huge + ', "sha256": "0"}}}')
+    assert checkpoints.verify(newest) == "unreadable completion record", (depth, digits)
+    assert main(["train", "-o", str(copy), "--resume", "-q"]) == 0
+    assert f"skipping {newest.name}: unreadable completion record" in capsys.readouterr().err
+    assert checkpoints.verify(newest) is None  # saved again, whole
+    # an integer short enough to parse, but no file size: the wrong shape, not a long warning
+    rec = json.loads((newest / checkpoints.MARKER).read_text())
+    name = sorted(rec["files"])[0]
+    rec["files"][name]["bytes"] = int(huge[:rng.randint(20, 4_300)])
+    (newest / checkpoints.MARKER).write_text(json.dumps(rec))
+    assert checkpoints.verify(newest) == "completion record of the wrong shape"
+
+
+def _without(checkpoint: Path, name: str) -> None:
+    """`checkpoint` sealed again without `name`: complete by its record, but partial."""
+    (checkpoint / name).unlink()
+    rec = json.loads((checkpoint / checkpoints.MARKER).read_text())
+    checkpoints.seal(checkpoint, {k: v for k, v in rec.items() if k != "files"})
+    assert checkpoints.verify(checkpoint) is None
+
+
+STATE_FILES = ["optimizer.pt", "scheduler.pt", "rng_state.pth"]
+
+
+@pytest.mark.parametrize("name", STATE_FILES)
+def test_an_older_whole_checkpoint_beats_a_newer_partial_one(run, tmp_path, name, capsys):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(run / "checkpoints", root)
+    _without(root / "checkpoint-4", name)
+    assert checkpoints.for_resume(root) == (root / "checkpoint-2", [])
+    err = capsys.readouterr().err
+    assert f"skipping checkpoint-4: it lacks {name}" in err and "checkpoint-2" in err
+    _without(root / "checkpoint-2", name)  # none whole: the newest, and what it lacks
+    assert checkpoints.for_resume(root) == (root / "checkpoint-4", [name])
+
+
+@pytest.mark.parametrize("name", STATE_FILES)
+def test_resume_without_optimizer_scheduler_or_rng_state_warns_and_keeps_the_rest(
+        run, tmp_path, name, capsys):
+    """The Trainer used to resume silently with a fresh optimizer *and* a schedule restarted
+    at step 0 when either file was missing. Now it says what is lost, keeps what is there,
+    and puts the schedule at the checkpoint's step."""
+    import torch
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for ck in (copy / "checkpoints").iterdir():
+        _without(ck, name)
+    assert main(["train", "-o", str(copy), "--resume", "-q", "train.max_steps=6"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "exact" in line]
+    assert len(warning) == 1 and f"from checkpoint-4 without {name}" in warning[0]
+    saved = copy / "checkpoints" / "checkpoint-6"
+    assert torch.load(saved / "scheduler.pt", weights_only=True)["last_epoch"] == 6
+    opt = torch.load(saved / "optimizer.pt", weights_only=True)["state"]
+    steps = {int(s["step"]) for s in opt.values()}
+    assert steps == ({2} if name == "optimizer.pt" else {6})  # fresh only when it was lost
+
+
+@pytest.mark.parametrize("where", ["model load", "optimizer load", "rng load", "first batch"])
+def test_a_failed_resume_leaves_config_and_run_json_as_they_were(run, tmp_path, monkeypatch,
+                                                                 where):
+    from transformers import Trainer
+
+    from codetune.model import load as M
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = {f: (copy / f).read_bytes() for f in ("config.yaml", "run.json")}
+    tag = f"crash-{random.randrange(10**9)}"
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(tag)
+
+    target = {"model load": (M, "load_model"),
+              "optimizer load": (Trainer, "_load_optimizer_and_scheduler"),
+              "rng load": (Trainer, "_load_rng_state"),
+              "first batch": (Trainer, "get_batch_samples")}[where]
+    monkeypatch.setattr(*target, boom)
+    with pytest.raises(RuntimeError, match=tag):
+        main(["train", "-o", str(copy), "--resume", "-q", "train.max_steps=6"])
+    assert {f: (copy / f).read_bytes() for f in before} == before
+    monkeypatch.undo()  # and the same resume, not failing, does write them
+    assert main(["train", "-o", str(copy), "--resume", "-q", "train.max_steps=6"]) == 0
+    assert config.load(copy / "config.yaml").train.max_steps == 6

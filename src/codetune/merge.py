@@ -28,12 +28,17 @@ def _probe_inputs(loaded, n: int = 3, length: int = 64) -> tuple[list[list[int]]
     texts, why = [], "the run has no dataset"
     if loaded.run_dir is not None:
         try:
+            from codetune.data import store
             from codetune.evaluation.run import held_out_files
             from codetune.infer import loader
 
-            rows = held_out_files(loader.run_config(loaded.run_dir).data.dataset, n)
+            # the run's own dataset (run.json's path, checked by content hash), never one
+            # that happens to sit in the current folder under the name config.yaml gives
+            found = store.run_dataset(loaded.run_dir,
+                                      loader.run_config(loaded.run_dir).data.dataset)
+            rows = held_out_files(found.path, n)
             texts = [r["content"] for r in rows]
-        except CodetuneError as e:  # moved, damaged or without a held-out split
+        except CodetuneError as e:  # moved, changed, damaged or without a held-out split
             why = str(e).split("; ")[0]
     tok = loaded.tokenizer
     ids = [tok(t, add_special_tokens=False)["input_ids"][:length] for t in texts]

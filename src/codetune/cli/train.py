@@ -39,7 +39,8 @@ def add_train(sub) -> None:
     p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE]")
     p.add_argument("--model", help="Hub id, local model folder or .gguf file")
     p.add_argument("--revision", help="Hub revision of the model")
-    p.add_argument("--dataset", help="a folder written by `codetune prepare`")
+    p.add_argument("--dataset", help="a folder written by `codetune prepare` (with --resume: "
+                                     "where the run's dataset moved to)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint in RUN_DIR")
@@ -98,7 +99,9 @@ def add_eval(sub) -> None:
                    help="a folder written by `codetune train`")
     p.add_argument("--model", help="evaluate this model instead of a run folder")
     p.add_argument("--adapter", help="a LoRA adapter folder to apply to --model")
-    p.add_argument("--dataset", help="a `codetune prepare` folder (default: the run's)")
+    p.add_argument("--dataset", help="a `codetune prepare` folder (default: the one the run "
+                                     "trained on, as its run.json records it; another is named "
+                                     "in the report)")
     p.add_argument("-o", "--output", help="report folder (default RUN_DIR/eval)")
     p.add_argument("--forgetting", metavar="JSONL",
                    help="a local FIM benchmark to check the model did not forget general code")

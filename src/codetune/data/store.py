@@ -24,7 +24,9 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +271,142 @@ def shard_paths(path: str | Path, split: str) -> list[Path]:
     if split not in data["splits"]:
         raise CodetuneError(f"split {split!r} not in {path}; it has {', '.join(data['splits'])}")
     return [Path(path) / "data" / s for s in data["splits"][split]["shards"]]
+
+
+# --------------------------------------------------------------------------- a run's dataset
+#
+# A run's config.yaml keeps `data.dataset` as typed (often relative to the folder `train` ran
+# in); its run.json records the absolute path and the manifest's content hash. Every command
+# that reads a run's dataset (eval, merge's and export's checks, train --resume, serve's
+# context) finds it here, from run.json, never relative to the current folder: a folder that
+# happens to hold a dataset of the same name is not the run's dataset.
+
+RUN_RECORD = "run.json"  # written by `codetune train` (train/rundir.py); its "dataset" entry
+_GLOB = "*?["
+
+
+def dataset_identity(dataset: str | Path) -> dict[str, Any]:
+    """{"path": absolute path, "content_hash": the manifest's, or None for parquet files} of the
+    dataset at `dataset`: what run.json records. CodetuneError if there is none, or it is
+    damaged."""
+    path = Path(dataset)
+    if path.is_dir():
+        return {"path": str(path.resolve()), "content_hash": load_manifest(path)["content_hash"]}
+    if path.is_file() or any(c in str(dataset) for c in _GLOB):  # parquet files: no hash
+        return {"path": os.path.abspath(dataset), "content_hash": None}
+    raise CodetuneError(f"no dataset at {dataset}: give a folder written by `codetune prepare`")
+
+
+@dataclass
+class RunDataset:
+    """The dataset a command reads for a run, and how it relates to the one it trained on."""
+
+    path: str  # absolute: what to read
+    content_hash: str | None
+    recorded: str | None  # the path run.json records (an old run: config.yaml's, as typed)
+    recorded_hash: str | None
+    overridden: bool = False  # an explicit --dataset with other (or unknown) content
+    note: str = ""  # one line for the user: moved, unchecked, or overridden; "" if none
+
+    @property
+    def instead_of(self) -> str:
+        """The recorded dataset in words: `PATH (content hash H)`."""
+        hashed = f" (content hash {self.recorded_hash})" if self.recorded_hash else ""
+        return f"{self.recorded}{hashed}"
+
+
+def recorded_dataset(run_dir: str | Path) -> dict[str, Any]:
+    """run.json's "dataset" entry ({"path", "content_hash"}), or {} if there is none."""
+    try:
+        rec = json.loads((Path(run_dir) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, garbled, nested too deep
+        return {}
+    ds = rec.get("dataset") if isinstance(rec, dict) else None
+    return ds if isinstance(ds, dict) else {}
+
+
+def run_dataset(run_dir: str | Path, typed: str | None, given: str | None = None,
+                warn=None) -> RunDataset:
+    """The dataset of the run in `run_dir`, found and checked against run.json.
+
+    `typed`: the run's config.yaml `data.dataset` (used only by runs too old to record an
+    absolute path, then relative to the current folder); `given`: an explicit `--dataset`,
+    accepted as the run's own when its content hash matches (the dataset moved), else as an
+    override (`overridden`, said in `note`; the caller decides whether it may). Without
+    `given`, a dataset that moved, or whose content changed, is a CodetuneError naming both
+    paths and `--dataset NEWPATH`. `warn` (default: stderr) gets `note`."""
+    run_dir = Path(run_dir)
+    rec = recorded_dataset(run_dir)
+    rpath, rhash = rec.get("path"), rec.get("content_hash")
+    rpath = rpath if isinstance(rpath, str) and os.path.isabs(rpath) else None
+    rhash = rhash if isinstance(rhash, str) and rhash else None
+    found = _find(run_dir, rpath, rhash, typed, given)
+    if found.note:
+        (warn or (lambda m: print(m, file=sys.stderr)))(found.note)
+    return found
+
+
+def _find(run_dir: Path, rpath: str | None, rhash: str | None, typed: str | None,
+          given: str | None) -> RunDataset:
+    def at(where: str) -> RunDataset:
+        ident = dataset_identity(where)
+        return RunDataset(ident["path"], ident["content_hash"], rpath or typed, rhash)
+
+    def same(ds: RunDataset) -> bool | None:
+        if rhash and ds.content_hash:
+            return ds.content_hash == rhash
+        return ds.path == rpath if rpath else None  # parquet files, or an old run: the path
+
+    if given is not None:
+        ds = at(given)
+        match = same(ds)
+        if match:
+            if ds.path != rpath:
+                ds.note = (f"note: {run_dir}'s dataset {rpath or typed} is now at {ds.path} "
+                           "(the same content)")
+            return ds
+        ds.overridden = True
+        ds.note = f"note: using {ds.path} instead of {run_dir}'s dataset {ds.instead_of}"
+        return ds
+    if rpath is None and typed is None:
+        raise CodetuneError(f"{run_dir} records no dataset; pass --dataset DIR (a folder "
+                            "written by `codetune prepare`)")
+    fix = "pass --dataset NEWPATH where the dataset is now"
+    hashed = f" (content hash {rhash})" if rhash else ""
+    if rpath is not None and not Path(rpath).exists() and not any(c in rpath for c in _GLOB):
+        # Gone. A copy with the recorded content in the current folder (the project moved, the
+        # run and its dataset with it) is the run's; anything else there is not.
+        here = Path(typed) if typed and not Path(typed).is_absolute() else None
+        if here is None or not here.exists():
+            raise CodetuneError(f"the dataset {run_dir} was trained on, {rpath}, is gone "
+                                f"(moved or deleted); {fix}{hashed}")
+        try:
+            ds = at(str(here))
+        except CodetuneError as e:
+            raise CodetuneError(f"the dataset {run_dir} was trained on, {rpath}, is gone, and "
+                                f"{here.absolute()} here is not it ({str(e).split('; ')[0]})"
+                                f"; {fix}{hashed}") from None
+        if not (rhash and ds.content_hash == rhash):
+            raise CodetuneError(f"the dataset {run_dir} was trained on, {rpath}, is gone, and "
+                                f"{ds.path} here holds other data (content hash "
+                                f"{ds.content_hash}, not {rhash}); {fix}")
+        ds.note = f"note: {run_dir}'s dataset {rpath} is gone; using {ds.path} (the same content)"
+        return ds
+    if rpath is None and not any(c in typed for c in _GLOB) and not Path(typed).exists():
+        raise CodetuneError(f"{run_dir} records its dataset only as {typed!r}, relative to the "
+                            "folder `train` ran in, and there is none here; run from that "
+                            "folder, or pass --dataset PATH")
+    ds = at(rpath or typed)  # typed: an old run's, relative to the current folder
+    match = same(ds)
+    if match is False and rpath:
+        raise CodetuneError(f"the dataset at {ds.path} changed since {run_dir} was trained on "
+                            f"it (content hash {ds.content_hash}, recorded {rhash}); {fix}, "
+                            f"or --dataset {ds.path} to use it as it is")
+    if match is False:
+        raise CodetuneError(f"{ds.path} (found as {typed!r} in the current folder) is not the "
+                            f"dataset {run_dir} was trained on (content hash {ds.content_hash}, "
+                            f"recorded {rhash}); run from the folder `train` ran in, or {fix}")
+    if match is None or not rhash:
+        ds.note = (f"warning: {run_dir} recorded no content hash for its dataset; using "
+                   f"{ds.path} unchecked")
+    return ds

@@ -78,6 +78,7 @@ class EvalResult:
     target: str = ""
     model: str = ""  # what was loaded, in one line
     dataset: str = ""
+    dataset_instead_of: str = ""  # a run evaluated on --dataset: the dataset it trained on
     fim_format: str = ""
     seconds: float = 0.0
     tasks_per_second: float = 0.0
@@ -285,7 +286,9 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
     lines = ["# codetune eval", "", f"**{result.verdict.capitalize()}.**", "",
              f"Model: {result.model}  ", f"Held-out data: {result.dataset} "
              f"({result.files} files, {result.tasks} infilling tasks; FIM format "
-             f"{result.fim_format})  ",
+             f"{result.fim_format}"
+             + (f"; given with --dataset instead of the run's own, {result.dataset_instead_of}"
+                if result.dataset_instead_of else "") + ")  ",
              f"Time: {result.seconds} s ({result.tasks_per_second} tasks/s)", ""]
     if result.forgetting_verdict:
         lines[4:4] = [f"**Forgetting: {result.forgetting_verdict}.**", ""]

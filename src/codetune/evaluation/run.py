@@ -187,11 +187,15 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     from codetune.infer import loader
 
     is_run = loader.is_run_dir(target)
-    if dataset is None:
-        if not is_run:
-            raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
-                                "a model rather than a run folder")
-        dataset = loader.run_config(target).data.dataset
+    override = ""  # what an explicit --dataset replaced, for the report
+    if is_run:  # the run's own dataset by run.json, never one that happens to be here
+        found = store.run_dataset(target, loader.run_config(target).data.dataset, dataset)
+        dataset = found.path
+        if found.overridden:
+            override = found.instead_of
+    elif dataset is None:
+        raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
+                            "a model rather than a run folder")
     # Everything that can fail cheaply fails before the model is loaded: the output folder
     # (an earlier report of ours is replaced, anything else refused) and the held-out data.
     out = outputs.check(Path(out_dir) if out_dir else (
@@ -292,6 +296,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                       "cross_file_tasks": cross} if index is not None else {}
     result.suffix_trims = suffix_trims(tasks, bench, trims)
     result.target, result.model, result.dataset = str(target), loaded.description, str(dataset)
+    result.dataset_instead_of = override
     result.fim_format = loaded.fim.family
     result.seconds = round(seconds, 1)
     result.tasks_per_second = round(n_gen / max(seconds, 1e-9), 2)

@@ -11,6 +11,7 @@ for a merged model from its codetune_merge.json and the run that names.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,17 +118,24 @@ def merged(src: Source, work: Path, dtype: str, echo: Any) -> tuple[Path, dict[s
 
 
 def probe_texts(src: Source, n: int = 4) -> tuple[list[str], str]:
-    """Held-out files of the run's dataset (never trained on), else built-in snippets."""
+    """Held-out files of the run's dataset (never trained on), else built-in snippets, saying
+    why (the dataset moved, changed, or has no held-out files)."""
     from codetune.export.verify import SNIPPETS
 
-    if src.cfg is not None and src.cfg.data.dataset:
+    why = ""
+    if src.cfg is not None and src.run_dir is not None:
         try:
+            from codetune.data import store
             from codetune.evaluation.run import held_out_files
 
-            rows = held_out_files(src.cfg.data.dataset, n)
+            # the run's own dataset, by run.json (never relative to the current folder)
+            found = store.run_dataset(src.run_dir, src.cfg.data.dataset)
+            rows = held_out_files(found.path, n)
             texts = [r["content"] for r in rows if r["content"].strip()]
             if texts:
-                return texts, f"{len(texts)} held-out files of {src.cfg.data.dataset}"
-        except (CodetuneError, OSError):
-            pass
-    return SNIPPETS, f"{len(SNIPPETS)} built-in code snippets"
+                return texts, f"{len(texts)} held-out files of {found.path}"
+            why = f" ({found.path} has no held-out code)"
+        except (CodetuneError, OSError) as e:
+            why = f" (no held-out files: {str(e).split('; ')[0]})"
+        print(f"warning: the export is checked on built-in code snippets{why}", file=sys.stderr)
+    return SNIPPETS, f"{len(SNIPPETS)} built-in code snippets{why}"

@@ -118,12 +118,15 @@ def open_context(target: str, tree: str | None, budget: int) -> ServeContext | N
 
     if not is_run_dir(target):
         return None
+    from codetune.data.store import run_dataset
+
     dataset = run_config(target).data.dataset
-    try:
+    try:  # the run's own dataset, by run.json's path and content hash
+        dataset = run_dataset(target, dataset, warn=log.warning).path
         index = RepoIndex.for_dataset(dataset)
-    except Exception as e:  # the dataset moved or was deleted: serve without context
+    except Exception as e:  # the dataset moved, changed or was deleted: serve without context
         log.warning("no repository context: the run's dataset %s cannot be read (%s); give "
-                    "--context PATH to index a working tree", dataset, e)
+                    "--context PATH to index a working tree", dataset, str(e).split("; ")[0])
         return None
     return ServeContext(index, budget) if index is not None else None
 

@@ -61,13 +61,15 @@ def verify(folder: Path) -> str | None:
         return "no completion record (interrupted while saving?)"
     try:
         record = json.loads(marker.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError: not JSON, or an integer past Python's 4300-digit parsing limit;
+        # RecursionError: nested deeper than the parser goes. Corrupt either way.
         return "unreadable completion record"
     files = record.get("files") if isinstance(record, dict) else None
     if not isinstance(files, dict) or not files or not all(
             isinstance(rel, str) and not rel.startswith("/") and ".." not in Path(rel).parts
-            and isinstance(rec, dict)
-            and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)
+            and isinstance(rec, dict) and type(rec.get("bytes")) is int
+            and 0 <= rec["bytes"] < 1 << 63 and isinstance(rec.get("sha256"), str)
             for rel, rec in files.items()):
         return "completion record of the wrong shape"
     present = {str(p.relative_to(folder)) for p in folder.rglob("*")
@@ -104,6 +106,55 @@ def latest(run_checkpoints: Path, quiet: bool = False) -> Path | None:
         if not quiet:
             print(f"warning: skipping {path.name}: {why}", file=sys.stderr)
     return None
+
+
+# What an exact resume needs besides the weights and the data position (the Trainer's names;
+# the RNG state is per rank when several processes trained).
+STATE = {"optimizer.pt": "the optimizer's moments start again from zero",
+         "scheduler.pt": "the learning-rate schedule is rebuilt at the checkpoint's step",
+         "rng_state.pth": "dropout and other random draws differ from an uninterrupted run"}
+WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors",
+           "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def missing_state(checkpoint: Path, world_size: int = 1) -> list[str]:
+    """The files of STATE that `checkpoint` lacks (a sealed checkpoint can: the seal lists
+    what was there, not what should be). Every rank's RNG file is checked, so that all ranks
+    choose the same checkpoint."""
+    rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{r}.pth"
+                                                      for r in range(world_size)]
+    return [name for name in ("optimizer.pt", "scheduler.pt", *rng)
+            if not (checkpoint / name).is_file()]
+
+
+def for_resume(run_checkpoints: Path,
+               world_size: int = 1) -> tuple[Path | None, list[str]]:
+    """(checkpoint to resume from, the STATE files it lacks). The newest complete checkpoint
+    that holds everything an exact resume needs; failing that, the newest complete one with
+    weights (to resume from weights and data position only: the caller warns). An older whole
+    checkpoint beats a newer partial one: re-training a few steps costs minutes, while a fresh
+    optimizer changes the rest of the run for good."""
+    if not run_checkpoints.is_dir():
+        return None, []
+    found = sorted(((int(m.group(1)), p) for p in run_checkpoints.iterdir()
+                    if (m := _NAME.match(p.name)) and p.is_dir()), reverse=True)
+    partial: tuple[Path, list[str]] | None = None
+    for _, path in found:
+        why = verify(path)
+        if why is None and not any((path / w).is_file() for w in WEIGHTS):
+            why = "no model weights"
+        if why is not None:
+            print(f"warning: skipping {path.name}: {why}", file=sys.stderr)
+            continue
+        lacks = missing_state(path, world_size)
+        if not lacks:
+            if partial is not None:
+                print(f"warning: skipping {partial[0].name}: it lacks {', '.join(partial[1])};"
+                      f" resuming exactly from the older {path.name} instead", file=sys.stderr)
+            return path, []
+        if partial is None:
+            partial = (path, lacks)
+    return partial if partial is not None else (None, [])
 
 
 def clean_partial(run_checkpoints: Path) -> None:

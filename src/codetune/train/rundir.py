@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -69,6 +70,12 @@ def resume_config(out: str | Path, overrides: list[str], force: bool = False,
     for key, old, new in changed:
         say(f"resume override: {key}: {old!r} -> {new!r}")
     unsafe = [k for k, _, _ in changed if k not in RESUME_SAFE and not k.startswith("eval.")]
+    if "data.dataset" in unsafe:  # a dataset that moved is the same data: not a change
+        from codetune.data import store
+
+        found = store.run_dataset(out, base.data.dataset, cfg.data.dataset, warn=lambda m: None)
+        if not found.overridden:
+            unsafe.remove("data.dataset")
     if unsafe and not force:
         raise CodetuneError(
             f"changing {', '.join(unsafe)} would break exact resume (the data order, batches "
@@ -92,11 +99,7 @@ def finished_step(out: Path, max_steps: int) -> int | None:
 def _dataset_identity(cfg: RunConfig) -> dict[str, Any]:
     from codetune.data import store
 
-    path = Path(cfg.data.dataset or "")
-    if path.is_dir():
-        man = store.load_manifest(path)
-        return {"path": str(path.resolve()), "content_hash": man["content_hash"]}
-    return {"path": str(cfg.data.dataset), "content_hash": None}
+    return store.dataset_identity(cfg.data.dataset or "")
 
 
 def _run_record(cfg: RunConfig, source, fim_tokens, dataset: dict, counts: dict) -> dict:
@@ -128,6 +131,8 @@ def _check_resume_compatible(out: Path, record: dict, force: bool) -> None:
     for key, what in (("base_model", "base model"), ("dataset", "dataset"),
                       ("lora", "LoRA shape"), ("finetune", "fine-tuning mode"),
                       ("seq_length", "sequence length"), ("fim_format", "FIM format")):
+        if key == "dataset" and _same_dataset(old.get(key), record.get(key)):
+            continue  # moved (same content hash), or recorded before paths were absolute
         if old.get(key) != record.get(key):
             problems.append(f"{what}: was {old.get(key)!r}, now {record.get(key)!r}")
     if problems and not force:
@@ -135,3 +140,59 @@ def _check_resume_compatible(out: Path, record: dict, force: bool) -> None:
             "refusing to resume: this run was started with a different setup ("
             + "; ".join(problems) + "). Resume with the original settings, start a new run in "
             "another folder, or pass --force to resume anyway.")
+
+
+def _same_dataset(old: Any, new: Any) -> bool:
+    """The same dataset content: equal content hashes, else (parquet files, no hash) equal
+    absolute paths (an old record's relative path taken from the current folder, as before)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return old == new
+    if old.get("content_hash") or new.get("content_hash"):
+        return old.get("content_hash") == new.get("content_hash")
+    return os.path.abspath(str(old.get("path"))) == os.path.abspath(str(new.get("path")))
+
+
+def resume_dataset(out: Path, dataset: str | None, force: bool, quiet: bool = False) -> str:
+    """The dataset (absolute path) to resume the run in `out` on: its own, found by run.json
+    (`store.run_dataset`). A `dataset` other than config.yaml's is an explicit --dataset: taken
+    when it holds the recorded content (the dataset moved), else only with `force`."""
+    from codetune import config
+    from codetune.data import store
+
+    own_file = out / "config.yaml"
+    own = config.load(own_file).data.dataset if own_file.is_file() else None
+    notes: list[str] = []
+    given = dataset if dataset != own else None
+    try:
+        found = store.run_dataset(out, own, given, warn=notes.append)
+    except CodetuneError:
+        # changed where it lies, and --force: that folder as it is now, as if named
+        recorded = store.recorded_dataset(out).get("path")
+        if not force or given is not None or not isinstance(recorded, str) or not os.path.isabs(
+                recorded) or not os.path.exists(recorded):
+            raise
+        found = store.run_dataset(out, own, recorded, warn=notes.append)
+    if found.overridden and not force:
+        raise CodetuneError(
+            f"{found.path} (--dataset) is not the dataset {out} was trained on, "
+            f"{found.instead_of}, and resuming on other data breaks exact resume; give the "
+            "original's new place, pass --force to resume anyway, or start a new run in "
+            "another folder")
+    for note in [] if quiet else notes:
+        print(note, file=sys.stderr)
+    return found.path
+
+
+def write_run_files(out: Path, cfg: RunConfig, dataset: str | None, record: dict) -> None:
+    """config.yaml (with `data.dataset` as the user gave it) and run.json, each written whole
+    (a temporary name, then a rename)."""
+    import copy
+
+    from codetune.config import dump
+
+    saved = copy.deepcopy(cfg)
+    saved.data.dataset = dataset
+    tmp = out / "config.yaml.tmp"
+    dump(saved, tmp)
+    os.replace(tmp, out / "config.yaml")
+    outputs.write_json(out / RUN_RECORD, record)

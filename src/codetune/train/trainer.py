@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from codetune import outputs
-from codetune.config import RunConfig, dump
+from codetune.config import RunConfig
 from codetune.errors import CodetuneError
 from codetune.train import checkpoints
 from codetune.train.rundir import (
-    RUN_RECORD,
     _check_resume_compatible,
     _dataset_identity,
     _run_record,
     check_output,
     finished_step,
+    resume_dataset,
+    write_run_files,
 )
 
 
@@ -110,6 +111,29 @@ def _trainer_class():
                 ds = self.eval_dataset[ds]
             return DataLoader(ds, batch_size=self.args.per_device_eval_batch_size,
                               collate_fn=default_collate)
+
+        def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+            # The Trainer loads optimizer and scheduler together or not at all, silently. From
+            # a checkpoint that lacks one (checkpoints.for_resume chose it, train warned) keep
+            # the other, and put the schedule at the checkpoint's step: the built-in schedules
+            # are functions of the step, so a fresh one stepped there is the saved one.
+            ck = Path(checkpoint) if checkpoint else None
+            if ck is None or self.is_fsdp_enabled or self.is_deepspeed_enabled or all(
+                    (ck / f).is_file() for f in ("optimizer.pt", "scheduler.pt")):
+                super()._load_optimizer_and_scheduler(checkpoint)
+                return
+            import warnings
+
+            if (ck / "optimizer.pt").is_file():
+                self.optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu",
+                                                          weights_only=True))
+            sched = self.lr_scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                return  # driven by eval losses, not the step: it starts over
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
+                for _ in range(self.state.global_step):
+                    sched.step()
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs and self.throughput is not None:
@@ -263,6 +287,9 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
                                already_finished=True)
     # Everything is checked and loaded before an old run is touched: a typo in --dataset or
     # --model fails here and loses nothing.
+    typed = cfg.data.dataset  # as given: what config.yaml keeps
+    if resume:  # the run's own dataset, found by run.json (never relative to this folder)
+        cfg.data.dataset = resume_dataset(out, cfg.data.dataset, force, quiet=rank != 0)
     resolve_files(cfg.data.dataset, "train")
     dataset = _dataset_identity(cfg)
     source = resolve_source(cfg.model.name, cfg.model.revision)
@@ -304,18 +331,37 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
                 is not None))
         ckpt_root = out / "checkpoints"
         resume_from = None
+        recorded = []
+
+        def record_run() -> None:
+            """config.yaml and run.json, once. A resume writes them only when under way (its
+            first step begins: weights, optimizer, RNG and data position loaded), so one that
+            fails before that leaves the run's record as it was."""
+            if rank == 0 and not recorded:
+                write_run_files(out, cfg, typed, record)
+            recorded.append(True)
+
         if resume:
             _check_resume_compatible(out, record, force)
             if rank == 0:
                 checkpoints.clean_partial(ckpt_root)
-            resume_from = checkpoints.latest(ckpt_root)
+            resume_from, lacks = checkpoints.for_resume(ckpt_root, world)
             if resume_from is None:
                 print("note: no complete checkpoint yet; starting this run from step 0",
                       file=sys.stderr)
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            dump(cfg, out / "config.yaml")
-            (out / RUN_RECORD).write_text(json.dumps(record, indent=1))
+            elif lacks and rank == 0:
+                lost = "; ".join(checkpoints.STATE[n if n in checkpoints.STATE else
+                                                   "rng_state.pth"] for n in lacks)
+                inexact = any(n != "scheduler.pt" for n in lacks)
+                print(f"warning: no complete checkpoint holds all the state of an exact resume;"
+                      f" resuming from {resume_from.name} without {', '.join(lacks)}: {lost}"
+                      + (". Not an exact resume: the run goes on, but differs from an "
+                         "uninterrupted one" if inexact else " (exact for step-based schedules)"),
+                      file=sys.stderr)
+        else:
+            if rank == 0:
+                out.mkdir(parents=True, exist_ok=True)
+            record_run()
 
         train_stream = make_stream(cfg, tokenizer, "train", seed=cfg.train.seed,
                                    fim_tokens=fim_tokens, context=train_ctx)
@@ -375,6 +421,14 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs"))))
         elif t.report_to not in ("none", "tensorboard"):
             args.report_to = [t.report_to]
+        if resume:
+            from transformers import TrainerCallback
+
+            class RecordWhenUnderWay(TrainerCallback):
+                def on_step_begin(self, args, state, control, **kwargs):
+                    record_run()
+
+            callbacks.append(RecordWhenUnderWay())
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_stream,
                                    eval_dataset=evals or None, callbacks=callbacks)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -407,6 +461,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
                     str(resume_from / "trainer_state.json"))
             else:
                 trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            record_run()  # (no step ran: nothing left to train)
         except torch.cuda.OutOfMemoryError:
             raise CodetuneError(
                 "out of GPU memory. Lower train.batch_size (raise train.grad_accum to keep the "
