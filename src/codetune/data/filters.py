@@ -196,7 +196,7 @@ class FileFilter:
         if cfg.secrets != "off":
             from codetune.data import secrets
 
-            findings = secrets.scan(text)
+            findings = secrets.scan(text, path)  # the path turns on configuration-file rules
             if findings:
                 res.secrets = [(f.line, f.kind, f.masked) for f in findings]
                 if cfg.secrets == "drop-file":

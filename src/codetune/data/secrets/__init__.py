@@ -30,6 +30,45 @@ What is detected (`Finding.kind`):
   ``=``, ``:``, ``:=``, ``=>``, as a keyword argument, a JSON/YAML key or ``cfg["password"]``,
   bare or in parentheses (``token = ("...")``); and unquoted values at the start of a line in
   .env/ini/YAML form (``DB_PASSWORD=s3cr3t!``, ``  password: Tr0ub4dor3xq``);
+* in configuration files (``scan(text, path)``; `file_format` says which: ``.yaml``/``.yml``
+  (Compose and Kubernetes files included), ``.ini``, ``.cfg``, ``.conf``, ``.cnf``, ``.toml``,
+  ``.properties``, ``.env``/``.env.*``/``*.env``, also as ``*.example``/``*.sample``/... copies;
+  not translations under ``locales/``, ``i18n/``), ``password_assignment`` also for the value
+  after a secret-sounding key *whatever it looks like*: ``password: hunter``,
+  ``db.password=abcdEFGH12``, ``db.password abcd`` (.properties), ``- "MYSQL_PASSWORD=x"``,
+  ``password: &anchor x``, a YAML block (``password: |``) or a value on the lines below the key,
+  quoted or not, and commented-out lines (``# password: x`` still leaks). The value ends where
+  the format says: at `` #`` in YAML, TOML and .env, at the end of the line in ini and
+  .properties (a ``;`` comment there goes with it). Left alone: templates and references
+  (``${DB_PASSWORD}``, ``{{ .Values.password }}``, ``%(pw)s``, ``@DB_PASSWORD@``, ``$$X``,
+  ``!vault``/``!Ref``/other tags, ``*alias``, ``valueFrom``/``secretKeyRef``), empty values,
+  flow collections, placeholders (``changeme``, ``xxx``, ``<password>``, ``your-...``,
+  ``CHANGE_ME``, type names such as ``string``; not stock weak passwords like ``hunter2`` or
+  ``admin``, which are real there), a value that spells its key (``password: Password``),
+  labels (several plain words: ``password_confirmation: Confirm password``; so a passphrase of
+  plain words is missed, except under a ``*passphrase`` key), ALL_CAPS_NAMES, paths and URLs.
+  Under a token/secret/key name (not a password name) a plain word, a number or a value without
+  letters is a setting (``secrets: inherit``, ``id-token: write``, ``tokens: 4096``,
+  ``js-tokens: 4.0.0``), not a token. Names about a secret stay skipped as in code
+  (``password_min_length: 8``, ``token_expiry: 3600``, ``update_password: always``);
+* a secret variable named on one line and valued on the next, in any file: Kubernetes and
+  Compose env lists (``- name: DB_PASSWORD`` / ``value: <v>``, quoted or not, either order,
+  comments and blank lines between, flow ``{name: X, value: v}``), ECS task definitions
+  (``{"name": "DB_PASSWORD", "value": "..."}``), Terraform ``name = "X"`` / ``value = "..."``.
+  ``valueFrom:`` is not ``value:``; unquoted values count in configuration files only (in code
+  ``value = var.x`` is a reference);
+* ``command_line_password``: ``--password=<v>``, ``--token <v>``, ``--api-key=<v>``,
+  ``--db-password "<v>"`` (a long option whose name *ends* in a secret word: not
+  ``--password-stdin``, ``--token-file``, nor the switches ``--ask-pass``, ``--with-token``,
+  ``--no-password``); ``mysql``/``mysqldump``/``mariadb`` ``-p<v>`` attached (``-p`` alone
+  prompts and the next word is the database), also in exec form (``"-p<v>"``);
+  ``docker``/``podman``/``skopeo login -p <v>`` and ``sshpass -p <v>``; ``-e``/``--env``/
+  ``--build-arg``/``--set``/``-D``/``--conf`` ``SECRET_NAME=<v>``. ``-p`` elsewhere is a port or
+  a flag (``docker run -p 8080:80``, ``mkdir -p``, ``ssh -p 2222``). The spaced form
+  (``--password <v>``) is not taken for psql/mysql, whose ``--password`` takes no separate
+  argument; outside scripts (shell, Makefile, Dockerfile, Jenkinsfile, configuration) a spaced
+  plain word reads as prose (``pass --password followed by ...``) and is left. Values are
+  judged as in configuration files (templates ``$X``, ``$(...)``, ``${{ secrets.X }}`` left);
 * ``high_entropy_string``: a quoted base64- or hex-charset string of >= 20 characters assigned
   to any name, with Shannon entropy above detect-secrets' defaults: 4.5 bits/char for base64,
   3.0 for hex (less a penalty for all-digit strings). Those are the defaults detect-secrets
@@ -48,6 +87,12 @@ What is detected (`Finding.kind`):
 
 Why it is built this way:
 
+* Paths. `scan` takes the file's path (optional; `prepare` and `codetune index` pass it through
+  `FileFilter.check_text`): whether a bare word after ``password`` is a value or a variable
+  depends on the file, and only the path says which. Without a path the rules are those of code.
+  `codetune index` filters and redacts through the same `FileFilter`, and `prepare` builds the
+  context index (chunks, BM25 vocabulary) from the redacted train shards, so no output holds a
+  value the scanner found.
 * Speed. `prepare` must process >= 5 MB/s per core, and detect-secrets' ``scan_line`` runs at
   ~0.1 MB/s. Code has almost no secrets, so `scan` first runs a few trigger regexes over the
   text and its lowercase copy, each beginning with a literal: CPython's regex engine skips to
@@ -60,8 +105,8 @@ Why it is built this way:
   (Discord, Telegram, IBM, ...) are reached through the quoted-string and keyword triggers.
 * Offsets. detect-secrets reports values, not positions, and redaction needs exact spans, so
   its plugins' ``denylist`` regexes are run directly and the span is read off the match. Its
-  keyword and entropy plugins are replaced because their rules depend on the file name (`scan`
-  gets only text) and are tuned for reviewing commits, not for keeping a corpus clean.
+  keyword and entropy plugins are replaced because they are tuned for reviewing commits, not
+  for keeping a corpus clean (the file-dependent rules are this package's own, see "Paths").
 * False positives corrupt training data (a redacted ``key = "name"`` teaches the model
   nonsense), so an assignment counts only when the value is plausibly a credential. Skipped
   values: empty or shorter than 4 characters (8 for tokens and keys); anything containing
@@ -107,12 +152,22 @@ Why it is built this way:
   detection that is a whole literal followed by more pieces (``password = "Tr0ub4" "dor&3
   horse"``: the joined value has a blank) is extended over them, so no piece is left behind.
 
+* Cost of the configuration and command-line rules (measured with bench/secrets_bench.py,
+  baseline and new scanner alternating in one run, one core of a shared 2-core VM): the command
+  and name/value rules are whole-text passes that each begin with a literal (``--``, ``-p``
+  after a tool's name, ``-e``..., ``value``), the configuration rule runs on the trigger
+  windows only (plus a blank-separator trigger in .properties). See bench/RESULTS.md for the
+  figures: Python code and configuration files both stay far above 5 MB/s.
+
 Layout: detectors.py holds the triggers, the shape detectors and detect-secrets' plugins;
 assignments.py the name and value rules for assignments and the entropy test; windows.py the
 line scan over the windows around trigger hits; joined.py the joined view of split values;
-scanner.py private keys, curl credentials, merging overlaps, `scan` and `redact`.
+config.py which files are configuration, their value rule and the name/value pairs;
+commands.py command-line options; scanner.py private keys, curl credentials, merging overlaps,
+`scan` and `redact`.
 """
 
+from codetune.data.secrets.config import file_format
 from codetune.data.secrets.scanner import Finding, redact, scan
 
-__all__ = ["Finding", "redact", "scan"]
+__all__ = ["Finding", "file_format", "redact", "scan"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 from collections import Counter
@@ -40,7 +41,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_SPLIT = re.compile(r"->|[.$@:]")
 _PW_KW = re.compile(r"pass(?:word|wd|phrase|wort)|pwd|(?:^|_)pass$")
 _SECRET_KW = re.compile(
-    r"secret(?:_?key)?|tokens?(?=_|$)|credentials?(?=_|$)"
+    r"secret(?:s|_?key)?(?=_|$)|tokens?(?=_|$)|credentials?(?=_|$)"
     r"|(?:api|auth|access|priv|private|client|service|account|db|database|signing|encryption"
     r"|master|session|app|consumer|license|subscription)_?key(?=_|$)"
 )
@@ -59,7 +60,7 @@ _META_AFTER = frozenset({
     "sep", "delimiter", "arn", "location", "loc", "store", "storage", "manager", "ref",
     "reference", "hint", "input", "widget", "form", "view", "route", "page", "link", "button",
     "id", "ids", "idx", "index", "limit", "max", "min", "num", "position", "pos", "start", "end",
-    "begin", "offset",
+    "begin", "offset", "mechanism",
 })
 # Words before the keyword that make it a flag, a counter or a tokenizer's special token.
 _META_BEFORE = frozenset({
@@ -67,7 +68,7 @@ _META_BEFORE = frozenset({
     "disabled", "require", "requires", "required", "num", "n", "max", "min", "count", "forgot",
     "reset", "validate", "verify", "check", "no", "allow", "allowed", "public", "pad", "eos",
     "bos", "unk", "sep", "cls", "mask", "start", "end", "stop", "special", "image", "audio",
-    "video", "vision", "begin", "eot", "eom", "tool", "think",
+    "video", "vision", "begin", "eot", "eom", "tool", "think", "update",
 })
 _DUMMIES = frozenset({
     "password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token", "tokens",
@@ -117,12 +118,14 @@ _DIGEST_LENGTHS = frozenset({24, 32, 40, 56, 64, 96, 128})
 _PRINTABLE = frozenset(range(32, 127)) | {9, 10, 13}
 
 
+@functools.lru_cache(maxsize=8192)  # names repeat (`password`, `DB_PASSWORD`): pure functions
 def _norm_key(key: str) -> str:
     """The last component of a name, snake_case: `self.dbPassword` -> `db_password`."""
     last = _KEY_SPLIT.split(key.strip("'\"`[]"))[-1]
     return _CAMEL.sub("_", last).lower().replace("-", "_")
 
 
+@functools.lru_cache(maxsize=8192)
 def _key_class(key: str) -> str | None:
     """'password' or 'token' when a name says its value is a credential, else None."""
     nk = _norm_key(key)

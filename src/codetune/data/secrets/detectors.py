@@ -49,6 +49,12 @@ _TRIGGERS_LOWER = [
     for kw in ("p(?:ass|wd)", "secret", "ken", "key", "credential")
 ]
 
+# .properties also separates a key from its value with blanks alone: `db.password s3cret`.
+_TRIGGERS_BLANK = [
+    re.compile(kw + r"""[\w.-]{0,40}[ \t]+[^\s=:]""")
+    for kw in ("p(?:ass|wd)", "secret", "ken", "key", "credential")
+]
+
 _ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
 
 # Lines longer than this (minified code, data blobs) are examined in windows around each hit.

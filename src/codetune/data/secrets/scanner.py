@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 
 from codetune.data.secrets.assignments import _NUMBER, _plausible_value
+from codetune.data.secrets.commands import _command_line_credentials, _pair_args
+from codetune.data.secrets.config import _config_line, _name_value_pairs, _shellish, file_format
 from codetune.data.secrets.joined import _scan_joined, _Spans
 from codetune.data.secrets.windows import _scan_window, _windows
 
@@ -64,8 +66,8 @@ def _curl_credentials(text: str, out: list[tuple[int, int, str]]) -> None:
             out.append((m.start("pw"), m.end("pw"), "basic_auth"))
 
 
-_GENERIC_RANK = {"authorization_header": 1, "url_credentials": 1, "password_assignment": 2,
-                 "high_entropy_string": 3}
+_GENERIC_RANK = {"authorization_header": 1, "url_credentials": 1, "command_line_password": 2,
+                 "password_assignment": 2, "high_entropy_string": 3}
 
 
 def _mask(value: str, kind: str) -> str:
@@ -115,16 +117,29 @@ def _merge(raw: list[tuple[_Spans, str]]) -> list[tuple[_Spans, str]]:
     return merged
 
 
-def scan(text: str) -> list[Finding]:
-    """Every secret in `text`, sorted by start; no two findings share a character."""
+def scan(text: str, path: str | None = None) -> list[Finding]:
+    """Every secret in `text`, sorted by start; no two findings share a character.
+
+    `path` (the file's path; optional) turns on the rules of configuration files (YAML, ini,
+    TOML, .properties, .env: `file_format`), where an unquoted value after a secret-sounding
+    key is a literal, and reads `--password word` in scripts as an argument."""
+    fmt = file_format(path)
     raw: list[tuple[int, int, str]] = []
-    windows = _windows(text)
+    windows = _windows(text, fmt == "properties")
+    shellish = _shellish(path, fmt)
     for ws, we, at_line_start in windows:
         _scan_window(text[ws:we], ws, at_line_start, raw)
+        if fmt is not None and at_line_start:
+            _config_line(text, ws, we, fmt, raw)
+        _pair_args(text, ws, we, shellish, raw)
     if "PRIVATE KEY" in text:
         _private_keys(text, raw)
     if "curl" in text:
         _curl_credentials(text, raw)
+    if "-" in text:
+        _command_line_credentials(text, shellish, raw)
+    if "value" in text:
+        _name_value_pairs(text, fmt, raw)
     found: list[tuple[_Spans, str]] = [(((a, b),), kind) for a, b, kind in raw]
     if windows:
         _scan_joined(text, windows, raw, found)

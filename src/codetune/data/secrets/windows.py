@@ -25,6 +25,7 @@ from codetune.data.secrets.detectors import (
     _MAX_LINE,
     _NEEDLES_CASED,
     _NEEDLES_LOWER,
+    _TRIGGERS_BLANK,
     _TRIGGERS_CASED,
     _TRIGGERS_LOWER,
     _WINDOW_AFTER,
@@ -108,16 +109,17 @@ def _scan_window(s: str, base: int, at_line_start: bool, out: list[tuple[int, in
                 out.append((base + m.start("val"), base + m.end("val"), "password_assignment"))
 
 
-def _windows(text: str) -> list[tuple[int, int, bool]]:
+def _windows(text: str, blank_separator: bool = False) -> list[tuple[int, int, bool]]:
     """The line (or, in very long lines, the stretch) around every trigger hit, merged:
-    (start, end, whether start is the start of a line)."""
+    (start, end, whether start is the start of a line). `blank_separator`: also keys followed
+    by blanks and a value (.properties: `db.password s3cret`)."""
     hits: list[int] = []
     for rx in _TRIGGERS_CASED:
         hits += [m.start() for m in rx.finditer(text)]
     low = text.lower()
     if len(low) != len(text):  # some non-ASCII characters lowercase to two; keep offsets
         low = text.translate(_ASCII_LOWER)
-    for rx in _TRIGGERS_LOWER:
+    for rx in _TRIGGERS_LOWER + (_TRIGGERS_BLANK if blank_separator else []):
         hits += [m.start() for m in rx.finditer(low)]
     if not hits:
         return []
