@@ -454,3 +454,25 @@ def test_empty_input_gives_an_empty_index(tmp_path):
     idx = build_index([], tmp_path / "idx")
     assert len(idx) == 0 and idx.repos == []
     assert idx.retrieve("anything", path="a.py") == []
+
+
+def test_an_index_built_under_older_secret_rules_is_rebuilt_not_updated(tmp_path):
+    """Chunks reused by hash keep whatever the rules of their day missed: after the rules
+    change, `update` chunks everything again, so a value they now catch leaves the index."""
+    import random
+    import string
+
+    rng = random.Random(17)
+    value = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(14))
+    root = _write(tmp_path / "tree", {**REPO, "deploy/settings.py":
+                                      f'DB_HOST = "db"\nDB_PASSWORD = "{value}"\n'})
+    index_tree(root, tmp_path / "idx")
+    info = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert info["secret_rules"] >= 2
+    assert value not in (tmp_path / "idx" / "chunks.parquet").read_bytes().decode("latin-1")
+    # an index from before: rules 1, and the value left in its chunks as those rules did
+    info["secret_rules"] = 1
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(info))
+    stats = RepoIndex.open(tmp_path / "idx").update()
+    assert stats.reused == 0 and stats.chunked == len(REPO) + 1
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["secret_rules"] >= 2

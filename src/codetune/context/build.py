@@ -139,6 +139,8 @@ def index_tree(root: str | Path, out_dir: str | Path | None = None, *,
                             "the folder you edit the code in")
     repo_id = src.info.repo_id
     filt = FileFilter(cfg)
+    if previous is not None and previous.info.get("secret_rules") != _secret_rules():
+        previous = None  # chunked under older secret rules: reuse none of it
     known: Mapping[tuple[str, str], int] = previous._s.file_of if previous is not None else {}
     prev_sha = previous._s.sha if previous is not None else []
 
@@ -488,6 +490,7 @@ class _Writer:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "codetune_version": __version__,
             "bm25s_version": bm25s.__version__,
+            "secret_rules": _secret_rules(),  # the rules that redacted the text chunked here
             "source": source,
             "chunking": {"target_lines": TARGET_LINES, "min_lines": MIN_LINES,
                          "max_lines": MAX_LINES, "tokens": "identifier-v1"},
@@ -500,6 +503,12 @@ class _Writer:
             "bytes": sizes,
         })
         return counts
+
+
+def _secret_rules() -> int:
+    from codetune.data.secrets import RULES  # heavy (detect-secrets): only when building
+
+    return RULES
 
 
 def _make_own_dir(folder: Path) -> None:

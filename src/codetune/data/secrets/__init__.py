@@ -170,4 +170,9 @@ commands.py command-line options; scanner.py private keys, curl credentials, mer
 from codetune.data.secrets.config import file_format
 from codetune.data.secrets.scanner import Finding, redact, scan
 
-__all__ = ["Finding", "file_format", "redact", "scan"]
+# The version of the rules: raised whenever they catch more. An index built under older rules
+# is rebuilt rather than updated (`context.index_tree`), since its reused chunks hold whatever
+# those rules missed.
+RULES = 2
+
+__all__ = ["RULES", "Finding", "file_format", "redact", "scan"]
