@@ -10,6 +10,13 @@ Prints, for the same corpus in the same run:
 - peak memory (main process and largest worker) on half the corpus and on all of it, so growth
   with corpus size can be compared with the size of the dedup index.
 
+With `--scale` it compares instead, on the same corpus in the same run, today's process pool
+with `prepare --executor local` and `--executor ray` (the `scale` extra) at 1 and N workers:
+MB/s, the speed-up of N over 1, each against today's pool, and the time of the two stages
+(the parallel per-file scan, the one-task global dedup + shards) for the projection in
+bench/RESULTS.md. Ray is started (`ray.init(num_cpus=N)`) before the clock starts, as a
+cluster would already be running.
+
 Each measurement runs in a fresh subprocess so peak RSS is its own. Not part of the test suite.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import sysconfig
@@ -44,6 +52,81 @@ print(json.dumps({
     "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
 }))
 """
+
+
+_SCALE_CHILD = r"""
+import json, resource, sys, time
+from codetune.config import PrepareConfig
+from codetune.data.prepare import prepare
+src, out, workers, executor = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+stages = {}
+if executor != "none":
+    import codetune.data.scale as sc
+    run_stage = sc._run_stage
+    def timed(ex, name, work):
+        t = time.perf_counter()
+        run_stage(ex, name, work)
+        stages[name] = time.perf_counter() - t
+    sc._run_stage = timed
+if executor == "ray":
+    import ray
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+cfg = PrepareConfig(workers=workers, executor=None if executor == "none" else executor,
+                    context_index=False)
+t = time.perf_counter()
+s = prepare([src], out, cfg, progress=False)
+dt = time.perf_counter() - t
+print(json.dumps({
+    "seconds": dt, "input_mb": s.input_bytes / 1e6, "kept": sum(s.kept.values()),
+    "hash": s.content_hash, "stages": stages,
+    "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
+"""
+
+
+def run_scale(corpus: Path, workers: int, executor: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(corpus), f"{tmp}/ds",
+                            str(workers), executor], capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if r.returncode != 0:
+            sys.exit(f"prepare --executor {executor} failed:\n{r.stderr[-4000:]}")
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        # CPU of the run and its task processes (not of Ray's workers, which Ray forks)
+        out["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return out
+
+
+def scale_main(corpus: Path, workers: list[int], executors: list[str], repeat: int) -> None:
+    """Today's pool vs the datatrove executors, 1 vs N workers, one table. Each configuration
+    runs `repeat` times, interleaved, and the fastest run counts: on a shared machine the
+    others only add time that is not the code's."""
+    runs: dict[tuple[str, int], dict] = {}
+    for _ in range(repeat):
+        for ex in ["none", *executors]:
+            for w in workers:
+                r = run_scale(corpus, w, ex)
+                if (ex, w) not in runs or r["seconds"] < runs[ex, w]["seconds"]:
+                    runs[ex, w] = r
+    rates: dict[tuple[str, int], float] = {}
+    hashes = set()
+    for ex in ["none", *executors]:
+        for w in workers:
+            r = runs[ex, w]
+            rate = r["input_mb"] / r["seconds"]
+            rates[ex, w] = rate
+            hashes.add(r["hash"])
+            st = r["stages"]
+            stage = (f"; scan {st['scan']:5.2f} s + final {st['final']:5.2f} s"
+                     if st else "")
+            name = "today (pool)" if ex == "none" else f"--executor {ex}"
+            print(f"{name:<17} workers={w}: {r['input_mb']:6.1f} MB in {r['seconds']:5.2f} s = "
+                  f"{rate:6.2f} MB/s ({rate / rates['none', w]:4.2f}x today at {w}; "
+                  f"{rate / rates.get((ex, workers[0]), rate):4.2f}x itself at {workers[0]})"
+                  f"{stage}; CPU {r['cpu_s'] / r['input_mb']:.3f} s/MB; "
+                  f"peak RSS main {r['rss_main_mb']:.0f} MB")
+    print(f"same dataset (content hash) in every run: {len(hashes) == 1}")
 
 
 def read_baseline(corpus: Path) -> tuple[float, float]:
@@ -73,7 +156,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
     ap.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    ap.add_argument("--scale", action="store_true",
+                    help="compare today's pool with prepare --executor local/ray")
+    ap.add_argument("--executors", nargs="+", default=["local", "ray"],
+                    choices=["local", "ray"], help="with --scale (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="with --scale: runs per configuration, fastest counts (default: 3)")
     args = ap.parse_args()
+    if args.scale:
+        print(f"corpus: {args.corpus}  (cores: {os.cpu_count()}, python "
+              f"{sys.version.split()[0]})")
+        read_baseline(args.corpus)  # warm the page cache
+        scale_main(args.corpus, sorted(set(args.workers)), args.executors, args.repeat)
+        return
 
     print(f"corpus: {args.corpus}  (cores: {os.cpu_count()}, python {sys.version.split()[0]})")
     read_baseline(args.corpus)  # warm the page cache so every run reads from memory

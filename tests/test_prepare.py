@@ -323,9 +323,9 @@ def test_later_stages_refuse_incomplete_dataset(tmp_path):
         store.load_manifest(tmp_path / "half")
 
 
-def test_output_inside_source_is_not_read_back(tmp_path):
+def test_output_inside_source_is_refused_before_anything_is_written(tmp_path):
     _write(tmp_path / "repo", {"a.py": _module(1), "b.py": _module(2)})
     out = tmp_path / "repo" / "dataset"
-    prepare([str(tmp_path / "repo")], out, prep_cfg(valid_fraction=0.0), progress=False)
-    assert {r["path"] for r in rows(out)} == {"a.py", "b.py"}
-    assert dropped(out) == {}
+    with pytest.raises(CodetuneError, match="lies inside the source"):
+        prepare([str(tmp_path / "repo")], out, prep_cfg(valid_fraction=0.0), progress=False)
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["a.py", "b.py"]

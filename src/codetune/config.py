@@ -98,11 +98,41 @@ class PrepareConfig:
               "so naming it keeps the split the same in every clone")
     git_submodules: bool = _f(False, "follow git submodules of cloned/local repositories")
     cache_dir: str | None = _f(None, "where git URLs are cloned (default ~/.cache/codetune/git)")
-    workers: int = _f(0, "processes scanning files; 0 = one per CPU core")
+    workers: int = _f(0, "processes scanning files (with prepare.executor: tasks run at once); "
+                         "0 = one per CPU core here, no limit on ray/slurm")
     shard_bytes: int = _f(256_000_000, "approximate size of each output parquet shard")
     context_index: bool = _f(
         True, "build the repository context index of the train split (DIR/context): chunks, "
               "BM25 and each file's neighbours, for repository-level context")
+    # Organization scale (codetune.data.scale, the `scale` extra): the same dataset, built by
+    # datatrove's executors in resumable tasks; unset, the single-machine path runs.
+    executor: Literal["local", "ray", "slurm"] | None = _f(
+        None, "run prepare as datatrove tasks: local (processes here), ray (a Ray cluster) or "
+              "slurm (sbatch job arrays); unset = the single-machine path. Needs "
+              "`pip install \"codetune[scale]\"`")
+    tasks: int = _f(0, "datatrove tasks of the per-file stage (a killed run redoes only the "
+                       "unfinished ones); 0 = one per worker")
+    work_dir: str | None = _f(
+        None, "datatrove's working folder (plan, per-task results, logs, completion markers); "
+              "default: .DIR.partial-scale beside DIR, on the same file system; removed once DIR "
+              "is written (slurm keeps its logs/)")
+    mem_per_cpu_gb: float = _f(2.0, "memory reserved per task CPU on ray and slurm (GB)")
+    ray_address: str | None = _f(
+        None, "Ray cluster to run on: ray://HEAD:10001, HEAD:6379 or auto; unset = start a "
+              "local Ray on this machine for the run")
+    ray_connect_timeout: float = _f(10.0, "seconds to wait for prepare.ray_address to answer")
+    slurm_partition: str | None = _f(None, "Slurm partition the jobs go to (needed for slurm)")
+    slurm_time: str = _f("12:00:00", "Slurm time limit of each task (sbatch --time)")
+    slurm_cpus_per_task: int = _f(1, "CPUs per Slurm task (more gives a task more memory)")
+    slurm_qos: str | None = _f(None, "Slurm QOS (sbatch --qos); unset = the cluster's default")
+    slurm_env_command: str | None = _f(
+        None, "shell line each Slurm task runs first, e.g. 'source /shared/venv/bin/activate' "
+              "(codetune[scale] must be importable on the nodes)")
+    slurm_sbatch_args: dict[str, str] = _f(
+        {}, "extra #SBATCH directives, e.g. {account: ml, constraint: cpu}")
+    slurm_dry_run: bool = _f(
+        False, "write the sbatch scripts into the work folder and print their paths instead of "
+               "submitting them (check before a large run)")
 
     def validate(self, prefix: str = "prepare") -> None:
         _check_range(prefix, "valid_fraction", self.valid_fraction, 0.0, 0.5)
@@ -120,6 +150,12 @@ class PrepareConfig:
             )
         if self.workers < 0:
             raise ConfigError(f"{prefix}.workers must be 0 (one per core) or more, got {self.workers}")
+        for name in ("tasks", "slurm_cpus_per_task"):
+            if getattr(self, name) < (0 if name == "tasks" else 1):
+                raise ConfigError(f"{prefix}.{name} is too small: {getattr(self, name)}")
+        if self.ray_connect_timeout <= 0 or self.mem_per_cpu_gb <= 0:
+            raise ConfigError(f"{prefix}.ray_connect_timeout and {prefix}.mem_per_cpu_gb must be "
+                              "positive")
         for key, lang in self.languages.items():
             if not key or not lang:
                 raise ConfigError(

@@ -32,6 +32,8 @@ def add_prepare(sub) -> None:
     config_flag(p, "--split-by", "prepare.split_by")
     config_flag(p, "--secrets", "prepare.secrets")
     config_flag(p, "--workers", "prepare.workers", type=int)
+    config_flag(p, "--executor", "prepare.executor", choices=["local", "ray", "slurm"])
+    config_flag(p, "--tasks", "prepare.tasks", type=int)
     p.add_argument("--include", action="append", metavar="GLOB", help="keep only matching paths")
     p.add_argument("--exclude", action="append", metavar="GLOB", help="drop matching paths")
     config_flag(p, "--text-column", "prepare.text_column")
@@ -57,6 +59,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         "prepare.split_by": args.split_by,
         "prepare.secrets": args.secrets,
         "prepare.workers": args.workers,
+        "prepare.executor": args.executor,
+        "prepare.tasks": args.tasks,
         "prepare.include": args.include,
         "prepare.exclude": args.exclude,
         "prepare.text_column": args.text_column,
@@ -70,7 +74,13 @@ def _run_prepare(args: argparse.Namespace) -> int:
     summary = prepare(args.sources, args.output, cfg.prepare, overwrite=args.overwrite,
                       progress=not args.quiet and sys.stderr.isatty(),
                       context_index=index_dataset)
-    if not args.quiet:
+    if summary.jobs:  # --executor slurm: submitted (or, dry run, written), not yet run
+        dry = cfg.prepare.slurm_dry_run
+        print(("sbatch scripts written (not submitted):\n  " if dry else
+               "submitted Slurm jobs: ") + ("\n  ".join if dry else " ".join)(summary.jobs))
+        print(f"{args.output} appears when the final job ends; run the same command again "
+              "to resume a run whose jobs failed")
+    elif not args.quiet:
         print_summary(summary)
     return 0
 

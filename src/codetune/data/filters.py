@@ -52,6 +52,7 @@ REASONS: dict[str, str] = {
     "exact_duplicate": "same content as a kept file",
     "near_duplicate": "Jaccard similarity >= prepare.near_dup_threshold with a kept file",
     "leaks_validation": "a train file (near-)duplicating a validation file",
+    "error": "an unexpected error on this file (detail); prepare.executor runs go on without it",
 }
 
 _LFS = "version https://git-lfs.github.com/spec/v1"

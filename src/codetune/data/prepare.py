@@ -73,6 +73,7 @@ class Summary:
     languages: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     context: dict[str, Any] | None = None  # the manifest's entry for DIR/context, if built
+    jobs: list[str] = field(default_factory=list)  # prepare.executor=slurm: what was submitted
 
 
 class _Kept:
@@ -152,10 +153,15 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     the staging folder (so it is renamed into place with the dataset) and returns the
     manifest's `context` entry: pass `codetune.context.index_dataset` (the CLI does). It is
     a parameter because `data` sits below `context` in the layers; `prepare.context_index=
-    false` skips it."""
+    false` skips it. `prepare.executor` runs the same build as datatrove tasks
+    (`codetune.data.scale`)."""
     if not sources:
         raise CodetuneError("give at least one SOURCE: a folder, a git URL, a Hub dataset "
                             "(hf://datasets/OWNER/NAME) or parquet/JSON files")
+    if cfg.executor:
+        from codetune.data.scale import prepare_scaled
+
+        return prepare_scaled(sources, out_dir, cfg, overwrite, progress, context_index)
     out = outputs.check(out_dir, overwrite, "dataset",
                         inputs=[("source", p) for s in sources for p in _local_paths(s)])
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
@@ -228,82 +234,123 @@ def _build(opened: list[Source], tmp: Path, out: Path, cfg: PrepareConfig, worke
 
     summary = Summary(out)
     cands, total = _candidates(opened, [tmp, out])
-    dedup = _Dedup(cfg)
-    best_train: tuple[float, int] | None = None  # lowest split hash among train files
-    examples: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    with contextlib.ExitStack() as stack:
-        dropped_f = stack.enter_context(open(tmp / "dropped.jsonl", "w", encoding="utf-8"))
-        secrets_f = stack.enter_context(open(tmp / "secrets.jsonl", "w", encoding="utf-8"))
-
-        def drop(repo: str, path: str, reason: str, detail: str) -> None:
-            summary.dropped[reason] += 1
-            dropped_f.write(json.dumps({"repo_id": repo, "path": path, "reason": reason,
-                                        "detail": detail}, ensure_ascii=False) + "\n")
-            if len(examples[reason]) < 5:
-                examples[reason].append((f"{repo}/{path}", detail))
-
+    with Scan(tmp, cfg, summary) as scan, contextlib.ExitStack() as stack:
         staging = store.RowWriter(tmp / "staging.parquet", with_id=True)
         run = stack.enter_context(_pool(cfg, workers))
         bar = stack.enter_context(report.progress_bar(total, progress))
         for res in run(cands):
-            path = printable_path(res.path)
-            summary.input_bytes += res.num_bytes
             bar(res.num_bytes)
-            if res.secrets:
-                summary.secrets_found += len(res.secrets)
-                summary.files_with_secrets += 1
-                action = "dropped file" if res.reason == "secret" else "redacted"
-                for line, kind, masked in res.secrets:
-                    secrets_f.write(json.dumps(
-                        {"repo_id": res.repo_id, "path": path, "line": line, "kind": kind,
-                         "masked": masked, "action": action}, ensure_ascii=False) + "\n")
-            if res.reason:
-                drop(res.repo_id, path, res.reason, res.detail)
-                continue
-            split, u = split_of(res.repo_id, res.path, cfg)
-            dup = dedup.check(res, split)
-            if dup:
-                drop(res.repo_id, path, *dup)
-                continue
-            nbytes = len(res.content.encode("utf-8", "surrogatepass"))
-            rid = dedup.add(res, _Kept(split, res.repo_id, path, nbytes, res.language))
-            staging.add({"id": rid, "repo_id": res.repo_id, "path": path,
-                         "language": res.language, "content": res.content, "split": split,
-                         "num_bytes": nbytes, "sha256": res.sha256.hex(),
-                         "secrets_redacted": len(res.secrets)})
-            if split == "train" and (best_train is None or u < best_train[0]):
-                best_train = (u, rid)
+            kept = scan.take(res)
+            if kept is not None:
+                staging.add(staged_row(res, *kept))
         staging.close()
-        kept = dedup.kept
-        for rid in sorted(dedup.leaks):  # train files staged before the validation file
-            k = kept.pop(rid)
-            drop(k.repo_id, k.path, "leaks_validation",
-                 "(near-)duplicates a validation file listed after it")
-
-    # Tiny corpora: hashing may send no file at all to validation; hold out the train file
-    # with the lowest split hash so eval always has something (same file on every run).
-    move: set[int] = set()
-    splits = Counter(k.split for k in kept.values())
-    if cfg.valid_fraction > 0 and splits["validation"] == 0 and splits["train"] >= 2 \
-            and best_train is not None and best_train[1] in kept:
-        move.add(best_train[1])
-        kept[best_train[1]].split = "validation"
-        summary.warnings.append("no file hashed into validation; held out one file so that "
-                                "eval has data (raise --valid-fraction for more)")
-
-    for k in kept.values():
-        summary.kept[k.split] += 1
-        summary.bytes[k.split] += k.num_bytes
-    summary.shards = store.write_shards(tmp / "staging.parquet", tmp, dedup.leaks, move,
+        leaks, move = scan.finish()
+    summary.shards = store.write_shards(tmp / "staging.parquet", tmp, leaks, move,
                                         summary.bytes, cfg.shard_bytes)
     (tmp / "staging.parquet").unlink()
-    summary.languages = _languages(kept)
     summary.content_hash = _content_hash(tmp, summary.shards)
-    summary.examples = dict(examples)
-    if cfg.split_by == "repo" and cfg.valid_fraction > 0 and min(summary.kept.values()) == 0:
-        summary.warnings.append("split_by=repo put every repository in one split; add "
-                                "repositories or use split_by=file")
     return summary
+
+
+def staged_row(res: Result, rid: int, split: str, nbytes: int) -> dict[str, Any]:
+    """The staging parquet row of a kept file (`id` = `rid`, what `write_shards` filters on)."""
+    return {"id": rid, "repo_id": res.repo_id, "path": printable_path(res.path),
+            "language": res.language, "content": res.content, "split": split,
+            "num_bytes": nbytes, "sha256": res.sha256.hex(),
+            "secrets_redacted": len(res.secrets)}
+
+
+class Scan:
+    """The decisions `prepare` takes over filter results in input order: secrets and drops
+    recorded (`dropped.jsonl`, `secrets.jsonl` in `folder`), the held-out split, exact and near
+    dedup; at the end the train files that leak into validation and the tiny-corpus hold-out.
+
+    The one copy of these rules: the single-machine path feeds results as its workers finish;
+    the distributed path (`data/scale`) replays every task's results in the same input order in
+    one global task (`nbytes` given, the content stays on disk), so both decide alike."""
+
+    def __init__(self, folder: Path, cfg: PrepareConfig, summary: Summary):
+        self.cfg, self.summary = cfg, summary
+        self.dedup = _Dedup(cfg)
+        self.best_train: tuple[float, int] | None = None  # lowest split hash among train files
+        self.examples: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._files = contextlib.ExitStack()  # closed by __exit__ or finish()
+        self.dropped_f = self._files.enter_context(
+            open(folder / "dropped.jsonl", "w", encoding="utf-8"))  # noqa: SIM115
+        self.secrets_f = self._files.enter_context(
+            open(folder / "secrets.jsonl", "w", encoding="utf-8"))  # noqa: SIM115
+
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._files.close()
+
+    def drop(self, repo: str, path: str, reason: str, detail: str) -> None:
+        self.summary.dropped[reason] += 1
+        self.dropped_f.write(json.dumps({"repo_id": repo, "path": path, "reason": reason,
+                                         "detail": detail}, ensure_ascii=False) + "\n")
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append((f"{repo}/{path}", detail))
+
+    def take(self, res: Result, nbytes: int | None = None) -> tuple[int, str, int] | None:
+        """(id, split, content bytes) of a kept file; None when `res` is dropped."""
+        summary = self.summary
+        path = printable_path(res.path)
+        summary.input_bytes += res.num_bytes
+        if res.secrets:
+            summary.secrets_found += len(res.secrets)
+            summary.files_with_secrets += 1
+            action = "dropped file" if res.reason == "secret" else "redacted"
+            for line, kind, masked in res.secrets:
+                self.secrets_f.write(json.dumps(
+                    {"repo_id": res.repo_id, "path": path, "line": line, "kind": kind,
+                     "masked": masked, "action": action}, ensure_ascii=False) + "\n")
+        if res.reason:
+            self.drop(res.repo_id, path, res.reason, res.detail)
+            return None
+        split, u = split_of(res.repo_id, res.path, self.cfg)
+        dup = self.dedup.check(res, split)
+        if dup:
+            self.drop(res.repo_id, path, *dup)
+            return None
+        if nbytes is None:
+            nbytes = len(res.content.encode("utf-8", "surrogatepass"))
+        rid = self.dedup.add(res, _Kept(split, res.repo_id, path, nbytes, res.language))
+        if split == "train" and (self.best_train is None or u < self.best_train[0]):
+            self.best_train = (u, rid)
+        return rid, split, nbytes
+
+    def finish(self) -> tuple[set[int], set[int]]:
+        """Records the leaks, picks the tiny-corpus hold-out and fills the summary's counts;
+        returns (ids to leave out, ids to move to validation) for `store.write_shards`."""
+        summary, cfg, kept = self.summary, self.cfg, self.dedup.kept
+        for rid in sorted(self.dedup.leaks):  # train files staged before the validation file
+            k = kept.pop(rid)
+            self.drop(k.repo_id, k.path, "leaks_validation",
+                      "(near-)duplicates a validation file listed after it")
+        self._files.close()
+
+        # Tiny corpora: hashing may send no file at all to validation; hold out the train file
+        # with the lowest split hash so eval always has something (same file on every run).
+        move: set[int] = set()
+        splits = Counter(k.split for k in kept.values())
+        best = self.best_train
+        if cfg.valid_fraction > 0 and splits["validation"] == 0 and splits["train"] >= 2 \
+                and best is not None and best[1] in kept:
+            move.add(best[1])
+            kept[best[1]].split = "validation"
+            summary.warnings.append("no file hashed into validation; held out one file so "
+                                    "that eval has data (raise --valid-fraction for more)")
+        for k in kept.values():
+            summary.kept[k.split] += 1
+            summary.bytes[k.split] += k.num_bytes
+        summary.languages = _languages(kept)
+        summary.examples = dict(self.examples)
+        if cfg.split_by == "repo" and cfg.valid_fraction > 0 and min(summary.kept.values()) == 0:
+            summary.warnings.append("split_by=repo put every repository in one split; add "
+                                    "repositories or use split_by=file")
+        return self.dedup.leaks, move
 
 
 class _Dedup:

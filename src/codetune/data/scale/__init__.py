@@ -1,0 +1,229 @@
+"""`codetune prepare --executor local|ray|slurm`: the same dataset as the single-machine path,
+built as datatrove tasks (the `scale` extra), resumable, on one machine, Ray or Slurm.
+
+Shape (the steps are in `steps.py`, the executors in `executors.py`):
+
+1. here, in the calling process: the overwrite guard, sources opened (git clones) and listed
+   as today, the listing cut into chunks that never span a source -> `WORK/plan/`;
+2. stage "scan", `prepare.tasks` tasks on the executor: filters, notebooks, secrets, hashes,
+   MinHash signatures, per chunk (`WORK/results/`, `WORK/staging/`);
+3. stage "final", one task: global exact + near dedup and split in plan order
+   (`prepare.Scan`, shared with the single-machine path), shards, index, report, manifest,
+   and the rename into DIR.
+
+WORK is `prepare.work_dir`, by default `.DIR.partial-scale` beside DIR (hidden, on the same
+file system, skipped as a build folder if it ever sits inside a source). It holds datatrove's
+logging folders (`logs/scan`, `logs/final`: per-task logs, stats and the completion markers
+that make a rerun skip finished tasks) and `state.json`, the fingerprint of the run (sources,
+commits, options, DIR). Rerunning the same command resumes; a different one starts afresh.
+Source folders must not change between a killed run and its resumption.
+
+On Ray and Slurm every node must see the sources, WORK and DIR at the same paths (a shared
+file system) and import codetune with the extra installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from codetune import __version__, outputs
+from codetune.config import PrepareConfig
+from codetune.data import store
+from codetune.errors import CodetuneError
+
+MARK = "codetune-scale.json"  # names a folder as a prepare work folder (safe to clear)
+# Settings that change how or where the run goes, not what it produces: a resumed run may
+# change them (start on `local`, finish on `ray`).
+RUN_ONLY = {"executor", "workers", "tasks", "work_dir", "mem_per_cpu_gb", "ray_address",
+            "ray_connect_timeout", "slurm_partition", "slurm_time", "slurm_cpus_per_task",
+            "slurm_qos", "slurm_env_command", "slurm_sbatch_args", "slurm_dry_run",
+            "context_index", "shard_bytes", "cache_dir"}
+FILES_PER_TASK_SLURM = 20_000  # prepare.tasks=0 on slurm: one array task per this many files
+# The final task's dedup index: 6.4 KB per kept file measured (datasketch LSH, 14 bands, and
+# the signature; bench/RESULTS.md), sized per listed file, which is what the plan knows.
+FINAL_GB_PER_MILLION_FILES = 7.0
+
+
+def work_folder(out: Path, cfg: PrepareConfig) -> Path:
+    return Path(cfg.work_dir).absolute() if cfg.work_dir else \
+        out.parent / f".{out.name}.partial-scale"
+
+
+def prepare_scaled(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
+                   overwrite: bool = False, progress: bool = True, context_index=None):
+    """`prepare` on `cfg.executor` (see the module docstring). Returns the `Summary` read back
+    from the written dataset; on Slurm, which runs later, one whose `jobs` lists what was
+    submitted (DIR appears when the final job ends)."""
+    from codetune.data import prepare as single
+    from codetune.data.scale import executors
+    from codetune.data.sources import open_source
+
+    executors.require(cfg.executor)
+    started = time.time()
+    inputs = [("source", p) for s in sources for p in single._local_paths(s)]
+    out = outputs.check(out_dir, overwrite, "dataset", inputs=inputs)
+    work = work_folder(out, cfg)
+    outputs.check_inputs(work, inputs)
+    executors.preflight(cfg)
+    quiet = not progress
+    with (executors.ray_session(cfg, quiet) if cfg.executor == "ray"
+          else contextlib.nullcontext()):
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else single.default_cache_dir()
+        opened = [open_source(s, cfg, cache) for s in sources]
+        if cfg.repo_name is not None:
+            single._check_repo_name(cfg.repo_name, opened)
+        state = _plan(work, out, opened, cfg)
+        from codetune.data.scale import steps
+
+        w = str(work)
+        scan = [steps.ReadPlan(w), steps.FilterFiles(cfg), steps.WriteResults(w, cfg)]
+        final = [steps.GlobalDedup(w, str(out), cfg), steps.WriteShards(w, cfg),
+                 steps.Finish(w, str(out), cfg, overwrite, inputs, started, context_index)]
+        final_gb = max(cfg.mem_per_cpu_gb,
+                       2.0 + FINAL_GB_PER_MILLION_FILES * state["listed"] / 1e6)
+        a, b = executors.build(cfg, scan, final, state["tasks"], work / "logs", final_gb)
+        if cfg.executor == "slurm":
+            jobs = executors.submit_slurm(b, cfg.slurm_dry_run, work / "sbatch")
+            summary = single.Summary(out)
+            summary.jobs = jobs
+            return summary
+        _run_stage(a, "scan", work)
+        _run_stage(b, "final", work)
+    summary = summary_of(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _run_stage(executor, name: str, work: Path) -> None:
+    """Run one stage; any unfinished task is one line naming its log and the resume."""
+    error = None
+    try:
+        executor.run()
+    except Exception as e:  # a task's exception (local) arrives here as it was raised
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else \
+            type(e).__name__
+    left = executor.get_incomplete_ranks()
+    if left or error:
+        log = work / "logs" / name / "logs" / f"task_{(left or [0])[0]:05d}.log"
+        raise CodetuneError(
+            f"the {name} stage did not finish ({len(left)} of {executor.world_size} tasks left"
+            f"{'; ' + error if error else ''}); see {log}. Run the same command again to resume:"
+            " finished tasks are not redone.")
+
+
+def _fingerprint(out: Path, opened: list, cfg: PrepareConfig) -> str:
+    what = {"version": __version__, "out": str(out),
+            "sources": [(s.info.spec, s.info.kind, s.info.repo_id, s.info.location,
+                         s.info.commit, s.info.ref) for s in opened],
+            "options": {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _plan(work: Path, out: Path, opened: list, cfg: PrepareConfig) -> dict[str, Any]:
+    """The plan of this run: reused when WORK holds one with the same fingerprint (and task
+    count, when given), else listed afresh into an emptied WORK."""
+    from codetune.data.scale import steps
+
+    fp = _fingerprint(out, opened, cfg)
+    state_file = work / steps.STATE
+    if state_file.is_file():
+        state = steps.load_state(work)
+        if state.get("fingerprint") == fp and cfg.tasks in (0, state["tasks"]):
+            print(f"note: resuming the prepare in {work} (delete it to start afresh)",
+                  file=sys.stderr)
+            return state
+    _clear(work)
+    return _write_plan(work, out, opened, cfg, fp)
+
+
+def _clear(work: Path) -> None:
+    if work.exists() and any(work.iterdir()) and not (work / MARK).is_file():
+        raise CodetuneError(f"{work} exists and is not a codetune prepare work folder; choose "
+                            "an empty or new prepare.work_dir")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        work.mkdir(parents=True)
+        store.write_json(work / MARK, {"format": "codetune-scale-work"})
+    except OSError as e:
+        raise outputs.write_error(e, work.parent) from None
+
+
+def _write_plan(work: Path, out: Path, opened: list, cfg: PrepareConfig,
+                fp: str) -> dict[str, Any]:
+    """List every source as the single-machine path does (`_candidates`, our own folders
+    skipped) and cut the listing into chunks of about `total / (4 * tasks)` files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from codetune.data.prepare import _candidates
+    from codetune.data.scale import executors, steps
+
+    listings = [_candidates([s], [work, out]) for s in opened]
+    known = sum(n for _, n in listings if n is not None)
+    if cfg.tasks:
+        tasks = cfg.tasks
+    elif cfg.executor == "slurm":
+        tasks = min(1000, max(1, math.ceil(known / FILES_PER_TASK_SLURM)))
+    elif cfg.executor == "ray":
+        tasks = cfg.workers or executors.ray_cpus()
+    else:
+        tasks = cfg.workers or os.cpu_count() or 1
+    size = min(20_000, max(1, math.ceil(known / (4 * tasks)))) if known else 2_000
+    (work / "plan").mkdir()
+    for sub in ("results", "staging"):
+        (work / sub).mkdir()
+    seq = chunks = 0
+    sch = steps.plan_schema()
+    for cands, _ in listings:
+        rows: list[dict[str, Any]] = []
+        for c in cands:
+            rows.append(steps.plan_row(seq, c))
+            seq += 1
+            if len(rows) == size:
+                pq.write_table(pa.Table.from_pylist(rows, schema=sch),
+                               str(work / "plan" / f"{chunks:06d}.parquet"))
+                chunks, rows = chunks + 1, []
+        if rows:
+            pq.write_table(pa.Table.from_pylist(rows, schema=sch),
+                           str(work / "plan" / f"{chunks:06d}.parquet"))
+            chunks += 1
+    state = {"format": "codetune-scale-plan", "fingerprint": fp, "tasks": tasks,
+             "chunks": chunks, "listed": seq, "infos": [asdict(s.info) for s in opened],
+             "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    store.write_json(work / steps.STATE, state)  # last: the plan is complete
+    return state
+
+
+def summary_of(out: Path):
+    """A `Summary` of the dataset at `out`, from its manifest and dropped.jsonl."""
+    from codetune.data.prepare import Summary
+
+    man = store.load_manifest(out)
+    s = Summary(out)
+    for split, info in man["splits"].items():
+        s.kept[split], s.bytes[split], s.shards[split] = info["files"], info["bytes"], \
+            info["shards"]
+    s.dropped = Counter(man["dropped"])
+    s.secrets_found, s.files_with_secrets = man["secrets"]["findings"], man["secrets"]["files"]
+    s.input_bytes, s.seconds = man["input_bytes"], man["seconds"]
+    s.content_hash, s.warnings = man["content_hash"], man["warnings"]
+    s.languages, s.context = man["languages"], man.get("context")
+    examples: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    with open(out / "dropped.jsonl", encoding="utf-8") as fh:
+        for d in map(json.loads, fh):
+            if len(examples[d["reason"]]) < 5:
+                examples[d["reason"]].append((f"{d['repo_id']}/{d['path']}", d["detail"]))
+    s.examples = dict(examples)
+    return s
