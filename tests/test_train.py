@@ -431,3 +431,49 @@ def test_repo_mode_trains_with_context_from_the_index(workdir, tmp_path):
         train(run_cfg(workdir, "llama", **{**over, "data.dataset": str(plain)}),
               tmp_path / "run2", progress=False)
     assert not (tmp_path / "run2").exists()
+
+
+def test_best_step_is_the_lowest_held_out_loss_among_saved_steps():
+    from codetune.train.checkpoints import best_step
+
+    hist = [{"loss": 3.0, "step": 1}, {"eval_ltr_loss": 2.0, "eval_fim_loss": 3.0, "step": 2},
+            {"eval_ltr_loss": 1.0, "eval_fim_loss": 2.0, "step": 4},   # mean 1.5: the best
+            {"eval_ltr_loss": 1.2, "eval_fim_loss": 1.6, "step": 5},   # 1.4, but not saved
+            {"eval_ltr_loss": 1.5, "eval_fim_loss": 1.7, "step": 6}]   # 1.6, the last
+    best = best_step(hist, saved=[2, 4], final=6)
+    assert (best["step"], best["loss"]) == (4, 1.5)
+    assert best["losses"] == {2: 2.5, 4: 1.5, 6: 1.6}
+    assert "the last, step 6: 1.6000" in best["why"]
+    # step 5 counts once its weights exist; a tie goes to the later step
+    assert best_step(hist, saved=[2, 4, 5], final=6)["step"] == 5
+    tie = [{"eval_loss": 1.0, "step": 2}, {"eval_loss": 1.0, "step": 4}]
+    assert best_step(tie, saved=[2], final=4)["step"] == 4
+    assert best_step([{"loss": 1.0, "step": 2}], saved=[2], final=2) is None
+
+
+def test_keep_best_ends_with_the_chosen_checkpoints_weights(workdir, tmp_path, monkeypatch,
+                                                            capsys):
+    from safetensors.torch import load_file
+
+    chosen = {}
+    real = checkpoints.best_step
+
+    def pick_the_first(history, saved, final):  # a held-out loss that rose after step 2
+        best = real(history, saved, final)
+        chosen.update(best, step=min(saved))
+        return dict(chosen)
+
+    monkeypatch.setattr(checkpoints, "best_step", pick_the_first)
+    out = tmp_path / "run"
+    r = train(run_cfg(workdir, **{"train.keep": "best", "train.max_steps": 4,
+                                  "train.learning_rate": 5e-2}), out, progress=False)
+    assert r.kept["step"] == chosen["step"] == 2
+    final = load_file(out / "adapter_model.safetensors")
+    kept = load_file(out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    last = load_file(out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
+    assert final.keys() == kept.keys()
+    assert all(torch.equal(final[k], kept[k]) for k in final)
+    assert any(not torch.equal(final[k], last[k]) for k in final)
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert summary["kept"]["step"] == 2 and "held-out loss" in summary["kept"]["why"]
+    assert "keeping the weights of step 2" in capsys.readouterr().err

@@ -291,6 +291,10 @@ class TrainConfig:
     save_steps: int = _f(100, "checkpoint every N steps")
     logging_steps: int = _f(25, "log every N steps")
     save_total_limit: int | None = _f(None, "keep only the newest N checkpoints")
+    keep: Literal["last", "best"] = _f(
+        "last", "the weights the run folder ends with: last (the reference notebook), or best: "
+                "the checkpoint with the lowest held-out loss (mean of the eval losses at a "
+                "step that was both evaluated and saved; set eval_steps to divide save_steps)")
     gradient_checkpointing: bool = _f(True, "recompute activations in backward (less memory)")
     seed: int = _f(0, "seed of initialisation, data order and FIM")
     dataloader_workers: int = _f(0, "DataLoader worker processes per rank")

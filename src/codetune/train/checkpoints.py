@@ -162,3 +162,37 @@ def clean_partial(run_checkpoints: Path) -> None:
     if run_checkpoints.is_dir():
         for p in run_checkpoints.glob(".tmp-checkpoint-*"):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def complete_steps(run_checkpoints: Path) -> list[int]:
+    """The steps of the complete (sealed, intact) checkpoints, oldest first."""
+    if not run_checkpoints.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in run_checkpoints.iterdir()
+                  if (m := _NAME.match(p.name)) and p.is_dir() and verify(p) is None)
+
+
+def best_step(log_history: list[dict], saved: list[int], final: int) -> dict | None:
+    """The step whose weights to keep under `train.keep=best`: the lowest held-out loss among
+    the steps that were evaluated and whose weights exist (`saved` checkpoints, and `final`,
+    the weights in memory at the end). A step's loss is the mean of its `eval_*_loss` entries
+    (eval runs one per held-out set). None when no such step was evaluated.
+
+    Returns {"step", "loss", "losses": {step: loss} of every candidate, "why"}; ties go to
+    the later step (more training for the same held-out loss)."""
+    per_step: dict[int, list[float]] = {}
+    for rec in log_history:
+        step = rec.get("step")
+        for k, v in rec.items():
+            if k.startswith("eval_") and k.endswith("_loss") and isinstance(v, int | float):
+                per_step.setdefault(int(step), []).append(float(v))
+    candidates = {s: sum(v) / len(v) for s, v in per_step.items() if s in set(saved) | {final}}
+    if not candidates:
+        return None
+    step = min(candidates, key=lambda s: (candidates[s], -s))
+    why = (f"lowest held-out loss {candidates[step]:.4f} of {len(candidates)} evaluated "
+           f"checkpoint{'s' if len(candidates) != 1 else ''}"
+           + ("" if step == final else f" (the last, step {final}: {candidates[final]:.4f})"
+              if final in candidates else ""))
+    return {"step": step, "loss": candidates[step], "losses": dict(sorted(candidates.items())),
+            "why": why}

@@ -46,6 +46,7 @@ def check_output(out: Path, resume: bool, overwrite: bool,
 RESUME_SAFE = {
     "train.max_steps", "train.save_steps", "train.eval_steps", "train.logging_steps",
     "train.save_total_limit", "train.report_to", "train.push_to_hub", "train.hub_model_id",
+    "train.keep",
     "data.max_eval_sequences", "data.eval_ltr", "data.eval_fim",
 }
 

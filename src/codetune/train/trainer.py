@@ -62,6 +62,7 @@ class TrainResult:
     total_params: int = 0
     log_history: list[dict[str, Any]] = field(default_factory=list, repr=False)
     model: Any = field(default=None, repr=False)  # the trained model, for notebook users
+    kept: dict[str, Any] | None = None  # train.keep=best: the step kept, its loss, and why
 
     def summary(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
@@ -480,6 +481,8 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             resumed_from=str(resume_from) if resume_from else None, loss_path=loss_path,
             trainable_params=counts.get("trainable", 0), total_params=counts.get("total", 0),
             log_history=history, model=trainer.model)
+        if t.keep == "best":
+            result.kept = _keep_best(trainer, ckpt_root, rank)
         trainer.save_model(str(out))  # every rank: under FSDP the weights are gathered
         if trainer.is_world_process_zero():
             tokenizer.save_pretrained(str(out))
@@ -488,6 +491,24 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
             if t.push_to_hub:
                 trainer.push_to_hub()
         return result
+
+
+def _keep_best(trainer: Any, ckpt_root: Path, rank: int) -> dict[str, Any] | None:
+    """train.keep=best: load the weights of the checkpoint with the lowest held-out loss
+    (`checkpoints.best_step`) before the final save; say which and why."""
+    final = trainer.state.global_step
+    best = checkpoints.best_step(trainer.state.log_history,
+                                 checkpoints.complete_steps(ckpt_root), final)
+    if best is None:
+        if rank == 0:
+            print("warning: train.keep=best, but no saved step was evaluated; keeping the last "
+                  "weights (set train.eval_steps to divide train.save_steps)", file=sys.stderr)
+        return None
+    if best["step"] != final:
+        trainer._load_from_checkpoint(str(ckpt_root / f"checkpoint-{best['step']}"))
+    if rank == 0:
+        print(f"keeping the weights of step {best['step']}: {best['why']}", file=sys.stderr)
+    return best
 
 
 def print_summary(r: TrainResult) -> None:
@@ -509,5 +530,7 @@ def print_summary(r: TrainResult) -> None:
     table.add_row("loss", r.loss_path)
     if r.resumed_from:
         table.add_row("resumed from", Path(r.resumed_from).name)
+    if r.kept:
+        table.add_row("kept", f"step {r.kept['step']} (held-out loss {r.kept['loss']:.4f})")
     Console().print(table)
     print(f"next: codetune eval {r.out_dir}   (base vs fine-tuned on your held-out code)")
