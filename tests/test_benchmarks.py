@@ -159,3 +159,21 @@ def test_eval_cli_runs_the_benchmark_beside_a_local_one(tiny_run, tmp_path, caps
     assert "first-line exact match" in report and "FIM paper" in report
     assert f"Forgetting: {verdict}." in printed
     assert (out / "eval.png").stat().st_size > 0
+
+
+def test_a_model_checks_what_it_forgot_without_a_dataset(tiny_run, tmp_path, capsys):
+    """`codetune eval --model M --benchmark humaneval-infill`: no --dataset needed, the
+    benchmark alone; without a benchmark the missing dataset is still one line."""
+    out = tmp_path / "forgot"
+    assert main(["eval", "--model", str(tiny_run["base"]), "-o", str(out), "-q",
+                 "--benchmark", "humaneval-infill:single", "--benchmark-tasks", "3",
+                 "-s", "eval.max_new_tokens_single=8"]) == 0
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["tasks"] == 0 and doc["files"] == 0 and doc["models"] == ["model"]
+    assert doc["metrics"]["humaneval_infill_single_line_pass_at_1"]["n"] == 3
+    assert "no base to compare with" in doc["forgetting_verdict"]
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tiny_run["base"]), "-o", str(tmp_path / "x"),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset" in err and "--benchmark" in err and "Traceback" not in err

@@ -369,9 +369,15 @@ def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
             for r in pq.read_table(f, columns=["path"]).to_pylist()}
     assert held and not held & {p for _, p, _ in RepoIndex.for_dataset(ds).files()}
     out = tmp_path / "eval"
+    args = ["-s", "eval.bootstrap=50", "-s", "eval.max_tasks=12",
+            "-s", "eval.max_new_tokens_multi=8", "-s", "eval.repo_context_tokens=150"]
+    # eval.bpb=false: no bits per byte at all, the holes' included
     assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
-                 "-s", "eval.bpb=false", "-s", "eval.bootstrap=50", "-s", "eval.max_tasks=12",
-                 "-s", "eval.max_new_tokens_multi=8", "-s", "eval.repo_context_tokens=150"]) == 0
+                 "-s", "eval.bpb=false", *args]) == 0
+    doc = json.loads((out / "eval.json").read_text())
+    assert not [m for m in doc["metrics"] if "bits_per_byte" in m]
+    assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
+                 *args]) == 0
     doc = json.loads((out / "eval.json").read_text())
     assert doc["models"] == ["base+repo", "base", "tuned+repo", "tuned"]
     assert doc["context"]["settings"] == ["file", "repo"] and doc["context"]["with_snippets"] > 0
@@ -566,3 +572,32 @@ def test_context_verdict_wording():
     assert hurt.startswith("repository context hurt the fine-tuned model on em, bpb")
     both = _context_verdict({"em": score(0.1, 0.3), "bpb": score(0.01, 0.02, lower=True)})
     assert both.startswith("repository context helped the fine-tuned model on em; it hurt on bpb")
+
+
+def test_holes_are_scored_from_the_generations_prefill(tiny_run):
+    """predict(score=True): the same greedy completions as without scoring, and each hole's
+    nats equal to a pass of its own (`hole_nll`), with and without repository context."""
+    from codetune.config import EvalConfig
+    from codetune.evaluation.context import hole_nll
+    from codetune.evaluation.run import build_tasks, held_out_files, hole, predict
+    from codetune.infer import loader
+    from codetune.tokens.fim import RepoContext
+
+    loaded = loader.load(str(tiny_run["run"]), quantization="none", dtype="float32")
+    cfg = EvalConfig(max_tasks=10, context_tokens=200, max_new_tokens_single=6,
+                     max_new_tokens_multi=8, batch_size=4)
+    tasks = build_tasks(held_out_files(str(tiny_run["ds"]), 4), cfg)
+    assert {t.kind for t in tasks} == {"single_line", "multi_line"}
+    ctxs = [RepoContext(repo=t.repo_id, path=t.path,
+                        snippets=((f"lib_{i}.py", f"def helper_{i}(x):\n    return x\n"),))
+            for i, t in enumerate(tasks)]
+    for contexts in (None, ctxs):
+        plain = predict(loaded, tasks, cfg, contexts=contexts)
+        scored = predict(loaded, tasks, cfg, contexts=contexts, score=True)
+        assert [g.text for g in scored] == [g.text for g in plain]
+        assert all(g.nll is None for g in plain)
+        for i, (t, g) in enumerate(zip(tasks, scored, strict=True)):
+            ref = hole_nll(loaded, t, cfg.context_tokens, None if contexts is None else ctxs[i])
+            got = hole(t, g)
+            assert got[1] == ref[1] and abs(got[0] - ref[0]) < 1e-3 * max(1.0, ref[0]), (i, got,
+                                                                                         ref)

@@ -34,7 +34,7 @@ from codetune.config import EvalConfig
 from codetune.data import store
 from codetune.errors import CodetuneError
 from codetune.evaluation.bpb import fim_nll, fim_split, ltr_nll
-from codetune.evaluation.context import context_prompt, hole_nll
+from codetune.evaluation.context import context_prompt, middle_ids
 from codetune.evaluation.report import EvalResult, suffix_trims, summarise, write
 from codetune.evaluation.tasks import Task, make_tasks
 
@@ -108,16 +108,18 @@ def task_prompt(loaded, task: Task, budget: int) -> list[int]:
 
 
 def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
-            contexts: list[Any] | None = None) -> list[Any]:
+            contexts: list[Any] | None = None, score: bool = False) -> list[Any]:
     """Greedy completions (`inference.Generation`) of all tasks, batched by kind and prompt
     length; single-line tasks end at the line end. `contexts`: each task's repository context
-    (`tokens.fim.RepoContext`), in front of its prompt."""
+    (`tokens.fim.RepoContext`), in front of its prompt. `score`: each Generation's `nll` is
+    also the hole's true middle scored after the prompt, from the same prefill (`hole`)."""
     from codetune.infer.generate import GenParams, generations
 
     out: list[Any] = [None] * len(tasks)
     prompts = [context_prompt(loaded, t, cfg.context_tokens,
                               None if contexts is None else contexts[i])
                for i, t in enumerate(tasks)]
+    middles = [middle_ids(loaded, t) for t in tasks] if score else None
     for kinds, max_new, stop in ((("single_line", "cross_file"), cfg.max_new_tokens_single,
                                   ("\n",)),
                                  (("multi_line",), cfg.max_new_tokens_multi, ())):
@@ -127,12 +129,21 @@ def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
         for s in range(0, len(idx), cfg.batch_size):
             batch = idx[s:s + cfg.batch_size]
             done = generations(loaded, [prompts[i] for i in batch], params,
-                               [(tasks[i].prefix, tasks[i].suffix) for i in batch])
+                               [(tasks[i].prefix, tasks[i].suffix) for i in batch],
+                               [middles[i] for i in batch] if middles is not None else None)
             for i, g in zip(batch, done, strict=True):
                 out[i] = g
             if bar is not None:
                 bar.update(len(batch))
     return out
+
+
+def hole(task: Task, generation: Any) -> tuple[float, int]:
+    """(nats, bytes) of a task's middle from a `predict(score=True)` generation: what
+    `evaluation.context.hole_nll` computes in a pass of its own."""
+    if generation.nll is None:  # an empty middle
+        return 0.0, 0
+    return generation.nll, len(task.middle.encode("utf-8", "surrogatepass"))
 
 
 def fit_to_model(cfg: EvalConfig, window: int | None) -> EvalConfig:
@@ -193,9 +204,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         dataset = found.path
         if found.overridden:
             override = found.instead_of
-    elif dataset is None:
+    elif dataset is None and not (cfg.benchmark or cfg.forgetting):
         raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
-                            "a model rather than a run folder")
+                            "a model rather than a run folder, or --benchmark "
+                            "humaneval-infill to check only what it forgot")
+    # (a model with a benchmark and no dataset: the benchmark alone, no held-out tasks)
     # Everything that can fail cheaply fails before the model is loaded: the output folder
     # (an earlier report of ours is replaced, anything else refused) and the held-out data.
     out = outputs.check(Path(out_dir) if out_dir else (
@@ -203,7 +216,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         False, "eval", replace_own=True,
         inputs=[("dataset", dataset), ("model", target), ("adapter", adapter)],
         home=target if is_run or adapter else None)  # RUN/eval: the default place
-    rows = held_out_files(dataset, cfg.max_files)
+    rows = held_out_files(dataset, cfg.max_files) if dataset is not None else []
     public, public_info = [], {}  # --benchmark: a public benchmark, scored by running the code
     if cfg.benchmark:
         from codetune.evaluation.benchmarks import benchmark_tasks
@@ -220,7 +233,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     cfg = fit_to_model(cfg, window)
     tasks = build_tasks(rows, cfg)
     bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
-    settings, index = context_settings(cfg, str(dataset))
+    settings, index = context_settings(cfg, str(dataset)) if rows else (["file"], None)
     contexts: list[Any] = []  # each task's (RepoContext, paths), from train files only
     cross: list[bool] = []  # each task: does it name something only another file defines?
     found = 0  # cross-file tasks whose context defines such a name
@@ -252,23 +265,27 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     holes: dict[str, list[tuple[float, int]]] = {}  # name -> (nats, bytes) of each hole
     started = time.perf_counter()
     n_gen = 0
+    # the 2x2's hole bits per byte: each hole scored with and without context, from the
+    # prefill its generation runs anyway (`predict(score=True)`); eval.bpb=false: not at all
+    scoring = settings == ["file", "repo"] and cfg.bpb
     for name, ctx in variants:
         with ctx():
             with tqdm(total=len(tasks) * len(settings) + len(bench) + len(public),
-                      desc=f"{name}: infilling", disable=not progress) as bar:
+                      desc=f"{name}: infilling", unit="task", disable=not progress) as bar:
                 if "repo" in settings:  # the same tasks with repository context: name+repo
                     label = name if settings == ["repo"] else f"{name}+repo"
-                    with_ctx = predict(loaded, tasks, cfg, bar, [c for c, _ in contexts])
+                    with_ctx = predict(loaded, tasks, cfg, bar, [c for c, _ in contexts],
+                                       score=scoring)
                     preds[label] = [g.text for g in with_ctx]
                     trims[label] = {"tasks": [g.trimmed_suffix for g in with_ctx],
                                     "benchmark": [False] * len(bench)}  # (file-level only)
-                    if settings == ["file", "repo"]:  # and with it: what the context is worth
-                        holes[label] = [hole_nll(loaded, t, cfg.context_tokens, c)
-                                        for t, (c, _) in zip(tasks, contexts, strict=True)]
+                    if scoring:  # and with it: what the context is worth
+                        holes[label] = [hole(t, g) for t, g in zip(tasks, with_ctx, strict=True)]
                     n_gen += len(tasks)
-                if settings == ["file", "repo"]:  # the hole's bits per byte, without context
-                    holes[name] = [hole_nll(loaded, t, cfg.context_tokens, None) for t in tasks]
-                done = predict(loaded, tasks, cfg, bar) if "file" in settings else []
+                done = predict(loaded, tasks, cfg, bar, score=scoring) \
+                    if "file" in settings else []
+                if scoring:  # the hole's bits per byte, without context
+                    holes[name] = [hole(t, g) for t, g in zip(tasks, done, strict=True)]
                 bench_done = predict(loaded, bench, cfg, bar) if bench else []
                 public_preds[name] = [g.text for g in predict(
                     loaded, [b.task for b in public], cfg, bar)] if public else []
@@ -278,7 +295,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                                "benchmark": [g.trimmed_suffix for g in bench_done]}
             bench_preds[name] = [g.text for g in bench_done]
             n_gen += len(tasks) * ("file" in settings) + len(bench) + len(public)
-            if cfg.bpb:
+            if cfg.bpb and rows:
                 ltr, fim = [], []
                 for r in tqdm(rows, desc=f"{name}: bits per byte", disable=not progress):
                     ltr.append(ltr_nll(loaded, r["content"], cfg.bpb_window))

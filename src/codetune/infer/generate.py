@@ -95,6 +95,7 @@ class Generation:
     finish_reason: str  # "stop" (stop token, stop string, the suffix starting over) or "length"
     trimmed_suffix: bool  # the middle went on into the suffix and was cut there
     completion_tokens: int
+    nll: float | None = None  # nats of the ids asked for with `generations(score=...)`
 
 
 def generate(loaded: Loaded, prompts: list[list[int]], params: GenParams,
@@ -104,12 +105,17 @@ def generate(loaded: Loaded, prompts: list[list[int]], params: GenParams,
 
 
 def generations(loaded: Loaded, prompts: list[list[int]], params: GenParams,
-                holes: list[tuple[str | None, str | None] | None] | None = None
-                ) -> list[Generation]:
+                holes: list[tuple[str | None, str | None] | None] | None = None,
+                score: list[list[int]] | None = None) -> list[Generation]:
     """Complete a batch of prompts (token ids); only the generated text of each, ended by a
     `Finisher` (stop tokens, stop strings, the suffix starting over). `holes`: the (prefix,
     suffix) of each prompt; by default read back from FIM prompts (`prompt_hole`). Left-padded
-    batch, KV cache on; a row that has ended is padded until the whole batch has."""
+    batch, KV cache on; a row that has ended is padded until the whole batch has.
+
+    `score`: ids to score after each prompt, teacher-forced (eval: the hole's true middle);
+    each Generation's `nll` is their negative log-likelihood in nats. They are scored from the
+    generation's own prefill (`_prefill`): the prompt is run once for both, so scoring costs
+    only the scored tokens, where a separate pass costs a whole prompt again."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -143,13 +149,72 @@ def generations(loaded: Loaded, prompts: list[list[int]], params: GenParams,
                   top_p=params.top_p)
         if params.seed is not None:
             torch.manual_seed(params.seed)
+    ids, mask = ids.to(device), mask.to(device)
+    nll: list[float | None] = [None] * len(prompts)
     with torch.no_grad():
-        model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)
+        if score is not None:
+            cache = _prefill(model, ids, mask)
+            nll = _score(model, ids, mask, cache, score)
+            kw[_cache_name(model)] = cache
+        model.generate(input_ids=ids, attention_mask=mask, **kw)
     out = []
-    for e in ends:
+    for e, n in zip(ends, nll, strict=True):
         e.end("length")
         out.append(Generation(e.text or "", e.reason or "length", e.trimmed_suffix,
-                              len(e.tokens)))
+                              len(e.tokens), n))
+    return out
+
+
+def _positions(mask):
+    """Position ids of a left-padded batch, as `generate` computes them (pads at 1)."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def _prefill(model, ids, mask):
+    """The KV cache of every prompt but its last token, (B, W-1): what `generate` continues
+    from when handed it (it runs the last token itself, then decodes), and what `_score`
+    copies to run the scored ids after the prompt."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    if ids.shape[1] > 1:
+        model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+              position_ids=_positions(mask)[:, :-1], use_cache=True, logits_to_keep=1,
+              **{_cache_name(model): cache})
+    return cache
+
+
+def _score(model, ids, mask, cache, score: list[list[int]]) -> list[float | None]:
+    """Nats of `score[i]` after prompt i: the prompt's last token and the scored ids, run on
+    a copy of the prefill (right-padded, masked), each scored id predicted from the position
+    before it. Rows with nothing to score get None."""
+    import copy
+
+    import torch
+
+    n = max((len(s) for s in score), default=0)
+    if n == 0:
+        return [None] * len(score)
+    b = ids.shape[0]
+    x = torch.full((b, n + 1), 0, dtype=ids.dtype, device=ids.device)
+    m = torch.zeros((b, n + 1), dtype=mask.dtype, device=ids.device)
+    x[:, 0], m[:, 0] = ids[:, -1], 1
+    for i, s in enumerate(score):
+        x[i, 1:1 + len(s)] = torch.tensor(s, dtype=ids.dtype)
+        m[i, 1:1 + len(s)] = 1
+    full = torch.cat([mask, m[:, 1:]], dim=1)
+    pos = _positions(mask)[:, -1:] + torch.arange(n + 1, device=ids.device)
+    logits = model(input_ids=x, attention_mask=full, position_ids=pos, use_cache=True,
+                   **{_cache_name(model): copy.deepcopy(cache)}).logits  # (B, n+1, V)
+    out: list[float | None] = []
+    for i, s in enumerate(score):
+        if not s:
+            out.append(None)
+            continue
+        lg = logits[i, :len(s)].float()  # position t predicts score[i][t]
+        target = torch.tensor(s, device=lg.device)
+        out.append(float((torch.logsumexp(lg, -1) - lg.gather(1, target[:, None])[:, 0]).sum()))
     return out
 
 
