@@ -76,3 +76,43 @@ def test_bitsandbytes_optional_kernel_notice_is_dropped_and_nothing_else(caplog)
                     "No module named 'kernels'")
         log.warning("some other problem")
     assert [r.getMessage() for r in caplog.records] == ["some other problem"]
+
+
+def test_config_flags_set_their_keys_and_take_choices_from_the_config():
+    """A flag made by `config_flag` records its key: the parsed flags become the overrides, a
+    flag left out leaves the config's value, and a Literal's values are the flag's choices."""
+    import typing
+
+    from codetune import config
+    from codetune.cli import build_parser
+    from codetune.cli.common import build_config
+
+    parser = build_parser()
+    args = parser.parse_args(["prepare", "SRC", "-o", "OUT", "--no-near-dedup", "--submodules",
+                              "--include", "a/*", "--include", "b/*", "--executor", "ray",
+                              "-s", "prepare.seed=4", "-s", "prepare.workers=3", "--seed", "5"])
+    p = build_config(args).prepare
+    assert (p.dedup_near, p.git_submodules, p.include, p.executor) == (False, True,
+                                                                       ["a/*", "b/*"], "ray")
+    assert (p.seed, p.workers) == (5, 3)  # a flag wins over -s; -s stands where no flag is given
+    assert p.notebook_markdown is False and p.valid_fraction == 0.05
+    args = parser.parse_args(["complete", "--prefix", "x", "--stop", "\n", "--greedy",
+                              "--top-k", "3"])
+    g = build_config(args).generation
+    assert (g.stop, g.greedy, g.top_k, g.temperature) == (["\n"], True, 3, 0.2)
+    args = parser.parse_args(["eval", "runs/x", "--benchmark-tasks", "all", "--context", "off"])
+    e = build_config(args).eval
+    assert (e.benchmark_tasks, e.context) == (None, "off")
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    flags = {(cmd, o): a for cmd, sp in sub.items() for a in sp._actions for o in a.option_strings}
+    literal = {("eval", "--quantization"): config.Quantization,
+               ("complete", "--quantization"): config.Quantization,
+               ("serve", "--dtype"): config.Dtype, ("merge", "--dtype"): config.WeightDtype,
+               ("export", "--merge-dtype"): config.WeightDtype,
+               ("prepare", "--executor"): typing.get_type_hints(config.PrepareConfig)["executor"],
+               ("eval", "--context"): typing.get_type_hints(config.EvalConfig)["context"]}
+    for flag, hint in literal.items():
+        want = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is not typing.Literal:  # Literal[...] | None
+            want = list(typing.get_args(want[0]))
+        assert list(flags[flag].choices) == want, flag

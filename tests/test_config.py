@@ -121,3 +121,106 @@ def test_line_spans_are_document_level_only():
     assert config.load(None, ["fim.split=line"]).fim.split == "line"
     with pytest.raises(ConfigError, match="fim.split=line works at document level only"):
         config.load(None, ["fim.split=line", "fim.level=context"])
+
+
+# --------------------------------------------------------------------------- every problem at once
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_bad_value_is_reported_at_once(seed):
+    """Three mistakes cost one run to fix, not three: one error names each key and its fix."""
+    import random
+
+    rng = random.Random(seed)
+    steps, batch = -rng.randint(0, 10**6), -rng.randint(1, 10**6)
+    rate = round(rng.uniform(1.01, 100), 3)
+    bad = [f"train.max_steps={steps}", f"train.batch_size={batch}", f"fim.rate={rate}"]
+    rng.shuffle(bad)
+    with pytest.raises(ConfigError) as e:
+        config.load(None, bad)
+    text = str(e.value)
+    assert text.startswith("3 problems in the config:")
+    assert f"train.max_steps must be at least 1, got {steps}" in text
+    assert f"train.batch_size must be at least 1, got {batch}" in text
+    assert f"fim.rate must be in [0.0, 1.0], got {float(rate)}" in text
+    assert len(e.value.problems) == 3
+    # the good overrides among them still count: only the bad ones are listed
+    with pytest.raises(ConfigError) as e:
+        config.load(None, [*bad, "train.grad_accum=2"])
+    assert len(e.value.problems) == 3
+
+
+def test_unknown_keys_are_listed_together_each_with_did_you_mean(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config.load(None, ["train.max_stpes=5", "fim.rat=0.1", "prepair.seed=1",
+                           "train.batch_size=abc"])
+    problems = e.value.problems
+    assert len(problems) == 4 and str(e.value).startswith("4 problems")
+    assert "did you mean 'train.max_steps'" in problems[0]
+    assert "did you mean 'fim.rate'" in problems[1]
+    assert "did you mean 'prepare'" in problems[2]
+    assert "train.batch_size must be a whole number" in problems[3]
+    # a YAML file's mistakes, the overrides' and the ranges', in one error
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  max_stpes: 5\n  learning_rate: -1\nserve:\n  prot: 80\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(f, ["generation.top_p=0"])
+    text = str(e.value)
+    for part in ("did you mean 'train.max_steps'", "did you mean 'serve.port'",
+                 "train.learning_rate must be positive", "generation.top_p (--top-p) must be "
+                 "in (0, 1]"):
+        assert part in text
+    assert len(e.value.problems) == 4
+
+
+def test_one_problem_reads_as_before():
+    with pytest.raises(ConfigError) as e:
+        config.load(None, ["train.max_steps=0"])
+    assert str(e.value) == "train.max_steps must be at least 1, got 0"
+
+
+# --------------------------------------------------------------------------- serve and generation
+
+
+def test_serve_and_generation_are_config_sections(capsys):
+    from codetune.cli import main
+    from codetune.infer import GenParams
+    from codetune.serve import ServeSettings
+
+    assert ServeSettings is config.ServeConfig and GenParams is config.GenerationConfig
+    assert main(["config", "-s", "serve.port=9001", "-s", "generation.top_k=7"]) == 0
+    out = capsys.readouterr().out
+    assert "\nserve:  # " in out and "\ngeneration:  # " in out
+    assert "  port: 9001  # (int)" in out and "  top_k: 7  # (int)" in out
+    for key in ("host", "api_key", "slots", "queue", "max_tokens", "request_timeout",
+                "max_new_tokens", "temperature", "top_p", "greedy", "stop"):
+        assert f"\n  {key}: " in out
+    cfg = config.load(None, ["generation.stop=[END, '#']", "serve.slots=4"])
+    assert cfg.generation.stop == ["END", "#"] and cfg.serve.slots == 4
+
+
+@pytest.mark.parametrize("override, match", [
+    ("serve.port=70000", r"--port 70000 is not a TCP port"),
+    ("serve.queue=-1", r"serve.queue \(--queue\) must be 0 or more"),
+    ("generation.temperature=-0.5", r"generation.temperature \(--temperature\) must be 0"),
+    ("generation.max_new_tokens=0", r"generation.max_new_tokens \(--max-new-tokens\)"),
+])
+def test_serve_and_generation_values_are_checked(override, match):
+    with pytest.raises(ConfigError, match=match):
+        config.load(None, [override])
+    assert config.load(None, ["serve.host=0.0.0.0", "serve.api_key=k"]).serve.api_key == "k"
+
+
+def test_a_serve_section_never_stops_train_nor_leaks_its_key(tmp_path):
+    """The exposure rule belongs to a starting server, and the key to its environment: a
+    recipe with `serve.host: 0.0.0.0` loads, and a dumped config holds no key."""
+    import secrets as pysecrets
+
+    key = pysecrets.token_urlsafe(24)
+    cfg = config.load(None, ["serve.host=0.0.0.0"])
+    with pytest.raises(ConfigError, match="without an API key"):
+        cfg.serve.check_exposure()
+    cfg = config.load(None, ["serve.host=0.0.0.0", f"serve.api_key={key}"])
+    config.dump(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert key not in text and config.load(tmp_path / "config.yaml").serve.api_key is None

@@ -169,8 +169,8 @@ def test_refuses_a_public_address_without_a_key(tiny_run, monkeypatch, capsys):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("my-host.internal")
     with pytest.raises(CodetuneError, match="without an API key"):
-        ServeSettings(host="0.0.0.0").validate()
-    ServeSettings(host="0.0.0.0", api_key="k").validate()
+        ServeSettings(host="0.0.0.0").check_exposure()
+    ServeSettings(host="0.0.0.0", api_key="k").check_exposure()
     monkeypatch.delenv("CODETUNE_API_KEY", raising=False)
     assert cli.main(["serve", str(tiny_run["run"]), "--host", "0.0.0.0"]) == 2
     assert "CODETUNE_API_KEY" in capsys.readouterr().err

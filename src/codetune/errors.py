@@ -11,4 +11,16 @@ class CodetuneError(Exception):
 
 
 class ConfigError(CodetuneError):
-    """A configuration key or value is wrong; the message names the field and the fix."""
+    """Configuration keys or values are wrong; the message names each field and its fix.
+
+    `ConfigError(*problems)`: one problem is its own message; several are listed under a
+    count, so a config with three mistakes costs one run to fix, not three."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        if len(problems) <= 1:
+            message = "".join(problems)
+        else:
+            message = f"{len(problems)} problems in the config:\n" + "\n".join(
+                f"  - {p}" for p in problems)
+        super().__init__(message)

@@ -14,13 +14,25 @@ import sys
 from collections.abc import Callable
 
 from codetune import __version__
-from codetune.cli import complete, data, demo, export, index, serve, train
+from codetune.cli import (
+    complete,
+    config,
+    data,
+    demo,
+    eval,
+    export,
+    index,
+    merge,
+    recipes,
+    serve,
+    train,
+)
 from codetune.errors import CodetuneError
 
 COMMANDS: list[Callable] = [
     data.add_prepare, index.add_index, data.add_stats, data.add_preview, train.add_train,
-    train.add_eval, train.add_merge, export.add_export, complete.add_complete, serve.add_serve,
-    serve.add_editor_config, data.add_recipes, data.add_config, demo.add_demo,
+    eval.add_eval, merge.add_merge, export.add_export, complete.add_complete, serve.add_serve,
+    serve.add_editor_config, recipes.add_recipes, config.add_config, demo.add_demo,
 ]
 
 

@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from codetune.cli.common import build_config, choices, config_args, config_flag
+from codetune.config import Dtype, Quantization
 from codetune.errors import CodetuneError
 from codetune.infer.complete import complete, hole_in_file
 
@@ -20,10 +22,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply to a base model")
     p.add_argument("--no-adapter", action="store_true",
                    help="use a run folder's base model without its adapter (to compare)")
-    p.add_argument("--quantization", choices=["auto", "none", "8bit", "4bit"], default="auto",
+    p.add_argument("--quantization", choices=choices(Quantization), default="auto",
                    help="auto: unquantized where it fits (a 4-bit run's base is dequantized: "
                         "faster), else as the run was trained")
-    p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto")
+    p.add_argument("--dtype", choices=choices(Dtype), default="auto")
 
 
 def resolve_target(args: argparse.Namespace) -> str:
@@ -55,33 +57,20 @@ def add_complete(sub) -> None:
     p.add_argument("--line", type=int, metavar="N", help="cursor line, from 1")
     p.add_argument("--column", type=int, metavar="C",
                    help="cursor column, from 1 (default: the end of the line)")
-    from codetune.infer.generate import GenParams
-
-    d = GenParams()  # the seed's sampling settings, written once there
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="%(default)s")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="%(default)s")
-    p.add_argument("--top-p", type=float, default=d.top_p, help="%(default)s")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="%(default)s (0: off)")
-    p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
-    p.add_argument("--seed", type=int, help="sampling seed (reproducible output)")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                   help="also stop at this text (repeatable), e.g. --stop $'\\n' for one line")
+    # the sampling settings: the config's `generation` section (defaults, help, checks)
+    config_flag(p, "--max-new-tokens", "generation.max_new_tokens")
+    config_flag(p, "--temperature", "generation.temperature")
+    config_flag(p, "--top-p", "generation.top_p")
+    config_flag(p, "--top-k", "generation.top_k")
+    config_flag(p, "--greedy", "generation.greedy")
+    config_flag(p, "--seed", "generation.seed")
+    config_flag(p, "--stop", "generation.stop", action="append", metavar="TEXT",
+                help="also stop at this text (repeatable), e.g. --stop $'\\n' for one line")
     p.add_argument("--json", action="store_true",
                    help="print {text, finish_reason, mode, prompt_tokens, completion_tokens, "
                         "trimmed_suffix}")
+    config_args(p)
     p.set_defaults(func=run)
-
-
-def gen_params(args: argparse.Namespace) -> Any:
-    from codetune.infer.generate import GenParams
-
-    if args.max_new_tokens < 1:
-        raise CodetuneError("--max-new-tokens must be at least 1")
-    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
-        raise CodetuneError("--temperature must be >= 0, --top-p in (0, 1] and --top-k >= 0")
-    return GenParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                     top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
-                     stop=tuple(args.stop), seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if args.line is not None or args.column is not None:
             raise CodetuneError("--line/--column go with --file")
         prefix, suffix = args.prefix, args.suffix
-    params = gen_params(args)  # checked before the (slow) model load
+    params = build_config(args).generation  # checked before the (slow) model load
     loaded = load_target(args)
     out = sys.stdout
     echo = None if args.json else (lambda piece: (out.write(piece), out.flush()))

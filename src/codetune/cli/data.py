@@ -1,4 +1,4 @@
-"""Subcommands: prepare, stats, preview, config."""
+"""Subcommands: prepare, stats, preview."""
 
 from __future__ import annotations
 
@@ -28,22 +28,24 @@ def add_prepare(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset folder (only once the new one is complete)")
-    config_flag(p, "--valid-fraction", "prepare.valid_fraction", type=float)
+    config_flag(p, "--valid-fraction", "prepare.valid_fraction")
     config_flag(p, "--split-by", "prepare.split_by")
     config_flag(p, "--secrets", "prepare.secrets")
-    config_flag(p, "--workers", "prepare.workers", type=int)
-    config_flag(p, "--executor", "prepare.executor", choices=["local", "ray", "slurm"])
-    config_flag(p, "--tasks", "prepare.tasks", type=int)
-    p.add_argument("--include", action="append", metavar="GLOB", help="keep only matching paths")
-    p.add_argument("--exclude", action="append", metavar="GLOB", help="drop matching paths")
+    config_flag(p, "--workers", "prepare.workers")
+    config_flag(p, "--executor", "prepare.executor")
+    config_flag(p, "--tasks", "prepare.tasks")
+    config_flag(p, "--include", "prepare.include", action="append", metavar="GLOB",
+                help="keep only matching paths (repeatable)")
+    config_flag(p, "--exclude", "prepare.exclude", action="append", metavar="GLOB",
+                help="drop matching paths (repeatable)")
     config_flag(p, "--text-column", "prepare.text_column")
     config_flag(p, "--repo-name", "prepare.repo_name")
-    config_flag(p, "--near-dup-threshold", "prepare.near_dup_threshold", type=float)
-    p.add_argument("--no-near-dedup", action="store_true", help="skip MinHash near-dedup")
-    p.add_argument("--notebook-markdown", action="store_true",
-                   help="keep notebook markdown cells as comments")
-    p.add_argument("--submodules", action="store_true", help="follow git submodules")
-    config_flag(p, "--seed", "prepare.seed", type=int)
+    config_flag(p, "--near-dup-threshold", "prepare.near_dup_threshold")
+    config_flag(p, "--no-near-dedup", "prepare.dedup_near", action="store_false",
+                help="skip MinHash near-dedup")
+    config_flag(p, "--notebook-markdown", "prepare.notebook_markdown")
+    config_flag(p, "--submodules", "prepare.git_submodules")
+    config_flag(p, "--seed", "prepare.seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     config_args(p)
     p.set_defaults(func=_run_prepare)
@@ -54,23 +56,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from codetune.data.prepare import prepare
     from codetune.data.report import print_summary
 
-    cfg = build_config(args, {
-        "prepare.valid_fraction": args.valid_fraction,
-        "prepare.split_by": args.split_by,
-        "prepare.secrets": args.secrets,
-        "prepare.workers": args.workers,
-        "prepare.executor": args.executor,
-        "prepare.tasks": args.tasks,
-        "prepare.include": args.include,
-        "prepare.exclude": args.exclude,
-        "prepare.text_column": args.text_column,
-        "prepare.repo_name": args.repo_name,
-        "prepare.near_dup_threshold": args.near_dup_threshold,
-        "prepare.dedup_near": False if args.no_near_dedup else None,
-        "prepare.notebook_markdown": True if args.notebook_markdown else None,
-        "prepare.git_submodules": True if args.submodules else None,
-        "prepare.seed": args.seed,
-    })
+    cfg = build_config(args)
     summary = prepare(args.sources, args.output, cfg.prepare, overwrite=args.overwrite,
                       progress=not args.quiet and sys.stderr.isatty(),
                       context_index=index_dataset)
@@ -142,49 +128,4 @@ def _run_preview(args: argparse.Namespace) -> int:
         train_ctx, held_out_ctx = context_providers(cfg, tok)
         context = train_ctx if args.split == "train" else held_out_ctx
     print(preview(cfg, tok, args.split, args.sequences, context=context))
-    return 0
-
-
-def add_recipes(sub) -> None:
-    p = sub.add_parser("recipes", help="list the shipped training recipes (model, method, "
-                                       "memory, the command)")
-    p.add_argument("--path", metavar="NAME", help="print the file of recipe NAME (for "
-                                                 "accelerate's --config_file, or to copy)")
-    p.set_defaults(func=_run_recipes)
-
-
-def _run_recipes(args: argparse.Namespace) -> int:
-    from codetune import recipes
-
-    if args.path:
-        print(recipes.resolve(args.path))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="codetune recipes", show_lines=False)
-    table.add_column("recipe", no_wrap=True)
-    for col in ("model", "method", "memory"):
-        table.add_column(col, overflow="fold")
-    found = recipes.available()
-    for r in found:
-        table.add_row(r.name, r.model, r.method, r.memory)
-    Console().print(table)
-    for r in found:
-        print(r.command)
-    print(f"(files in {recipes.recipes_dir()}; copy one to change it, or override keys: "
-          "codetune train NAME ... train.max_steps=500)")
-    return 0
-
-
-def add_config(sub) -> None:
-    p = sub.add_parser("config", help="print every config key with its default and meaning")
-    config_args(p)
-    p.set_defaults(func=_run_config)
-
-
-def _run_config(args: argparse.Namespace) -> int:
-    from codetune import config
-
-    print(config.describe(build_config(args, {})))
     return 0

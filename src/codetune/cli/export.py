@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from codetune.cli.common import choices
+from codetune.config import WeightDtype
+
 
 def add_export(sub) -> None:
     p = sub.add_parser(
@@ -23,8 +26,7 @@ def add_export(sub) -> None:
     p.add_argument("--converter", default="auto", choices=["auto", "codetune", "llama.cpp"],
                    help="who writes the GGUF: llama.cpp's convert_hf_to_gguf.py when "
                         "installed (LLAMA_CPP_DIR or PATH), else codetune (default: auto)")
-    p.add_argument("--merge-dtype", default="bfloat16",
-                   choices=["bfloat16", "float16", "float32"],
+    p.add_argument("--merge-dtype", default="bfloat16", choices=choices(WeightDtype),
                    help="dtype of the merge, for a LoRA run (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT if it is an earlier export")

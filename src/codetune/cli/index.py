@@ -38,7 +38,7 @@ def _run_index(args: argparse.Namespace) -> int:
     from codetune.context.build import DEFAULT_DIR, describe
     from codetune.errors import CodetuneError
 
-    cfg = build_config(args, {})  # the prepare.* filters decide which files are indexed
+    cfg = build_config(args)  # the prepare.* filters decide which files are indexed
     root = Path(args.path).absolute()
     out = Path(args.output).absolute() if args.output else root / DEFAULT_DIR
     previous = None

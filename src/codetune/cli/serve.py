@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from codetune.serve.limits import API_KEY_ENV, ServeSettings
+from codetune.cli.common import build_config, config_args, config_flag
+from codetune.config import API_KEY_ENV, ServeConfig
 
 # --slots with --upstream: requests in flight to the engine, which batches them
 UPSTREAM_SLOTS = 64
@@ -22,36 +23,29 @@ def add_serve(sub) -> None:
                     "/v1/models, GET /health. FIM prompts get repository context: snippets of "
                     "other files, from the run's dataset index or --context PATH.")
     add_model_args(p)
-    d = ServeSettings()
-    p.add_argument("--host", default=d.host,
-                   help="address to bind (default: %(default)s; any other needs an API key)")
-    p.add_argument("--port", type=int, default=d.port, help="%(default)s")
-    p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV};"
-                                     " prefer the variable: flags show in `ps`)")
-    p.add_argument("--model-name", help="the model id clients send and see (default: TARGET's "
-                                        "folder name)")
-    p.add_argument("--slots", type=int,
-                   help=f"requests generating at once (default: {d.slots}; with --upstream: "
-                        f"{UPSTREAM_SLOTS} requests in flight upstream)")
-    p.add_argument("--queue", type=int, default=d.queue,
-                   help="requests waiting for a slot before 429 (default: %(default)s)")
-    p.add_argument("--max-prompt-tokens", type=int,
-                   help="longer prompts get 400 (default: the context window minus one)")
-    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
-                   help="max_tokens is clamped to this (default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
-                   help="larger request bodies get 413 (default: %(default)s bytes)")
-    p.add_argument("--request-timeout", type=float, default=d.request_timeout,
-                   help="seconds per request, queueing included (default: %(default)s)")
-    p.add_argument("--log-prompts", action="store_true",
-                   help="log prompts and completions (off: only sizes and timings)")
+    d = ServeConfig()  # the `serve` section of the config: defaults, help and checks
+    config_flag(p, "--host", "serve.host")
+    config_flag(p, "--port", "serve.port")
+    config_flag(p, "--api-key", "serve.api_key",
+                help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; prefer the "
+                     "variable: flags show in `ps`)")
+    config_flag(p, "--model-name", "serve.model_name",
+                help="the model id clients send and see (default: TARGET's folder name)")
+    config_flag(p, "--slots", "serve.slots",
+                help=f"requests generating at once (default: {d.slots}; with --upstream: "
+                     f"{UPSTREAM_SLOTS} requests in flight upstream)")
+    config_flag(p, "--queue", "serve.queue")
+    config_flag(p, "--max-prompt-tokens", "serve.max_prompt_tokens")
+    config_flag(p, "--max-tokens", "serve.max_tokens")
+    config_flag(p, "--max-body-bytes", "serve.max_body_bytes")
+    config_flag(p, "--request-timeout", "serve.request_timeout")
+    config_flag(p, "--log-prompts", "serve.log_prompts")
+    config_args(p)
     c = p.add_argument_group("repository context")
     c.add_argument("--context", metavar="PATH",
                    help="index this working tree and follow its changes (default: the index of "
                         "the run's dataset, when TARGET is a run)")
-    c.add_argument("--context-tokens", type=int, default=d.context_tokens,
-                   help="token budget of the context of one request; 0 turns it off "
-                        "(default: %(default)s)")
+    config_flag(c, "--context-tokens", "serve.context_tokens")
     u = p.add_argument_group(
         "upstream", "generate on a batching engine (vLLM, TGI, llama.cpp server, Ollama) through "
                     "its OpenAI-compatible /v1/completions; codetune keeps its API, key, limits, "
@@ -67,7 +61,7 @@ def add_serve(sub) -> None:
 
 
 def add_editor_config(sub) -> None:
-    d = ServeSettings()
+    d = ServeConfig()
     e = sub.add_parser(
         "editor-config", help="print a Continue, llm-vscode or llama.vscode config for "
                               "`codetune serve`",
@@ -86,24 +80,21 @@ def add_editor_config(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from codetune.cli.complete import load_target, resolve_target
+    from codetune.serve.limits import check_bindable
 
-    d = ServeSettings()
     resolve_target(args)
-    settings = ServeSettings(
-        host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV),
-        model_name=args.model_name or _model_name_of(args.target),
-        slots=args.slots if args.slots is not None else
-        (UPSTREAM_SLOTS if args.upstream else d.slots),
-        queue=args.queue, max_body_bytes=args.max_body_bytes,
-        max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
-        request_timeout=args.request_timeout, log_prompts=args.log_prompts,
-        context_tokens=args.context_tokens)
-    settings.validate()  # before the (slow) model load
-    settings.check_bindable()
+    # what serving TARGET changes of the defaults; a -c file, -s and the flags win over them
+    derived: dict[str, object] = {"serve.model_name": _model_name_of(args.target)}
+    if args.upstream:
+        derived["serve.slots"] = UPSTREAM_SLOTS
+    if os.environ.get(API_KEY_ENV):
+        derived["serve.api_key"] = os.environ[API_KEY_ENV]
+    settings = build_config(args, defaults=derived).serve  # checked before the (slow) load
+    check_bindable(settings)
     from codetune.serve.app import serve
     from codetune.serve.context import open_context
 
-    context = open_context(args.target, args.context, args.context_tokens)
+    context = open_context(args.target, args.context, settings.context_tokens)
 
     if args.upstream:
         from codetune.serve.upstream import Upstream, load_front

@@ -1,14 +1,12 @@
-"""Subcommands: train, eval, merge."""
+"""Subcommand: train."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
 
-from codetune.cli.common import build_config, config_args, config_flag
+from codetune.cli.common import config_args, config_flag, flag_items
 from codetune.errors import CodetuneError
 
 
@@ -37,18 +35,19 @@ def add_train(sub) -> None:
                     "recipe's name (`codetune recipes`) or a YAML file; KEY=VALUE words and "
                     "-s KEY=VALUE override any config key (`codetune config`).")
     p.add_argument("args", nargs="*", metavar="[RECIPE] [KEY=VALUE]")
-    p.add_argument("--model", help="Hub id, local model folder or .gguf file")
-    p.add_argument("--revision", help="Hub revision of the model")
-    p.add_argument("--dataset", help="a folder written by `codetune prepare` (with --resume: "
-                                     "where the run's dataset moved to)")
+    config_flag(p, "--model", "model.name")
+    config_flag(p, "--revision", "model.revision")
+    config_flag(p, "--dataset", "data.dataset",
+                help="a folder written by `codetune prepare` (with --resume: where the run's "
+                     "dataset moved to)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--force", action="store_true",
                    help="resume even if the base model, LoRA shape or dataset changed")
-    p.add_argument("--push-to-hub", action="store_true", help="push the adapter to the Hub")
-    p.add_argument("--trust-remote-code", action="store_true")
+    config_flag(p, "--push-to-hub", "train.push_to_hub")
+    config_flag(p, "--trust-remote-code", "model.trust_remote_code")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     config_args(p)
     p.set_defaults(func=_run_train)
@@ -69,13 +68,7 @@ def _run_train(args: argparse.Namespace) -> int:
             raise CodetuneError(f"give the config once: a RECIPE ({recipe}) or -c "
                                 f"{args.config}, not both")
         recipe = str(args.config)
-    overrides += list(args.set)
-    flags = {"model.name": args.model, "model.revision": args.revision,
-             "data.dataset": args.dataset,
-             "train.push_to_hub": True if args.push_to_hub else None,
-             "model.trust_remote_code": True if args.trust_remote_code else None}
-    items = overrides + [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
-                         for k, v in flags.items() if v is not None]
+    items = overrides + list(args.set) + flag_items(args)
     if args.resume:
         if recipe is not None:
             raise CodetuneError(f"--resume continues with the run's own config.yaml; drop "
@@ -87,81 +80,4 @@ def _run_train(args: argparse.Namespace) -> int:
                    force=args.force, progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0 and not result.already_finished:
         print_summary(result)
-    return 0
-
-
-def add_eval(sub) -> None:
-    p = sub.add_parser(
-        "eval", help="base vs fine-tuned on held-out files: infilling and bits per byte",
-        description="Evaluate a run folder (its base model vs base + adapter) on the held-out "
-                    "split of its dataset, or --model [--adapter] on --dataset.")
-    p.add_argument("target", nargs="?", metavar="RUN_DIR",
-                   help="a folder written by `codetune train`")
-    p.add_argument("--model", help="evaluate this model instead of a run folder")
-    p.add_argument("--adapter", help="a LoRA adapter folder to apply to --model")
-    p.add_argument("--dataset", help="a `codetune prepare` folder (default: the one the run "
-                                     "trained on, as its run.json records it; another is named "
-                                     "in the report)")
-    p.add_argument("-o", "--output", help="report folder (default RUN_DIR/eval)")
-    p.add_argument("--forgetting", metavar="JSONL",
-                   help="a local FIM benchmark to check the model did not forget general code")
-    config_flag(p, "--benchmark", "eval.benchmark", metavar="humaneval-infill[:single|:multi]")
-    config_flag(p, "--benchmark-tasks", "eval.benchmark_tasks", metavar="N|all")
-    config_flag(p, "--context", "eval.context")
-    config_flag(p, "--context-tokens", "eval.repo_context_tokens", type=int)
-    p.add_argument("--quantization", choices=["auto", "none", "8bit", "4bit"],
-                   help="how to load the weights (eval.quantization; auto: unquantized where "
-                        "they fit, even for a 4-bit run)")
-    p.add_argument("-q", "--quiet", action="store_true")
-    config_args(p)
-    p.set_defaults(func=_run_eval)
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    from codetune.evaluation.report import print_summary
-    from codetune.evaluation.run import evaluate
-
-    target = args.model or args.target
-    if args.model and args.target:
-        raise CodetuneError("give either a run folder or --model, not both")
-    extra: list[str] = []
-    if target is None:
-        from codetune.mini import default_model, default_model_note, mini_eval_overrides
-
-        if args.dataset is None:
-            raise CodetuneError("give a run folder (codetune eval runs/x), or --model and "
-                                "--dataset")
-        target = default_model()
-        print(default_model_note(), file=sys.stderr)
-        extra = mini_eval_overrides()
-    args.set = extra + list(args.set)
-    tasks = args.benchmark_tasks
-    cfg = build_config(args, {"eval.forgetting": args.forgetting,
-                               "eval.quantization": args.quantization,
-                               "eval.benchmark": args.benchmark,
-                               "eval.context": args.context,
-                               "eval.repo_context_tokens": args.context_tokens,
-                               "eval.benchmark_tasks": "null" if tasks == "all" else tasks})
-    result = evaluate(target, cfg.eval, args.output, dataset=args.dataset,
-                      adapter=args.adapter, progress=not args.quiet)
-    print_summary(result)
-    return 0
-
-
-def add_merge(sub) -> None:
-    p = sub.add_parser("merge", help="fold a run's adapter into its base model (safetensors)")
-    p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_run_merge)
-
-
-def _run_merge(args: argparse.Namespace) -> int:
-    from codetune.merge import merge
-
-    r = merge(args.run, args.output, args.dtype, args.overwrite)
-    print(f"merged into {r['out_dir']} ({r['dtype']}); logits match base + adapter within "
-          f"{r['max_abs_logit_diff']:.2g} (tolerance {r['tolerance']}) on "
-          f"{r['verified_on']}")
     return 0

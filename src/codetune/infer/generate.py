@@ -18,33 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from codetune.config import GREEDY_BELOW, GenerationConfig  # noqa: F401 - re-exported
 from codetune.errors import CodetuneError
 from codetune.infer.finish import Finisher
 from codetune.infer.loader import Loaded, context_window
 from codetune.infer.prompts import decode, prompt_hole, stop_ids
 
-GREEDY_BELOW = 1e-5
-"""Temperatures under this are greedy: logits / 1e-300 overflow to inf (the sampler then saw
-inf/nan probabilities), and at 1e-5 a logit gap of 0.001 is already e^100 in favour of the argmax."""
-
-
-@dataclass
-class GenParams:
-    """Sampling settings. The defaults are the seed's (temperature 0.2, top-k 50, top-p 0.95,
-    128 new tokens); `greedy=True`, or a temperature under `GREEDY_BELOW`, ignores the sampling
-    ones."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.2
-    top_k: int = 50
-    top_p: float = 0.95
-    greedy: bool = False
-    stop: tuple[str, ...] = ()  # extra stop strings (e.g. "\n" for one-line completion)
-    seed: int | None = None
-
-    @property
-    def is_greedy(self) -> bool:
-        return self.greedy or self.temperature < GREEDY_BELOW
+GenParams = GenerationConfig
+"""Sampling settings: config.py's `generation` section, defined there once (the defaults are
+the reference notebook's: temperature 0.2, top-k 50, top-p 0.95, 128 new tokens; `greedy=True`,
+or a temperature under `GREEDY_BELOW`, ignores the sampling ones)."""
 
 
 def _finisher(params: GenParams, hole: tuple[str | None, str | None] | None) -> Finisher:

@@ -604,6 +604,7 @@ def serve(loaded: Any, settings: ServeSettings, upstream: Any = None,
     import uvicorn
 
     settings.validate()
+    settings.check_exposure()
     app = create_app(loaded, settings, upstream, context)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",

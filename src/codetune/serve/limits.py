@@ -1,5 +1,6 @@
-"""What the server accepts: its settings and limits, request validation (one rule for
-/v1/completions and /generate), and the error shapes of both APIs.
+"""What the server accepts: its limits, request validation (one rule for /v1/completions and
+/generate), and the error shapes of both APIs. The settings themselves are config.py's `serve`
+section (`ServeSettings` here).
 
 Every validation error is raised as an `ApiError` before any work starts, so a stream never
 begins with a request it will refuse."""
@@ -7,86 +8,48 @@ begins with a request it will refuse."""
 from __future__ import annotations
 
 import errno
-import ipaddress
 import json
 import math
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
+from codetune.config import API_KEY_ENV, ServeConfig, is_loopback  # noqa: F401 - re-exported
 from codetune.errors import CodetuneError
 
-API_KEY_ENV = "CODETUNE_API_KEY"
+# One definition of the settings, in config.py (the `serve` section of RunConfig): the names
+# the server code has always used stay importable from here.
+ServeSettings = ServeConfig
 
 
-@dataclass
-class ServeSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    model_name: str = "codetune"
-    slots: int = 2  # requests generating at once
-    queue: int = 16  # requests waiting for a slot; beyond that: 429
-    max_body_bytes: int = 1 << 20
-    max_prompt_tokens: int | None = None  # None: the context window minus one
-    max_tokens: int = 512  # cap on max_tokens / max_new_tokens
-    default_max_tokens: int = 128  # when the request gives none (the seed's value)
-    request_timeout: float = 60.0  # seconds, queueing included
-    log_prompts: bool = False
-    context_tokens: int = 512  # repository context per request; 0: off
-
-    def validate(self) -> None:
-        if not is_loopback(self.host) and not self.api_key:
-            raise CodetuneError(
-                f"refusing to serve on {self.host} without an API key: anyone who can reach "
-                f"this address could use the model. Set {API_KEY_ENV} (or --api-key), or bind "
-                "127.0.0.1 and reach it through an SSH tunnel.")
-        for name in ("slots", "max_body_bytes", "max_tokens", "default_max_tokens"):
-            if getattr(self, name) < 1:
-                raise CodetuneError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.context_tokens < 0:
-            raise CodetuneError("--context-tokens must be 0 (off) or more")
-        if self.queue < 0 or self.request_timeout <= 0:
-            raise CodetuneError("--queue must be >= 0 and --request-timeout > 0")
-        if not 0 <= self.port <= 65535:
-            raise CodetuneError(f"--port {self.port} is not a TCP port; give one from 1 to "
-                                "65535 (0: any free port)")
-
-    def check_bindable(self) -> None:
-        """Bind HOST:PORT once and let go, before the (slow) model load: a busy port or an
-        address this machine does not have is one line now, not a traceback after loading."""
-        try:
-            infos = socket.getaddrinfo(self.host.strip("[]"), self.port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as e:
-            raise CodetuneError(f"--host {self.host} does not resolve ({e}); give an address "
-                                "of this machine, e.g. 127.0.0.1") from None
-        family, kind, proto, _, addr = infos[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            try:
-                sock.bind(addr)
-            except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    raise CodetuneError(
-                        f"port {self.port} on {self.host} is already in use (another server?); "
-                        "stop it, or pass another --port") from None
-                if e.errno in (errno.EACCES, errno.EPERM):
-                    raise CodetuneError(
-                        f"not allowed to listen on port {self.port} ({os.strerror(e.errno)}); "
-                        "ports under 1024 need privileges: pass --port 8000 or another "
-                        "above 1023") from None
-                raise CodetuneError(f"cannot listen on {self.host}:{self.port} "
-                                    f"({e.strerror or e}); check --host and --port") from None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def check_bindable(settings: ServeConfig) -> None:
+    """Bind HOST:PORT once and let go, before the (slow) model load: a busy port or an address
+    this machine does not have is one line now, not a traceback after loading. A public
+    address without an API key is refused first (`ServeConfig.check_exposure`)."""
+    settings.check_exposure()
+    host, port = settings.host, settings.port
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise CodetuneError(f"--host {host} does not resolve ({e}); give an address "
+                            "of this machine, e.g. 127.0.0.1") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise CodetuneError(
+                    f"port {port} on {host} is already in use (another server?); "
+                    "stop it, or pass another --port") from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise CodetuneError(
+                    f"not allowed to listen on port {port} ({os.strerror(e.errno)}); "
+                    "ports under 1024 need privileges: pass --port 8000 or another "
+                    "above 1023") from None
+            raise CodetuneError(f"cannot listen on {host}:{port} "
+                                f"({e.strerror or e}); check --host and --port") from None
 
 
 class ApiError(Exception):
