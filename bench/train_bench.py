@@ -1,14 +1,14 @@
-"""Benchmark a training step: codetune's path against the seed's, same model, same run.
+"""Benchmark a training step: codetune's path against the reference notebook's, same model, same run.
 
     python bench/train_bench.py                      # CPU, or a GPU if there is one
     python bench/train_bench.py --model /models/starcoderbase-1b --batch 16 --seq-length 2048
 
 Both paths train LoRA (r=8, alpha 32, all linear layers but the head) on the same weights and
 the same token ids, with gradient checkpointing and AdamW, and differ only where codetune
-differs from the seed:
+differs from the reference notebook:
 
 - seed: `model(input_ids, labels=input_ids)`, transformers' full-logit loss (B×T×V fp32 logits),
-  no position_ids (attention crosses documents), reentrant checkpointing (what the seed's
+  no position_ids (attention crosses documents), reentrant checkpointing (what the reference notebook's
   Trainer + `prepare_model_for_kbit_training` ran with at the time), so
   `enable_input_require_grads`.
 - codetune: `enable_efficient_loss` (Liger's fused loss on CUDA where installed, the chunked
@@ -39,7 +39,7 @@ convention, applied to both paths alike.
 Default model: on the CPU a tiny Qwen2 (2 layers, hidden 256) with Qwen2.5's 151,646-token
 vocabulary, where the loss dominates memory; built with fixed weights in a temp folder.
 `--model PATH` loads a local folder instead (4-bit NF4 + double quantization, bf16 compute,
-`prepare_model_for_kbit_training`, on CUDA: the seed's QLoRA; `--no-4bit` for bf16 LoRA).
+`prepare_model_for_kbit_training`, on CUDA: the reference notebook's QLoRA; `--no-4bit` for bf16 LoRA).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def build_tiny_model(folder: str) -> None:
 def make_batches(n, batch, seq_length, vocab, seed=0):
     """Random token ids in packed rows of documents (lengths uniform in [seq/8, seq]).
 
-    Returns [(input_ids, position_ids, codetune_labels)]; the seed uses labels = input_ids.
+    Returns [(input_ids, position_ids, codetune_labels)]; the reference notebook uses labels = input_ids.
     """
     import torch
 
@@ -273,7 +273,7 @@ def main(argv=None) -> None:
     import torch
 
     cuda = torch.cuda.is_available()
-    # batch, seq, steps, rounds. GPU: the seed's 16 x 2048 with a real model; 8 with the tiny
+    # batch, seq, steps, rounds. GPU: the reference notebook's 16 x 2048 with a real model; 8 with the tiny
     # 151k-vocab one, whose seed path needs ~5 fp32 B*T*V copies (~100 GB at 16 x 2048).
     defaults = ((16 if args.model else 8), 2048, 10, 1) if cuda else (4, 512, 2, 2)
     for name, value in zip(("batch", "seq_length", "steps", "rounds"), defaults, strict=True):

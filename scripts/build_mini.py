@@ -9,7 +9,7 @@ site-packages left out of the list), set aside a fixed held-out set (chosen by a
 path, so it depends only on the file list), train an 8k byte-level BPE tokenizer with the
 StarCoder specials on the rest; the training text is the rest plus the stdlib's own test suite
 (`Lib/test`, ~2x more Python, so that a long run repeats each file fewer times),
-pretrain with FIM (rate 0.5, PSM/SPM half each, the seed's token-level permutation from
+pretrain with FIM (rate 0.5, PSM/SPM half each, the reference notebook's token-level permutation from
 `codetune.tokens.fim`) on documents packed into 1024-token sequences, then export the weights
 (bfloat16 safetensors), tokenizer and generation config into `src/codetune/assets/codetune-mini/`
 and measure bits per byte on the held-out files against per-file `lzma -9`, plus codetune's own

@@ -95,7 +95,7 @@ def test_describe_lists_every_key_with_help():
                                          ("2e-3", 2e-3), ("0.0005", 5e-4), ("3", 3.0),
                                          ("1_000.5", 1000.5)])
 def test_floats_in_every_form_python_takes(text, value, tmp_path):
-    """YAML 1.1 reads `5e-4` as a string; the seed writes 5e-4. Overrides and YAML files both
+    """YAML 1.1 reads `5e-4` as a string; the reference notebook writes 5e-4. Overrides and YAML files both
     take whatever float() takes."""
     assert config.load(None, [f"train.learning_rate={text}"]).train.learning_rate == value
     recipe = tmp_path / "r.yaml"

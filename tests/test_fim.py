@@ -103,13 +103,13 @@ def test_truncate_or_pad_exact():
     assert ids.tolist() == [P, 10, 11, S, 14, 15, 16, M, 12, 13]  # suffix lost 17, 18, 19
     rng = StubRng(1, (2, 7), 0)  # suffix of 3 tokens is not longer than the 3 added: unchanged
     ids, _ = permute(doc, rng, PLAIN, truncate_or_pad=True)
-    assert ids.tolist() == doc and len(rng.calls) == 2  # as the seed: no SPM draw
+    assert ids.tolist() == doc and len(rng.calls) == 2  # as the reference notebook: no SPM draw
 
 
 # --- properties over many random samples ------------------------------------------------------
 
 def seed_permute(sample, rng, fim_rate, spm_rate, truncate_or_pad):
-    """The seed's permute, transcribed for numpy.random.Generator, as the reference."""
+    """The reference notebook's permute, transcribed for numpy.random.Generator, as the reference."""
     if rng.binomial(1, fim_rate):
         b = sorted(rng.integers(0, len(sample) + 1, size=2))
         prefix, middle, suffix = sample[:b[0]], sample[b[0]:b[1]], sample[b[1]:]

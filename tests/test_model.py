@@ -445,7 +445,7 @@ def test_count_params_4bit_matches_logical_shapes(models):
 
 
 def test_seed_shapes_give_the_seeds_parameter_counts():
-    """starcoderbase-1b's architecture (no weights: meta device) with the seed's LoRA: the
+    """starcoderbase-1b's architecture (no weights: meta device) with the reference notebook's LoRA: the
     notebook printed 5,554,176 trainable of 1,142,761,472."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -466,7 +466,7 @@ def test_seed_shapes_give_the_seeds_parameter_counts():
     attention = 12 * 24 * 2048 * 2048
     assert flops["6N"] == 6 * n
     assert flops["4N+attention"] == 4 * n + 6 * counts["matmul_adapter"] + attention
-    # the seed's run: 4,261 tokens/s on an A100 (312 TFLOP/s bf16): "about 7-8 % of peak"
+    # the reference notebook's run: 4,261 tokens/s on an A100 (312 TFLOP/s bf16): "about 7-8 % of peak"
     mfu = {k: 4261 * v / 312e12 for k, v in flops.items()}
     assert 0.09 < mfu["6N"] < 0.095 and 0.075 < mfu["4N+attention"] < 0.08
 

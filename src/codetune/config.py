@@ -35,7 +35,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
-# Defaults follow the StarCoder data pipeline (bigcode-dataset), which the seed's dataset
+# Defaults follow the StarCoder data pipeline (bigcode-dataset), which the reference notebook's dataset
 # (smangrul/hf-stack-v1) was modelled on.
 VENDORED_DIRS = [
     ".git", ".hg", ".svn", "node_modules", "bower_components", "vendor", "vendors",
@@ -107,7 +107,7 @@ class PrepareConfig:
     text_column: str = _f("content", "column holding the file text in a dataset source")
     path_column: str = _f("path", "column holding the file path in a dataset source (optional)")
     repo_column: str = _f("repo_id", "column holding the repository in a dataset source (optional)")
-    hub_data_dir: str | None = _f(None, "data_dir of a Hub dataset (the seed used 'data')")
+    hub_data_dir: str | None = _f(None, "data_dir of a Hub dataset (the reference notebook used 'data')")
     repo_name: str | None = _f(
         None, "name of the one folder/git SOURCE's repository in the dataset (default: its git "
               "remote's org/repo, else the folder's name); the train/held-out split hashes it, "
@@ -184,10 +184,10 @@ class DataConfig:
     dataset: str | None = _f(
         None, "a folder written by `codetune prepare`, or parquet files with a text column")
     text_column: str = _f("content", "column holding the text, for plain parquet files")
-    seq_length: int = _f(2048, "tokens per training sequence (the seed: 2048)")
+    seq_length: int = _f(2048, "tokens per training sequence (the reference notebook: 2048)")
     packing: Literal["packed", "concat"] = _f(
         "packed", "packed: position ids restart per document, so attention never crosses "
-        "documents; concat: plain concatenation, attention crosses documents (as the seed "
+        "documents; concat: plain concatenation, attention crosses documents (as the reference notebook "
         "trained; `seed` is accepted for it)")
     context: Literal["file", "repo"] = _f(
         "file", "file: each sample is one file; repo: each sample opens with its repository's "
@@ -195,7 +195,7 @@ class DataConfig:
                 "index, built by `codetune prepare`), as the models were pretrained")
     context_tokens: int = _f(512, "token budget of one sample's repository context "
                                   "(data.context=repo); at most half of data.seq_length")
-    shuffle_buffer: int = _f(5000, "documents shuffled together (the seed: 5000)")
+    shuffle_buffer: int = _f(5000, "documents shuffled together (the reference notebook: 5000)")
     tokenize_batch: int = _f(16, "documents tokenized per call (speed only)")
     eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
     eval_ltr: bool = _f(True, "report eval loss on plain left-to-right held-out files")
@@ -226,14 +226,14 @@ class FimConfig:
     rate: float = _f(0.5, "share of documents (or contexts) turned into FIM examples; 0 = off")
     spm_rate: float = _f(0.5, "share of FIM examples in SPM order (suffix first); rest PSM")
     level: Literal["document", "context"] = _f(
-        "document", "document: FIM before packing (the seed); context: on each document "
+        "document", "document: FIM before packing (the reference notebook); context: on each document "
         "segment of a packed sequence, keeping its length (the FIM paper's recommendation)")
     split: Literal["token", "char", "line"] = _f(
         "token", "split points on token boundaries (the reference notebook), on characters "
         "(then the three parts are tokenized separately, so a middle never starts inside a "
         "token), or line: editor-shaped spans on characters, from a cursor to the end of its "
         "line (50 %), whole lines (45 %) or inside a line (5 %)")
-    truncate_or_pad: bool = _f(False, "keep a document's length under FIM (the seed: false)")
+    truncate_or_pad: bool = _f(False, "keep a document's length under FIM (the reference notebook: false)")
     middle_loss_only: bool = _f(False, "loss on the middle only for FIM examples")
     format: str = _f("auto", "FIM sentinel family: auto (from the tokenizer's vocabulary), "
                              "starcoder, santacoder, qwen2.5-coder, codellama, deepseek-coder")
@@ -274,7 +274,7 @@ class ModelConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters (the seed: r=8, alpha=32, dropout 0 on c_proj, c_attn, q_attn, c_fc)."""
+    """LoRA adapters (the reference notebook: r=8, alpha=32, dropout 0 on c_proj, c_attn, q_attn, c_fc)."""
 
     r: int = _f(8, "rank of the adapters")
     alpha: int = _f(32, "scaling numerator (the update is scaled by alpha / r)")
@@ -294,7 +294,7 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    """The optimisation, with the seed's values as defaults."""
+    """The optimisation, with the reference notebook's values as defaults."""
 
     max_steps: int = _f(2000, "optimizer steps")
     batch_size: int = _f(16, "sequences per device per micro-batch (train and eval)")
@@ -319,7 +319,7 @@ class TrainConfig:
     loss_chunk_tokens: int = _f(1024, "tokens per chunk of the cross-entropy (bounds the memory "
                                       "of the logits)")
     report_to: str = _f("tensorboard", "transformers report_to (tensorboard, wandb, none)")
-    push_to_hub: bool = _f(False, "push the adapter to the Hub at each save (as the seed)")
+    push_to_hub: bool = _f(False, "push the adapter to the Hub at each save (as the reference notebook)")
     hub_model_id: str | None = _f(None, "Hub repo for push_to_hub (default: the run folder name)")
 
     def validate(self, prefix: str = "train") -> None:
@@ -692,7 +692,7 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(f"{name} must be true or false, got {value!r}")
     if hint in (int, float) and isinstance(value, str):
         # YAML 1.1 reads `5e-4` and `1E-5` as strings (it wants `5.0e-4`); take what Python's
-        # float() takes, so the seed's own `5e-4` is a number.
+        # float() takes, so the reference notebook's own `5e-4` is a number.
         with contextlib.suppress(ValueError):
             value = float(value.strip())
     if hint is int:

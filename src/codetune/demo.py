@@ -40,7 +40,7 @@ DEFAULT_STEPS = 200
 SAMPLE_NAME = "harbor"
 
 
-# LoRA on a 5 M-parameter model: a larger rank and learning rate than the seed's 1B recipe
+# LoRA on a 5 M-parameter model: a larger rank and learning rate than the reference notebook's 1B recipe
 # (r=8, 5e-4) adapt it within a hundred-odd steps; 4 x 512 tokens keep a step near 1 s on 2
 # cores, and 200 steps (~400 k tokens) go over a small project a dozen times.
 _TRAIN = {

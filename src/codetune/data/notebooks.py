@@ -1,6 +1,6 @@
 """Jupyter notebooks to source text.
 
-The seed kept only code cells; so do we by default. Markdown cells can be kept as comments of
+The reference notebook kept only code cells; so do we by default. Markdown cells can be kept as comments of
 the kernel's language (`prepare.notebook_markdown=true`), which keeps the explanation next to
 the code without teaching the model to emit raw markdown inside a code file.
 """

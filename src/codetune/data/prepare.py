@@ -37,7 +37,7 @@ from codetune.data.filters import FileFilter, Result
 from codetune.data.sources import Candidate, Source, SourceInfo, open_source, printable_path
 from codetune.errors import CodetuneError
 
-CHARS_PER_TOKEN = 3.6  # the seed's default estimate; `codetune stats --tokenizer` measures it
+CHARS_PER_TOKEN = 3.6  # the reference notebook's default estimate; `codetune stats --tokenizer` measures it
 
 
 def default_cache_dir() -> Path:
@@ -447,7 +447,7 @@ def _write_manifest(folder: Path, summary: Summary, infos: list[SourceInfo],
         "sources": [asdict(i) for i in infos],
         "options": asdict(cfg),
         "splits": splits,
-        "token_estimate": f"bytes / {CHARS_PER_TOKEN} (the seed's default chars per token); "
+        "token_estimate": f"bytes / {CHARS_PER_TOKEN} (the reference notebook's default chars per token); "
                           "`codetune stats DIR --tokenizer MODEL` measures the real ratio",
         "languages": summary.languages,
         "dropped": dict(sorted(summary.dropped.items())),

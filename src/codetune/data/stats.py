@@ -1,6 +1,6 @@
 """`codetune stats`: what is in a prepared dataset, and how many tokens it is for a tokenizer.
 
-Characters per token are estimated as the seed did (`chars_token_ratio`, 400 files), but from a
+Characters per token are estimated as the reference notebook did (`chars_token_ratio`, 400 files), but from a
 seeded random sample of all files rather than the first ones of the stream, and bytes per token
 are reported too: token counts per split are estimated from bytes, which the manifest knows
 exactly without reading the text again.

@@ -177,7 +177,7 @@ def gen_params(settings: ServeSettings, max_tokens: int | None, temperature: flo
                 top_p: float | None, top_k: int | None, stop: Any, seed: int | None,
                 do_sample: bool | None = None, *, tgi: bool = False) -> Any:
     """The sampling fields of either route, validated (a 400 naming the field, in the route's
-    spelling) and turned into GenParams. Omitted fields take codetune's defaults (the seed's:
+    spelling) and turned into GenParams. Omitted fields take codetune's defaults (the reference notebook's:
     temperature 0.2, top-p 0.95, top-k 50), not OpenAI's temperature 1. Temperature 0, or under
     GREEDY_BELOW, is greedy; so is TGI's do_sample=false when no sampling field is given (TGI
     samples whenever one is)."""

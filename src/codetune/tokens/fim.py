@@ -25,7 +25,7 @@ memorise other files' code.
 Two paths produce the same layout through one assembly function (`_assemble`), so training data and
 inference prompts can never disagree:
 
-- `permute` works on token ids (split points on token boundaries): the seed's algorithm, fast.
+- `permute` works on token ids (split points on token boundaries): the reference notebook's algorithm, fast.
 - `split_chars` + `encode_fim` (or `permute_text`) split on characters and tokenize the three
   pieces separately, and `build_prompt` builds the inference prompt with the same code.
 
@@ -127,7 +127,7 @@ def register_fim_format(fmt: FimFormat, *, replace: bool = False) -> FimFormat:
     return fmt
 
 
-# StarCoder, StarCoderBase, StarCoder2 (the seed's model family).
+# StarCoder, StarCoderBase, StarCoder2 (the reference notebook's model family).
 register_fim_format(FimFormat(
     family="starcoder", prefix="<fim_prefix>", suffix="<fim_suffix>", middle="<fim_middle>",
     pad="<fim_pad>", file_sep="<file_sep>", repo_name="<repo_name>", eos="<|endoftext|>",
@@ -514,7 +514,7 @@ def permute(ids: Any, rng: np.random.Generator, fim: FimTokens, fim_rate: float 
             spm_rate: float = 0.5, truncate_or_pad: bool = False,
             middle_loss_only: bool = False, preamble: Any = (),
             head: Any = ()) -> tuple[np.ndarray, np.ndarray]:
-    """FIM-permute one document's token ids with probability `fim_rate` (the seed's algorithm).
+    """FIM-permute one document's token ids with probability `fim_rate` (the reference notebook's algorithm).
 
     ids: (n,) ints, the document without BOS/EOS. Returns (new_ids, loss_mask): new_ids int64 of
     shape (n + fim.n_added,) when FIM is applied, else `ids` itself as int64 (shape (n,), possibly
@@ -527,7 +527,7 @@ def permute(ids: Any, rng: np.random.Generator, fim: FimTokens, fim_rate: float 
 
     truncate_or_pad: keep the length n by cutting `fim.n_added` tokens off the end of the suffix;
     when the suffix is not longer than that, the document is returned unchanged. Split on token
-    boundaries, a FIM sample is always exactly `n_added` tokens longer, so the seed's padding
+    boundaries, a FIM sample is always exactly `n_added` tokens longer, so the reference notebook's padding
     branch (a relic of Megatron's character-level variant) can never fire and is not reproduced.
 
     middle_loss_only: when FIM is applied, loss_mask is True only on the middle tokens (and the

@@ -1,12 +1,12 @@
 """Packing documents into constant-length training sequences.
 
 Documents (token ids + a loss mask, EOS appended) are concatenated and cut into sequences of
-exactly `seq_length` tokens, as the seed's ConstantLengthDataset did, with three differences:
+exactly `seq_length` tokens, as the reference notebook's ConstantLengthDataset did, with three differences:
 
 - `position_ids` restart at 0 at every document start. With them (and `attention_mask=None`,
   `use_cache=False`) transformers builds a block-diagonal causal mask for sdpa/eager and uses
   the varlen kernels of flash-attention, so a token never attends to the previous document.
-  `mode="concat"` leaves them out: plain concatenation, as the seed trained (attention crosses
+  `mode="concat"` leaves them out: plain concatenation, as the reference notebook trained (attention crosses
   documents).
 - the label of each document's first token is -100 (in packed mode): predicting it from an
   unrelated preceding document teaches nothing.

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 _LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    # the seed's list; q_attn exists only where GPT-BigCode has cross-attention
+    # the reference notebook's list; q_attn exists only where GPT-BigCode has cross-attention
     "gpt_bigcode": ("c_proj", "c_attn", "q_attn", "c_fc"),
     "llama": _LLAMA_LIKE,  # CodeLlama, DeepSeek-Coder (v1) are model_type llama
     "mistral": _LLAMA_LIKE,
@@ -51,7 +51,7 @@ def lora_targets(model: Any, spec: str) -> list[str] | str:
     table covers variants, such as GPT-BigCode's cross-attention `q_attn`, which no code
     model has; an absent one is logged at debug level). A comma list is checked against the
     model: a name matching no linear/embedding layer is an error, except names of this
-    architecture's table, which are dropped with a warning (so the seed's `q_attn` works).
+    architecture's table, which are dropped with a warning (so the reference notebook's `q_attn` works).
     """
     spec = spec.strip()
     if spec == "all-linear":
