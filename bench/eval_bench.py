@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from codetune.config import EvalConfig
     from codetune.context import RepoIndex
+    from codetune.data.store import held_out_files
     from codetune.evaluation.context import hole_nll, import_use_tasks, task_contexts
     from codetune.evaluation.run import (
         build_tasks,
         capped,
         fit_to_model,
-        held_out_files,
         hole,
         predict,
     )

@@ -1,4 +1,4 @@
-"""Benchmark the training stream against the seed's ConstantLengthDataset + permute.
+"""Benchmark the training stream against the reference notebook's ConstantLengthDataset + permute.
 
     python bench/pipeline_bench.py [--sequences 600] [--seq-length 2048]
 
@@ -7,9 +7,9 @@ tokenizer (a 16k byte-level BPE with the StarCoder FIM tokens, trained here on p
 corpus, since the Hub is not reachable), same settings (FIM rate 0.5, SPM rate 0.5,
 seq_length 2048, shuffle buffer 5000), same run. Prints tokens/s of finished training
 sequences for both in one process and the ratio, then codetune's stream under a DataLoader
-with 1 and 2 workers (scaling). Target (issue 3): >= 1.5x the seed in one process. Then the
+with 1 and 2 workers (scaling). Target (issue 3): >= 1.5x the reference notebook in one process. Then the
 stream in repository mode (data.context=repo: each file behind up to 512 tokens of snippets of
-other files, from the index `prepare` builds; issue 10's target: still >= 1.5x the seed).
+other files, from the index `prepare` builds; issue 10's target: still >= 1.5x the reference notebook).
 
 Tokenizer threads are off (TOKENIZERS_PARALLELISM=false, which DataLoader workers get anyway
 after fork), so every figure is one process on one core and worker scaling is visible.
@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, IterableDataset  # noqa: E402
 
-# ----------------------------------------------------------------------------- the seed
-# A faithful copy of the seed notebook's data code, except that the FIM token ids are looked
-# up by name: the seed's slice of the tokenizer's special-token list is wrong for most
+# ----------------------------------------------------------------------------- the reference notebook
+# A faithful copy of the reference notebook's data code, except that the FIM token ids are looked
+# up by name: the reference notebook's slice of the tokenizer's special-token list is wrong for most
 # tokenizers, and codetune must not contain it.
 
 
@@ -152,7 +152,7 @@ def build_tokenizer(dataset: Path, tmp: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from codetune.tokens.stream import resolve_files
+    from codetune.data.store import resolve_files
 
     files, _ = resolve_files(dataset, "train")
     texts = pq.read_table(files[0], columns=["content"])["content"].to_pylist()[:600]
@@ -175,8 +175,9 @@ def codetune_stream(dataset: Path, tok, seq_length: int, repo: bool = False):
 
     from codetune import config
     from codetune.config import DataConfig, FimConfig
+    from codetune.data.store import resolve_files
     from codetune.tokens.fim import detect_fim
-    from codetune.tokens.stream import TrainingStream, resolve_files
+    from codetune.tokens.stream import TrainingStream
 
     files, col = resolve_files(dataset, "train")
     data = dataclasses.replace(DataConfig(), seq_length=seq_length)
@@ -210,7 +211,7 @@ def main() -> None:
     n, L = args.sequences, args.seq_length
     from datasets import load_dataset
 
-    from codetune.tokens.stream import resolve_files
+    from codetune.data.store import resolve_files
 
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -229,11 +230,11 @@ def main() -> None:
               f"({seed_s:.1f} s)")
         ours_tps, ours_s = rate(iter(codetune_stream(dataset, tok, L)), n, L)
         print(f"codetune TrainingStream (1 process)     : {ours_tps:10,.0f} tokens/s "
-              f"({ours_s:.1f} s)  -> {ours_tps / seed_tps:.2f}x the seed (target >= 1.5x)")
+              f"({ours_s:.1f} s)  -> {ours_tps / seed_tps:.2f}x the reference notebook (target >= 1.5x)")
 
         repo_tps, repo_s = rate(iter(codetune_stream(dataset, tok, L, repo=True)), n, L)
         print(f"codetune TrainingStream, repo context   : {repo_tps:10,.0f} tokens/s "
-              f"({repo_s:.1f} s)  -> {repo_tps / seed_tps:.2f}x the seed (target >= 1.5x), "
+              f"({repo_s:.1f} s)  -> {repo_tps / seed_tps:.2f}x the reference notebook (target >= 1.5x), "
               f"{repo_tps / ours_tps:.2f}x file mode")
 
         results = {}

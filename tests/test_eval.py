@@ -182,7 +182,7 @@ def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
     with pytest.raises(CodetuneError, match="already"):  # exists / holds a merged model
         merge(tiny_run["run"], out)
     assert not list(tmp_path.glob(".merged.partial-*"))
-    # bf16, as the seed merged: within bf16 tolerance, and said so.
+    # bf16, as the reference notebook merged: within bf16 tolerance, and said so.
     r16 = merge(tiny_run["run"], tmp_path / "m16")
     assert r16["dtype"] == "bfloat16" and r16["max_abs_logit_diff"] <= r16["tolerance"]
 
@@ -263,6 +263,7 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
     """A model that writes each hole's middle and then goes on with its suffix (as a real 0.5B
     model did): the multi-line tasks score exact match 1 once cut, and the report counts it."""
     from codetune import infer as inference
+    from codetune.data import store
     from codetune.data.prepare import prepare
     from codetune.evaluation import run as E
     from codetune.evaluation.report import print_summary
@@ -280,7 +281,7 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
     cfg = EvalConfig(max_new_tokens_single=32, max_new_tokens_multi=128, multi_line_per_file=3,
                      bpb=False, bootstrap=50)
     fitted = E.fit_to_model(cfg, inference.context_window(loaded))
-    tasks = E.build_tasks(E.held_out_files(str(tmp_path / "ds"), None), fitted)
+    tasks = E.build_tasks(store.held_out_files(str(tmp_path / "ds"), None), fitted)
     tok = loaded.tokenizer
     plan = {tuple(E.task_prompt(loaded, t, fitted.context_tokens)):
             tok.encode(t.middle + t.suffix, add_special_tokens=False) for t in tasks}
@@ -479,9 +480,9 @@ def test_repository_context_never_overflows_a_short_window(tiny_run, tmp_path):
 
     out = tmp_path / "eval"
     assert main(["eval", str(tiny_run["run"]), "--dataset", str(ds), "-o", str(out), "-q",
-                 "-s", "eval.bpb=false", "-s", "eval.bootstrap=20", "-s", "eval.max_tasks=6",
+                 "-s", "eval.bootstrap=20", "-s", "eval.max_tasks=6",
                  "-s", "eval.max_new_tokens_multi=8", "-s", "eval.max_new_tokens_single=8",
-                 "--context", "both", "--context-tokens", "400"]) == 0
+                 "--context", "both", "--context-tokens", "400"]) == 0  # (bpb on: holes scored)
     doc = json.loads((out / "eval.json").read_text())
     assert doc["context"]["with_snippets"] > 0
     assert 0 <= doc["context"]["definition_found"] <= doc["context"]["cross_file"]
@@ -578,8 +579,9 @@ def test_holes_are_scored_from_the_generations_prefill(tiny_run):
     """predict(score=True): the same greedy completions as without scoring, and each hole's
     nats equal to a pass of its own (`hole_nll`), with and without repository context."""
     from codetune.config import EvalConfig
+    from codetune.data.store import held_out_files
     from codetune.evaluation.context import hole_nll
-    from codetune.evaluation.run import build_tasks, held_out_files, hole, predict
+    from codetune.evaluation.run import build_tasks, hole, predict
     from codetune.infer import loader
     from codetune.tokens.fim import RepoContext
 

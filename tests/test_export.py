@@ -23,7 +23,7 @@ from codetune.export import gguf as G
 from codetune.export.ollama import modelfile
 from codetune.export.prompts import hf_template, llama_cpp_template, stop_texts
 from codetune.export.reader import read
-from codetune.export.verify import SNIPPETS
+from codetune.infer.probe import SNIPPETS
 from codetune.merge import TOLERANCE
 from codetune.tokens.fim import FIM_FORMATS, build_prompt, detect_fim
 

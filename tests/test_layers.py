@@ -21,9 +21,10 @@ LAYER = {
     "model": 5,
     "train": 6, "infer": 6,
     "evaluation": 7, "serve": 7,
-    "merge": 8, "demo": 8,
-    "export": 9,  # merges a run first, so above merge
-    "cli": 10, "__main__": 11,
+    "merge": 7,  # loads a run (infer); reads held-out code from data.store, not evaluation
+    "demo": 8,
+    "export": 8,  # merges a run first, so above merge
+    "cli": 9, "__main__": 10,
 }
 
 

@@ -116,20 +116,23 @@ def test_a_moved_dataset_is_refused_by_name_and_found_again_by_hash(scene, capsy
 
 def test_export_and_merge_probe_the_runs_own_held_out_code(scene):
     from codetune.export import source
+    from codetune.infer.probe import probe_texts
     from codetune.merge import _probe_inputs
     from codetune.model.load import load_tokenizer
 
     src = source.resolve(scene.run)
-    texts, where = source.probe_texts(src)
-    assert where == f"{min(4, _held_out(scene.ds))} held-out files of {scene.ds}"
-    assert all("handle_" in t for t in texts)  # the run's corpus, not the decoy's
+    probe = probe_texts(src.run_dir, 4, src.cfg)  # what export checks a GGUF file on
+    assert probe.where == f"{min(4, _held_out(scene.ds))} held-out files of {scene.ds}"
+    assert probe.held_out and all("handle_" in t for t in probe.texts)  # not the decoy's
     loaded = SimpleNamespace(run_dir=scene.run, tokenizer=load_tokenizer(str(scene.run)))
     assert _probe_inputs(loaded)[1].endswith("held-out inputs")
     # moved, with a decoy here: neither probes the decoy; both say why, naming both paths
     _, gone = _move_dataset(scene)
-    texts, where = source.probe_texts(source.resolve(scene.run))
-    assert "built-in code snippets" in where and not any("decoy_" in t for t in texts)
-    _one_line_naming(where, gone, scene.decoy)
+    src = source.resolve(scene.run)
+    probe = probe_texts(src.run_dir, 4, src.cfg)
+    assert "built-in code snippets" in probe.where and not probe.held_out
+    assert not any("decoy_" in t for t in probe.texts)
+    _one_line_naming(probe.where, gone, scene.decoy)
     _, said = _probe_inputs(loaded)
     assert said.startswith("token ids")
     _one_line_naming(said, gone, scene.decoy)

@@ -11,8 +11,9 @@ import torch
 
 from codetune.config import DataConfig, FimConfig
 from codetune.data.prepare import prepare
+from codetune.data.store import resolve_files
 from codetune.errors import CodetuneError
-from codetune.tokens.stream import TrainingStream, resolve_files
+from codetune.tokens.stream import TrainingStream
 
 from .conftest import prep_cfg
 from .tiny import CORPUS, build_tokenizer
@@ -103,7 +104,7 @@ def test_reports_cross_document_share(dataset, tok):
 
 FIM_MODES = [
     (0.0, {}),
-    (0.5, {}),  # document level, token split (the seed)
+    (0.5, {}),  # document level, token split (the reference notebook)
     (0.5, {"split": "char", "middle_loss_only": True}),
     (0.5, {"split": "line"}),  # editor-shaped spans
     (0.9, {"level": "context"}),

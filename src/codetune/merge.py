@@ -1,6 +1,6 @@
 """`codetune merge`: a run's adapter folded into its base, as a plain model folder.
 
-The base is reloaded unquantized (bf16 by default, as the seed did; merging into 4-bit weights
+The base is reloaded unquantized (bf16 by default, as the reference notebook did; merging into 4-bit weights
 would round the adapter away), the adapter applied and merged, and the result saved as
 safetensors with the tokenizer and a `generation_config.json` whose `eos_token_id` lists the
 FIM stop tokens, so plain `generate()` stops where codetune's does. Before saving, the merged
@@ -25,42 +25,27 @@ TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
 def _probe_inputs(loaded, n: int = 3, length: int = 64) -> tuple[list[list[int]], str]:
     """Token ids of a few held-out snippets, else of the vocabulary in order; and which, in
     words (with why there were no held-out snippets)."""
-    texts, why = [], "the run has no dataset"
-    if loaded.run_dir is not None:
-        try:
-            from codetune.data import store
-            from codetune.evaluation.run import held_out_files
-            from codetune.infer import loader
+    from codetune.infer.probe import probe_texts
 
-            # the run's own dataset (run.json's path, checked by content hash), never one
-            # that happens to sit in the current folder under the name config.yaml gives
-            found = store.run_dataset(loaded.run_dir,
-                                      loader.run_config(loaded.run_dir).data.dataset)
-            rows = held_out_files(found.path, n)
-            texts = [r["content"] for r in rows]
-        except CodetuneError as e:  # moved, changed, damaged or without a held-out split
-            why = str(e).split("; ")[0]
+    probe = probe_texts(loaded.run_dir, n)
+    # held-out code, else token ids rather than the built-in snippets: what merge has always
+    # verified on, and recorded as codetune_merge.json's verified_on
+    texts, why = (probe.texts if probe.held_out else []), probe.why
     tok = loaded.tokenizer
     ids = [tok(t, add_special_tokens=False)["input_ids"][:length] for t in texts]
     ids = [i for i in ids if len(i) >= 2]
     if ids:
         return ids, f"{len(ids)} held-out inputs"
+    if probe.held_out:
+        why = f"the held-out files of {loaded.run_dir}'s dataset are under 2 tokens each"
     return [list(range(10, 10 + length))], f"token ids 10-{9 + length}, not held-out code ({why})"
-
-
-def _logits(model, inputs: list[list[int]]):
-    import torch
-
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return [model(input_ids=torch.tensor([i], device=device)).logits.float().cpu()
-                for i in inputs]
 
 
 def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
           overwrite: bool = False) -> dict[str, Any]:
     """Merge the adapter of `run_dir` into its base and save to `out_dir`."""
     from codetune.infer import loader
+    from codetune.infer.probe import logits
 
     run_dir, out = Path(run_dir), Path(out_dir).absolute()
     if not loader.is_run_dir(run_dir):
@@ -76,9 +61,9 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
         raise CodetuneError(f"--dtype must be one of {', '.join(TOLERANCE)}")
     loaded = loader.load(str(run_dir), quantization="none", dtype=dtype)
     inputs, verified_on = _probe_inputs(loaded)
-    before = _logits(loaded.model, inputs)
+    before = logits(loaded.model, inputs)
     merged = loaded.model.merge_and_unload()
-    after = _logits(merged, inputs)
+    after = logits(merged, inputs)
     diff = max(float((a - b).abs().max()) for a, b in zip(before, after, strict=True))
     ok = diff <= TOLERANCE[dtype]
     if not ok:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from codetune.cli.common import config_args, config_flag, flag_items
@@ -78,6 +77,8 @@ def _run_train(args: argparse.Namespace) -> int:
         cfg = config.load(recipe, items)
     result = train(cfg, args.output, resume=args.resume, overwrite=args.overwrite,
                    force=args.force, progress=not args.quiet)
-    if int(os.environ.get("RANK", 0)) == 0 and not result.already_finished:
+    from codetune.tokens.stream import rank_and_world
+
+    if rank_and_world()[0] == 0 and not result.already_finished:
         print_summary(result)
     return 0

@@ -1,4 +1,5 @@
-"""The dataset folder on disk: parquet shards, `manifest.json`, and how it is written safely.
+"""The dataset folder on disk: parquet shards, `manifest.json`, how it is written safely, and
+how every stage reads it back (`resolve_files`, `held_out_files`, a run's `run_dataset`).
 
 Layout (what `datasets.load_dataset("parquet", data_dir=DIR + "/data")` and
 `load_dataset(DIR)` read as a DatasetDict with `train` and `validation` splits):
@@ -20,6 +21,7 @@ through `load_manifest`, and what `--overwrite` checks before it replaces a fold
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -285,6 +287,45 @@ def shard_paths(path: str | Path, split: str) -> list[Path]:
     if split not in data["splits"]:
         raise CodetuneError(f"split {split!r} not in {path}; it has {', '.join(data['splits'])}")
     return [Path(path) / "data" / s for s in data["splits"][split]["shards"]]
+
+
+def resolve_files(source: str | Path, split: str) -> tuple[list[str], str | None]:
+    """Parquet files of `split` and the text column: a prepared dataset folder (its manifest
+    names the shards) or parquet files / a glob (the split is ignored; column from config)."""
+    path = Path(source)
+    if path.is_dir() and (path / "manifest.json").exists():
+        return [str(p) for p in shard_paths(path, split)], "content"
+    if path.is_dir():
+        load_manifest(path)  # raises the "not a prepared dataset" error with its remedy
+    files = sorted(glob.glob(str(source))) if any(c in str(source) for c in _GLOB) else (
+        [str(source)] if path.is_file() else [])
+    if not files:
+        raise CodetuneError(f"no dataset at {source}: give a folder written by `codetune "
+                            "prepare`, or parquet files with a text column")
+    bad = [f for f in files if not f.endswith(".parquet")]
+    if bad:
+        raise CodetuneError(f"{bad[0]} is not a parquet file; run `codetune prepare "
+                            f"dataset:{bad[0]} -o DIR` to turn it into a dataset")
+    return files, None
+
+
+def held_out_files(dataset: str | Path, max_files: int | None) -> list[dict[str, str]]:
+    """The held-out (validation) files of `dataset`, as {"repo_id", "path", "content"}: the
+    first `max_files` (all when None or 0). What eval scores, and merge and export probe."""
+    import pyarrow.parquet as pq
+
+    files, column = resolve_files(dataset, "validation")
+    rows = []
+    for f in files:
+        with reading(f):
+            t = pq.read_table(f, columns=["repo_id", "path", column or "content"])
+        rows += [{"repo_id": r, "path": p, "content": c} for r, p, c in zip(
+            t.column(0).to_pylist(), t.column(1).to_pylist(), t.column(2).to_pylist(),
+            strict=True)]
+    if not rows:
+        raise CodetuneError(f"{dataset} has no held-out (validation) files to evaluate on; "
+                            "prepare it with --valid-fraction above 0")
+    return rows[:max_files] if max_files else rows
 
 
 # --------------------------------------------------------------------------- a run's dataset

@@ -9,7 +9,6 @@ from codetune.evaluation.report import print_summary, report_markdown
 from codetune.evaluation.run import (
     evaluate,
     fit_to_model,
-    held_out_files,
     load_benchmark,
     predict,
     task_prompt,
@@ -17,5 +16,5 @@ from codetune.evaluation.run import (
 from codetune.evaluation.sandbox import run_program, run_programs
 
 __all__ = ["benchmark_tasks", "evaluate", "fim_nll", "fim_split", "fit_to_model",
-           "held_out_files", "load_benchmark", "ltr_nll", "predict", "print_summary",
-           "report_markdown", "run_program", "run_programs", "score_benchmark", "task_prompt"]
+           "load_benchmark", "ltr_nll", "predict", "print_summary", "report_markdown",
+           "run_program", "run_programs", "score_benchmark", "task_prompt"]

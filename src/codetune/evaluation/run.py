@@ -39,25 +39,6 @@ from codetune.evaluation.report import EvalResult, suffix_trims, summarise, writ
 from codetune.evaluation.tasks import Task, make_tasks
 
 
-def held_out_files(dataset: str, max_files: int | None) -> list[dict[str, str]]:
-    import pyarrow.parquet as pq
-
-    from codetune.tokens.stream import resolve_files
-
-    files, column = resolve_files(dataset, "validation")
-    rows = []
-    for f in files:
-        with store.reading(f):
-            t = pq.read_table(f, columns=["repo_id", "path", column or "content"])
-        rows += [{"repo_id": r, "path": p, "content": c} for r, p, c in zip(
-            t.column(0).to_pylist(), t.column(1).to_pylist(), t.column(2).to_pylist(),
-            strict=True)]
-    if not rows:
-        raise CodetuneError(f"{dataset} has no held-out (validation) files to evaluate on; "
-                            "prepare it with --valid-fraction above 0")
-    return rows[:max_files] if max_files else rows
-
-
 def build_tasks(rows: list[dict[str, str]], cfg: EvalConfig) -> list[Task]:
     tasks = [t for r in rows for t in make_tasks(
         r["repo_id"], r["path"], r["content"], cfg.seed, cfg.single_line_per_file,
@@ -216,7 +197,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         False, "eval", replace_own=True,
         inputs=[("dataset", dataset), ("model", target), ("adapter", adapter)],
         home=target if is_run or adapter else None)  # RUN/eval: the default place
-    rows = held_out_files(dataset, cfg.max_files) if dataset is not None else []
+    rows = store.held_out_files(dataset, cfg.max_files) if dataset is not None else []
     public, public_info = [], {}  # --benchmark: a public benchmark, scored by running the code
     if cfg.benchmark:
         from codetune.evaluation.benchmarks import benchmark_tasks

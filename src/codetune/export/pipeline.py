@@ -178,6 +178,8 @@ def judge(check: dict[str, Any], ftype: str) -> list[str]:
 
 def _gguf_target(src: source.Source, to: str, tmp: Path, work: Path, ftype: str, name: str,
                  converter: str, merge_dtype: str, echo: Any) -> dict[str, Any]:
+    from codetune.infer.probe import probe_texts
+
     model_dir, merge_info = source.merged(src, work, merge_dtype, echo)
     cfg = gguf.model_config(model_dir)
     tokenizer, fim = _tokenizer(model_dir, src)
@@ -192,7 +194,10 @@ def _gguf_target(src: source.Source, to: str, tmp: Path, work: Path, ftype: str,
     seconds = time.monotonic() - t0
     echo(f"wrote {rel} ({dest.stat().st_size / 1e6:.1f} MB, {ftype}) in {seconds:.1f} s; "
          "reading it back ...")
-    texts, where = source.probe_texts(src)
+    probe = probe_texts(src.run_dir, 4, src.cfg)  # the run's held-out files, else snippets
+    if src.run_dir is not None and not probe.held_out:
+        _say(f"warning: the export is checked on built-in code snippets{probe.note}")
+    texts, where = probe.texts, probe.where
     check = verify.verify(dest, model_dir, tokenizer, fim, texts)
     check["texts"] = where
     echo(f"check ({check['reader']} reader, {check['positions']} positions of {where}): "

@@ -11,7 +11,6 @@ for a merged model from its codetune_merge.json and the run that names.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,26 +115,3 @@ def merged(src: Source, work: Path, dtype: str, echo: Any) -> tuple[Path, dict[s
     echo(f"merged: logits within {record['max_abs_logit_diff']:.3g} of base + adapter")
     return work / "merged", record
 
-
-def probe_texts(src: Source, n: int = 4) -> tuple[list[str], str]:
-    """Held-out files of the run's dataset (never trained on), else built-in snippets, saying
-    why (the dataset moved, changed, or has no held-out files)."""
-    from codetune.export.verify import SNIPPETS
-
-    why = ""
-    if src.cfg is not None and src.run_dir is not None:
-        try:
-            from codetune.data import store
-            from codetune.evaluation.run import held_out_files
-
-            # the run's own dataset, by run.json (never relative to the current folder)
-            found = store.run_dataset(src.run_dir, src.cfg.data.dataset)
-            rows = held_out_files(found.path, n)
-            texts = [r["content"] for r in rows if r["content"].strip()]
-            if texts:
-                return texts, f"{len(texts)} held-out files of {found.path}"
-            why = f" ({found.path} has no held-out code)"
-        except (CodetuneError, OSError) as e:
-            why = f" (no held-out files: {str(e).split('; ')[0]})"
-        print(f"warning: the export is checked on built-in code snippets{why}", file=sys.stderr)
-    return SNIPPETS, f"{len(SNIPPETS)} built-in code snippets{why}"

@@ -14,29 +14,17 @@ Two readers, whichever the installed transformers allows (tried, not assumed):
 transformers is used only where it rebuilds the file as the original model: where it reads a
 field differently (5.24 maps no rope scaling for llama, so DeepSeek-Coder's linear factor would be
 lost; no rope theta for starcoder2) the `gguf` reader path is taken instead. Either way the
-logits of both models on held-out text (and on a FIM prompt cut from it) are compared: the
-largest |difference| and the share of positions whose top-1 token agrees. The metadata is read
-back too: the architecture keys against config.json, every token string, and each FIM key
-pointing at the registry's sentinel.
+logits of both models on held-out text (`infer.probe`: the run's held-out files, else built-in
+snippets; and on a FIM prompt cut from each) are compared: the largest |difference| and the
+share of positions whose top-1 token agrees. The metadata is read back too: the architecture
+keys against config.json, every token string, and each FIM key pointing at the registry's
+sentinel.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-# Built-in snippets, when no held-out files are at hand (a merged model without its run).
-SNIPPETS = [
-    "import os\nimport sys\n\n\ndef read_config(path):\n    with open(path) as f:\n"
-    "        return [line.strip() for line in f if line.strip()]\n\n\n"
-    "def main(argv=None):\n    args = argv or sys.argv[1:]\n    for name in args:\n"
-    "        print(name, len(read_config(os.path.join('conf', name))))\n",
-    "class Order:\n    def __init__(self, order_id, items):\n        self.order_id = order_id\n"
-    "        self.items = list(items)\n\n    def total(self):\n"
-    "        return sum(i.price * i.qty for i in self.items)\n",
-    "function debounce(fn, ms) {\n  let timer = null;\n  return (...args) => {\n"
-    "    clearTimeout(timer);\n    timer = setTimeout(() => fn(...args), ms);\n  };\n}\n",
-]
 
 
 def probe_ids(tokenizer: Any, fim: Any, texts: list[str], length: int,
@@ -58,16 +46,6 @@ def probe_ids(tokenizer: Any, fim: Any, texts: list[str], length: int,
             prompt = build_prompt(tokenizer, fim, text[:third], text[2 * third:])
             out.append(prompt[-limit:] if len(prompt) > limit else prompt)
     return out
-
-
-def _logits(model: Any, inputs: list[list[int]]) -> list[Any]:
-    """float32 logits on the CPU, (T, vocab) per input."""
-    import torch
-
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return [model(input_ids=torch.tensor([i], device=device)).logits[0].float().cpu()
-                for i in inputs]
 
 
 def compare(a: list[Any], b: list[Any]) -> dict[str, float]:
@@ -213,6 +191,7 @@ def verify(path: Path, model_dir: Path, tokenizer: Any, fim: Any, texts: list[st
     from transformers import AutoModelForCausalLM
 
     from codetune.export.gguf import model_config
+    from codetune.infer.probe import logits
 
     path, model_dir = Path(path), Path(model_dir)
     cfg = model_config(model_dir)
@@ -222,7 +201,7 @@ def verify(path: Path, model_dir: Path, tokenizer: Any, fim: Any, texts: list[st
     window = getattr(model.config, "max_position_embeddings", None) or \
         getattr(model.config, "n_positions", None)
     inputs = probe_ids(tokenizer, fim, texts, length, window)
-    expected = _logits(model, inputs)
+    expected = logits(model, inputs)
     refused = _transformers_reads(path, model.config)
     result: dict[str, Any] = {}
     if refused is None:
@@ -234,7 +213,7 @@ def verify(path: Path, model_dir: Path, tokenizer: Any, fim: Any, texts: list[st
     else:
         result.update(reader="gguf", transformers_refused=refused,
                       max_abs_tensor_diff=_substitute(path, model, cfg))
-    result.update(compare(expected, _logits(model, inputs)))
+    result.update(compare(expected, logits(model, inputs)))
     result["inputs"] = len(inputs)
     meta = read_metadata(path)
     result["tokenizer"] = check_tokenizer(meta, tokenizer, fim)

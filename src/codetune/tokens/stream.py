@@ -28,11 +28,9 @@ exactly the sequences an uninterrupted one would, with any number of workers.
 from __future__ import annotations
 
 import bisect
-import glob
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,26 +56,6 @@ class Unit:
     file: str
     row_group: int
     rows: int
-
-
-def resolve_files(source: str | Path, split: str) -> tuple[list[str], str | None]:
-    """Parquet files of `split` and the text column: a prepared dataset folder (its manifest
-    names the shards) or parquet files / a glob (the split is ignored; column from config)."""
-    path = Path(source)
-    if path.is_dir() and (path / "manifest.json").exists():
-        return [str(p) for p in store.shard_paths(path, split)], "content"
-    if path.is_dir():
-        store.load_manifest(path)  # raises the "not a prepared dataset" error with its remedy
-    files = sorted(glob.glob(str(source))) if any(c in str(source) for c in "*?[") else (
-        [str(source)] if path.is_file() else [])
-    if not files:
-        raise CodetuneError(f"no dataset at {source}: give a folder written by `codetune "
-                            "prepare`, or parquet files with a text column")
-    bad = [f for f in files if not f.endswith(".parquet")]
-    if bad:
-        raise CodetuneError(f"{bad[0]} is not a parquet file; run `codetune prepare "
-                            f"dataset:{bad[0]} -o DIR` to turn it into a dataset")
-    return files, None
 
 
 def list_units(files: list[str], column: str) -> list[Unit]:
@@ -387,7 +365,10 @@ def _reader() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-def _rank() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, number of processes): torch.distributed's when a process group is
+    up (the truth, however it was started), else torchrun's RANK / WORLD_SIZE, else (0, 1).
+    The one answer the stream (which share of the data to read) and the trainer use."""
     try:
         import torch.distributed as dist
 
@@ -420,7 +401,7 @@ class TrainingStream(_Base):
         if not self.num_docs:
             raise CodetuneError(f"the {'training' if train else 'eval'} data has no documents "
                                 f"({', '.join(files) or 'no files'})")
-        r, w = _rank()
+        r, w = rank_and_world()
         self.rank = r if rank is None else rank
         self.world_size = w if world_size is None else world_size
         self._state: dict[str, Any] | None = None  # loaded, to resume from
@@ -548,7 +529,7 @@ def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | Non
     if cfg.data.dataset is None:
         raise CodetuneError("no dataset given; pass one (a `codetune prepare` folder) or set "
                             "data.dataset")
-    files, column = resolve_files(cfg.data.dataset, split)
+    files, column = store.resolve_files(cfg.data.dataset, split)
     if fim_tokens is None and (cfg.fim.rate if fim_rate is None else fim_rate) > 0:
         fim_tokens = resolve_fim(tokenizer, cfg.fim)
     repo_tokens = fim_tokens

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -67,10 +66,6 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
                 if k not in ("log_history", "model")}
-
-
-def _rank() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _trainer_class():
@@ -245,9 +240,10 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     import torch
     from transformers import TrainingArguments
 
+    from codetune.data.store import resolve_files
     from codetune.model import load as M
     from codetune.model.source import resolve_source
-    from codetune.tokens.stream import make_stream, resolve_files, resolve_fim
+    from codetune.tokens.stream import make_stream, rank_and_world, resolve_fim
     from codetune.train import lora as L
     from codetune.train.loss import enable_efficient_loss
     from codetune.train.telemetry import (
@@ -260,7 +256,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     )
 
     out = Path(out_dir).absolute()
-    rank, world = _rank()
+    rank, world = rank_and_world()
     defaulted = cfg.model.name is None
     if defaulted:
         from codetune.mini import default_model, default_model_note
