@@ -187,6 +187,28 @@ def test_merge_matches_base_plus_adapter(tiny_run, tmp_path):
     assert r16["dtype"] == "bfloat16" and r16["max_abs_logit_diff"] <= r16["tolerance"]
 
 
+def test_a_merge_out_of_tolerance_falls_back_to_float32_and_names_real_flags(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """A bf16 merge of a real 0.5B QLoRA run was 1.05 off: the merge is redone in float32 and
+    says so; where nothing is within tolerance the error names no flag that would not help,
+    and with the fallback off it names the caller's own flag."""
+    from codetune import merge as M
+
+    monkeypatch.setitem(M.TOLERANCE, "bfloat16", -1.0)  # no bf16 merge can pass
+    r = M.merge(tiny_run["run"], tmp_path / "m", flag="--merge-dtype")
+    assert (r["dtype"], r["dtype_requested"]) == ("float32", "bfloat16")
+    assert "bfloat16 merge differs" in r["fallback"]
+    assert "merging in float32 instead" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "codetune_merge.json").read_text())["dtype"] == "float32"
+    with pytest.raises(CodetuneError, match=r"Try --merge-dtype float32"):
+        M.merge(tiny_run["run"], tmp_path / "n", flag="--merge-dtype", fallback=False)
+    monkeypatch.setitem(M.TOLERANCE, "float32", -1.0)
+    with pytest.raises(CodetuneError) as e:
+        M.merge(tiny_run["run"], tmp_path / "o", flag="--merge-dtype")
+    assert "float32 merge differs" in str(e.value) and "Try" not in str(e.value)
+    assert not (tmp_path / "n").exists() and not (tmp_path / "o").exists()
+
+
 def test_merge_says_when_it_could_not_check_on_held_out_code(tiny_run, tmp_path, capsys):
     import shutil
 

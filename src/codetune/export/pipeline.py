@@ -255,7 +255,7 @@ def _vllm_target(src: source.Source, tmp: Path, out: Path, name: str, merge_dtyp
             from codetune.merge import merge
 
             echo("the run added FIM tokens to the vocabulary; merging it into OUT/model ...")
-            merge(src.path, tmp / "model", dtype=merge_dtype)
+            merge(src.path, tmp / "model", dtype=merge_dtype, flag="--merge-dtype", echo=echo)
             model = out / "model"  # where it will be once the folder is in place
             why = "The run added FIM tokens (fim.add_tokens), which an adapter on the unchanged " \
                   "base cannot carry: the merged model is in `model/`."

@@ -104,7 +104,7 @@ def merged(src: Source, work: Path, dtype: str, echo: Any) -> tuple[Path, dict[s
 
     echo(f"merging the adapter of {src.path} into its base ({dtype}) ...")
     try:
-        record = merge(src.path, work / "merged", dtype=dtype)
+        record = merge(src.path, work / "merged", dtype=dtype, flag="--merge-dtype", echo=echo)
     except CodetuneError:
         raise
     except Exception as e:  # peft, safetensors, torch: whatever stops the merge, said in a line
