@@ -1,6 +1,7 @@
-"""The shape of the code (ARCHITECTURE.md): each layer imports only the layers below it; train
-and infer never import each other; no library module imports cli. Imports inside functions
-count too: a lazy import is still a dependency."""
+"""The shape of the code (the README's package map; the layers are the LAYER table below):
+each layer imports only the layers below it; train and infer never import each other; no
+library module imports cli. Imports inside functions count too: a lazy import is still a
+dependency."""
 
 from __future__ import annotations
 
