@@ -126,7 +126,7 @@ def size_05b(tasks) -> None:
         for s in range(0, len(sub), cfg.batch_size):
             b = sub[s:s + cfg.batch_size]
             prompt = min(int(max(len(t.prefix) + len(t.suffix) for t in b) / CHARS_PER_TOKEN),
-                         cfg.context_tokens) + 3
+                         cfg.prompt_tokens) + 3
             ref = min(int(max(len(t.middle) for t in b) / CHARS_PER_TOKEN) + 2, budget[kind])
             dt = run(len(b), prompt, ref)
             total["stops at the answer"] += dt

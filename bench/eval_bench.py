@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         index, r["repo_id"], r["path"], r["content"], cfg.seed, cfg.cross_file_per_file)],
         max(1, args.tasks // 3), cfg.seed)
     contexts = [c for c, _ in task_contexts(
-        index, loaded, tasks, cfg.repo_context_tokens, cfg.context_tokens, window,
+        index, loaded, tasks, cfg.repo_context_tokens, cfg.prompt_tokens, window,
         max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single) + 1)]
     kinds = {k: sum(t.kind == k for t in tasks) for k in ("single_line", "multi_line",
                                                           "cross_file")}
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {}
         for setting, ctx in (("repo", contexts), ("file", None)):
             gens = predict(loaded, tasks, cfg, contexts=ctx)
-            holes = [hole_nll(loaded, t, cfg.context_tokens, None if ctx is None else ctx[i])
+            holes = [hole_nll(loaded, t, cfg.prompt_tokens, None if ctx is None else ctx[i])
                      for i, t in enumerate(tasks)]
             out[setting] = ([g.text for g in gens], holes)
         return out

@@ -422,7 +422,7 @@ def codetune_eval(model_dir: Path, held_rels: list[str], held_texts: list[str],
 
     pq.write_table(pa.table({"repo_id": ["python-stdlib"] * len(held_rels), "path": held_rels,
                              "content": held_texts}), work / "heldout.parquet")
-    cfg = config.load(None, ["eval.context_tokens=768", "eval.bpb_window=511",
+    cfg = config.load(None, ["eval.prompt_tokens=768", "eval.bpb_window=511",
                              "eval.bootstrap=200"]).eval
     t = time.time()
     r = evaluate(str(model_dir), cfg, work / "eval", dataset=str(work / "heldout.parquet"),

@@ -117,6 +117,32 @@ def test_renamed_values_are_still_read():
     assert config.load(None, ["data.packing=concat"]).data.packing == "concat"
 
 
+def test_renamed_keys_are_still_read_with_a_warning_naming_the_new_one(tmp_path, capsys,
+                                                                        monkeypatch):
+    """eval.context_tokens (the in-file prompt budget) is now eval.prompt_tokens: "context" is
+    repository context. An old config keeps its meaning, never becoming a repository budget."""
+    monkeypatch.setattr(config, "_warned", set())
+    f = tmp_path / "old.yaml"
+    f.write_text("eval:\n  context_tokens: 1000\n  max_tasks: 5\n")
+    cfg = config.load(f).eval
+    assert (cfg.prompt_tokens, cfg.repo_context_tokens, cfg.max_tasks) == (1000, 512, 5)
+    err = capsys.readouterr().err
+    assert "eval.context_tokens" in err and "eval.prompt_tokens" in err and str(f) in err
+    assert "eval.repo_context_tokens" in err  # where the repository budget went
+    over = config.load(None, ["eval.context_tokens=900"]).eval
+    assert (over.prompt_tokens, over.repo_context_tokens) == (900, 512)
+    assert capsys.readouterr().err == ""  # once a process
+    assert config.load(f, ["eval.prompt_tokens=700"]).eval.prompt_tokens == 700
+    f.write_text("eval:\n  context_tokens: 1000\n  prompt_tokens: 800\n")
+    with pytest.raises(ConfigError, match="both eval.context_tokens and eval.prompt_tokens"):
+        config.load(f)
+    dumped = tmp_path / "new.yaml"
+    config.dump(config.load(None, ["eval.prompt_tokens=640"]), dumped)
+    assert "context_tokens: 640" not in dumped.read_text()
+    monkeypatch.setattr(config, "_warned", set())
+    assert config.load(dumped).eval.prompt_tokens == 640 and capsys.readouterr().err == ""
+
+
 def test_line_spans_are_document_level_only():
     assert config.load(None, ["fim.split=line"]).fim.split == "line"
     with pytest.raises(ConfigError, match="fim.split=line works at document level only"):

@@ -243,6 +243,49 @@ def test_pack_exact():
     assert pack([], 10, count) == [] and pack(s, 0, count) == []
 
 
+
+def test_repo_context_drops_the_least_relevant_until_the_prompt_fits():
+    """The one fitting of snippets to a budget and a prompt limit (training, eval, serve)."""
+    from codetune.context import repo_context
+    from codetune.context.layout import PER_SNIPPET
+    from codetune.tokens.fim import RepoContext
+
+    s = [_snip(f"{c}.py", 1, 2, " ".join([c] * n)) for c, n in zip("abcdef", (5, 3, 4, 2, 6, 1),
+                                                                    strict=True)]
+
+    def count(text: str) -> int:
+        return len(text.split())
+
+    def size(ctx):  # a prompt: 10 tokens of file, 2 of header, each snippet its text + 1
+        return 12 + sum(count(t) + 1 for _, t in ctx.snippets)
+
+    tried = []
+
+    def under(limit):
+        def fits(ctx):
+            tried.append(len(ctx.snippets))
+            return size(ctx) <= limit
+        return fits
+
+    budget = 4 * (PER_SNIPPET + 6)  # a, b, c, d fit; e (6 words) no longer does; f does
+    ctx, chosen = repo_context(s, budget, count, "r", "x.py")
+    assert chosen == [s[0], s[1], s[2], s[3], s[5]]
+    assert ctx == RepoContext("r", "x.py", tuple((x.path, x.text) for x in reversed(chosen)))
+    assert repo_context(s, budget, count, "r", "x.py", under(10_000)) == (ctx, chosen)
+    # 12 + (6 + 4 + 5) = 27: a, b, c fit; d (3 more) does not. The best stay, the best last.
+    for limit in (27, 29):
+        tried.clear()
+        small, kept = repo_context(s, budget, count, "r", "x.py", under(limit))
+        assert kept == [s[0], s[1], s[2]] and small.snippets == (("c.py", s[2].text),
+                                                                  ("b.py", s[1].text),
+                                                                  ("a.py", s[0].text))
+        assert len(tried) <= 5  # bisection, not one prompt a snippet
+    assert repo_context(s, budget, count, "r", "x.py", under(12)) == (
+        RepoContext("r", "x.py", ()), [])  # the header alone
+    assert repo_context(s, budget, count, "r", "x.py", under(11)) == (None, [])  # nothing fits
+    assert repo_context([], budget, count, "r", "x.py", under(11)) == (None, [])
+    assert repo_context(s, 0, count, "r", "x.py") == (RepoContext("r", "x.py", ()), [])
+
 # --------------------------------------------------------------------------- prepare
 
 

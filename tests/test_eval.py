@@ -305,7 +305,7 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
     fitted = E.fit_to_model(cfg, inference.context_window(loaded))
     tasks = E.build_tasks(store.held_out_files(str(tmp_path / "ds"), None), fitted)
     tok = loaded.tokenizer
-    plan = {tuple(E.task_prompt(loaded, t, fitted.context_tokens)):
+    plan = {tuple(E.task_prompt(loaded, t, fitted.prompt_tokens)):
             tok.encode(t.middle + t.suffix, add_special_tokens=False) for t in tasks}
     assert len(plan) == len(tasks)
     multi = [t for t in tasks if t.kind == "multi_line"]
@@ -319,7 +319,7 @@ def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_p
                          progress=False)
         print_summary(res)
         # batched generation stopped where the suffix started over, not at the token budget
-        prompts = [E.task_prompt(loaded, t, fitted.context_tokens) for t in runs_on]
+        prompts = [E.task_prompt(loaded, t, fitted.prompt_tokens) for t in runs_on]
         params = inference.GenParams(max_new_tokens=128, greedy=True)
         for t, p, g in zip(runs_on, prompts, inference.generations(
                 loaded, prompts, params, [(t.prefix, t.suffix) for t in runs_on]), strict=True):
@@ -608,7 +608,7 @@ def test_holes_are_scored_from_the_generations_prefill(tiny_run):
     from codetune.tokens.fim import RepoContext
 
     loaded = loader.load(str(tiny_run["run"]), quantization="none", dtype="float32")
-    cfg = EvalConfig(max_tasks=10, context_tokens=200, max_new_tokens_single=6,
+    cfg = EvalConfig(max_tasks=10, prompt_tokens=200, max_new_tokens_single=6,
                      max_new_tokens_multi=8, batch_size=4)
     tasks = build_tasks(held_out_files(str(tiny_run["ds"]), 4), cfg)
     assert {t.kind for t in tasks} == {"single_line", "multi_line"}
@@ -621,7 +621,7 @@ def test_holes_are_scored_from_the_generations_prefill(tiny_run):
         assert [g.text for g in scored] == [g.text for g in plain]
         assert all(g.nll is None for g in plain)
         for i, (t, g) in enumerate(zip(tasks, scored, strict=True)):
-            ref = hole_nll(loaded, t, cfg.context_tokens, None if contexts is None else ctxs[i])
+            ref = hole_nll(loaded, t, cfg.prompt_tokens, None if contexts is None else ctxs[i])
             got = hole(t, g)
             assert got[1] == ref[1] and abs(got[0] - ref[0]) < 1e-3 * max(1.0, ref[0]), (i, got,
                                                                                          ref)

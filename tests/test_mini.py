@@ -65,7 +65,7 @@ def test_eval_overrides_fit_the_context():
 
     cfg = config.load(None, mini.mini_eval_overrides()).eval
     n_pos = json.loads((mini.MINI_PATH / "config.json").read_text())["n_positions"]
-    assert cfg.context_tokens + cfg.max_new_tokens_multi + 4 <= n_pos
+    assert cfg.prompt_tokens + cfg.max_new_tokens_multi + 4 <= n_pos
     assert 2 * cfg.bpb_window + 1 <= n_pos  # FIM scoring keeps up to 2 x window tokens
     assert mini.mini_eval_overrides(cfg) == []
     data = config.load(None, mini.mini_train_overrides()).data

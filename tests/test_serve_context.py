@@ -152,3 +152,48 @@ def test_open_context_sources(tiny_run, tree):
     assert open_context(str(tiny_run["run"]), None, 0) is None  # --context-tokens 0: off
     live = open_context(str(tiny_run["run"]), str(tree), 64)
     assert live is not None and live.live and len(live.index) > 0
+
+
+def test_training_eval_and_serving_build_the_same_prompt(loaded, tmp_path, monkeypatch):
+    """One fitting of snippets to a budget (`context.repo_context`): the same ranked snippets,
+    budget and file give training's RepoContext, and the same prompt ids from eval and serve,
+    with room to spare and where the model's limit sheds the least relevant snippets."""
+    from codetune import config
+    from codetune.context import RepoIndex, Snippet
+    from codetune.evaluation.context import context_prompt, task_contexts
+    from codetune.evaluation.tasks import Task
+    from codetune.train.trainer import context_providers
+
+    texts = {"shop/money.py": MONEY, "shop/tax.py": "def vat(x):\n    return x * 0.21\n",
+             "shop/misc.py": "def unrelated():\n    return 'nothing here'\n"}
+    ranked = [Snippet("shop", p, 1, t.count("\n"), t, 1.0, "bm25") for p, t in texts.items()]
+
+    class Same:  # an index that ranks the same snippets for every query
+        repos = ["shop"]
+
+        def retrieve(self, prefix, suffix="", path="", repo_id=None):
+            return list(ranked)
+
+        def neighbours(self, repo_id, path):
+            return list(ranked)
+
+    budget = 120
+    monkeypatch.setattr(RepoIndex, "for_dataset", staticmethod(lambda dataset: Same()))
+    cfg = config.load(None, [f"data.dataset={tmp_path}", f"data.context_tokens={budget}"])
+    train_ctx, held_out_ctx = context_providers(cfg, loaded.tokenizer)
+    task = Task("t0", "single_line", "shop", "shop/cart.py", CART + "    return net * ", "100",
+                "\n")
+    hole = Hole(task.prefix, task.suffix, path=task.path, repo=task.repo_id)
+    trained = train_ctx("shop", task.path, CART)
+    assert held_out_ctx("shop", task.path, CART) == trained
+    assert [p for p, _ in trained.snippets] == list(reversed(texts))  # all fit, best last
+    full = inference.fim_prompt(loaded, task.prefix, task.suffix, repo=trained)
+    room = 50  # what eval keeps for the generation (more than the hole's own tokens here)
+    for limit, kept in ((10_000, list(texts)), (len(full) - 1, list(texts)[:2])):
+        (ctx, paths), = task_contexts(Same(), loaded, [task], budget, 1536, limit + room, room)
+        eval_ids = context_prompt(loaded, task, 1536, ctx)
+        serve_ids, serve_paths = ServeContext(Same(), budget).prompt(loaded, hole, limit)
+        assert serve_ids == eval_ids and serve_paths == paths == kept
+        assert len(eval_ids) <= limit
+        if limit > len(full):
+            assert ctx == trained and eval_ids == full

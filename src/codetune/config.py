@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import ipaddress
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -346,7 +347,9 @@ class EvalConfig:
     max_tasks: int = _f(300, "cap on tasks of each set, random and cross-file (a seeded "
                              "sample when there are more)")
     max_files: int | None = _f(None, "cap on held-out files used (None: all)")
-    context_tokens: int = _f(1536, "prompt budget around the hole (3/4 prefix, 1/4 suffix)")
+    prompt_tokens: int = _f(
+        1536, "in-file prompt budget around the hole (3/4 prefix, 1/4 suffix); was "
+              "eval.context_tokens, which is still read, with a warning")
     max_new_tokens_single: int = _f(48, "generation budget of a single-line task")
     max_new_tokens_multi: int = _f(192, "generation budget of a multi-line task")
     max_block_lines: int = _f(8, "longest block body used as a multi-line hole")
@@ -355,7 +358,9 @@ class EvalConfig:
         "auto", "repository context in the prompts (snippets of the dataset's train files): "
                 "both runs every task with and without it (the 2x2: base/tuned x file/repo); "
                 "auto = both when the dataset has an index, else off")
-    repo_context_tokens: int = _f(512, "token budget of each task's repository context")
+    repo_context_tokens: int = _f(
+        512, "token budget of each task's repository context (snippets of other files in "
+             "front of the prompt; the in-file part is eval.prompt_tokens)")
     bpb: bool = _f(True, "also measure bits per byte, left-to-right and FIM")
     bpb_window: int = _f(1024, "tokens per scoring window for bits per byte")
     bootstrap: int = _f(1000, "bootstrap resamples for the 95 % intervals")
@@ -379,7 +384,7 @@ class EvalConfig:
 
     def validate(self, prefix: str = "eval") -> None:
         bad: list[str] = []
-        _at_least(bad, self, prefix, 1, "max_tasks", "context_tokens", "max_new_tokens_single",
+        _at_least(bad, self, prefix, 1, "max_tasks", "prompt_tokens", "max_new_tokens_single",
                   "max_new_tokens_multi", "batch_size", "bpb_window", "bootstrap",
                   "max_block_lines")
         _at_least(bad, self, prefix, 0, "single_line_per_file", "multi_line_per_file",
@@ -568,12 +573,60 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         setattr(getattr(cfg, section), _field(getattr(cfg, section), name, dotted,
                                               "defaults").name, value)
     if path is not None:
-        _collect(bad, lambda: apply_mapping(cfg, _read_yaml(Path(path)), source=str(path)))
+        _collect(bad, lambda: apply_mapping(cfg, _renamed_keys(_read_yaml(Path(path)), str(path)),
+                                            source=str(path)))
     for item in overrides:
-        _collect(bad, apply_override, cfg, item)
+        _collect(bad, apply_override, cfg, _renamed_override(item))
     _collect(bad, cfg.validate)
     _raise(bad)
     return cfg
+
+
+# Keys renamed since a config could have been written: old -> (new, what it is). The old key
+# still sets the new one, with a warning on stderr (once per process) that names it. An old
+# name is never given a new meaning: `eval.context_tokens` (the in-file prompt) does not become
+# the repository-context budget, or an old config would change what it asks for unannounced.
+RENAMED_KEYS = {
+    "eval.context_tokens": (
+        "eval.prompt_tokens", "the in-file prompt budget around the hole; the repository "
+                              "context budget is eval.repo_context_tokens (--context-tokens)"),
+}
+_warned: set[str] = set()
+
+
+def _renamed(old: str, source: str) -> str:
+    new, what = RENAMED_KEYS[old]
+    if old not in _warned:
+        _warned.add(old)
+        print(f"warning: {old} ({source}) is deprecated: it is now {new}, {what}",
+              file=sys.stderr)
+    return new
+
+
+def _renamed_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` (a YAML file's sections) with renamed keys under their new names."""
+    for old in RENAMED_KEYS:
+        sec, name = old.split(".")
+        section = data.get(sec)
+        if not isinstance(section, dict) or name not in section:
+            continue
+        new_sec, new_name = RENAMED_KEYS[old][0].split(".")
+        target = data.setdefault(new_sec, {}) if new_sec != sec else section
+        if not isinstance(target, dict):
+            continue  # not a mapping: apply_mapping reports it
+        if new_name in target:
+            raise ConfigError(f"{source} sets both {old} and {new_sec}.{new_name}; {old} is the "
+                              f"old name of {new_sec}.{new_name}: keep only that one")
+        value = section.pop(name)
+        target[_renamed(old, source).split(".")[1]] = value
+    return data
+
+
+def _renamed_override(item: str) -> str:
+    dotted, eq, raw = item.partition("=")
+    if eq and dotted.strip() in RENAMED_KEYS:
+        return f"{_renamed(dotted.strip(), 'command line')}={raw}"
+    return item
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

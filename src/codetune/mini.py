@@ -27,7 +27,7 @@ MINI_PATH: Path = Path(str(resources.files("codetune") / "assets" / MINI_NAME))
 # The model's 1024 positions: codetune eval's defaults (1536-token prompts, 1024-token scoring
 # windows, FIM scoring up to twice that) would run past them.
 _N_POSITIONS = 1024
-_EVAL_FIT = {"context_tokens": 768, "bpb_window": 511}
+_EVAL_FIT = {"prompt_tokens": 768, "bpb_window": 511}
 
 
 def mini_available() -> bool:

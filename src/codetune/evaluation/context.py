@@ -9,7 +9,6 @@ same tokens with and without context, so the difference is the context's worth a
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
@@ -18,16 +17,18 @@ from codetune.evaluation.tasks import Task
 
 
 def task_contexts(index: Any, loaded: Any, tasks: list[Task], budget: int,
-                  file_budget: int, window: int | None = None,
+                  prompt_budget: int, window: int | None = None,
                   room: int = 0) -> list[tuple[Any, list[str]]]:
     """The `tokens.fim.RepoContext` of each task (retrieved around its hole, `budget` tokens),
     and the paths of its snippets. With the model's `window`, snippets are dropped (the least
-    relevant first) until the task's prompt (its file part cut to `file_budget`) leaves `room`
-    tokens for the generation and the hole's own tokens: the budget counts each snippet's
-    text, not the paths and separators around it, and a model as short as codetune-mini's 1024
-    positions has no slack for those. Where not even the repository name and the file's path
-    fit, the task's context is None: its file-level prompt."""
+    relevant first; `context.repo_context`) until the task's prompt (its file part cut to
+    `prompt_budget`) leaves `room` tokens for the generation and the hole's own tokens: the
+    budget counts each snippet's text, not the paths and separators around it, and a model as
+    short as codetune-mini's 1024 positions has no slack for those. Where not even the
+    repository name and the file's path fit, the task's context is None: its file-level
+    prompt."""
     from codetune.context import repo_context
+    from codetune.infer.prompts import fim_prompt
     from codetune.tokens.fim import token_counter
 
     count = token_counter(loaded.tokenizer)
@@ -35,17 +36,15 @@ def task_contexts(index: Any, loaded: Any, tasks: list[Task], budget: int,
     out = []
     for t in tasks:
         snippets = index.retrieve(t.prefix, t.suffix, t.path, t.repo_id)
-        ctx, chosen = repo_context(snippets, budget, count, t.repo_id, t.path)
-        paths = [s.path for s in chosen]  # best first; the prompt has them best last
+        fits = None
         if window:
             limit = window - max(room, len(middle_ids(loaded, t)))
-            while ctx is not None and len(context_prompt(loaded, t, file_budget, ctx)) > limit:
-                if ctx.snippets:
-                    ctx = dataclasses.replace(ctx, snippets=ctx.snippets[1:])
-                    paths.pop()
-                else:  # even the repository name and the file's path do not fit
-                    ctx = None
-        out.append((ctx, paths))
+            prefix, suffix = fitted(loaded, t, prompt_budget)  # the same cut for every try
+
+            def fits(ctx, prefix=prefix, suffix=suffix, limit=limit):
+                return len(fim_prompt(loaded, prefix, suffix, repo=ctx)) <= limit
+        ctx, chosen = repo_context(snippets, budget, count, t.repo_id, t.path, fits)
+        out.append((ctx, [s.path for s in chosen]))  # best first; the prompt has them best last
     return out
 
 

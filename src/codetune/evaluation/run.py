@@ -97,7 +97,7 @@ def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
     from codetune.infer.generate import GenParams, generations
 
     out: list[Any] = [None] * len(tasks)
-    prompts = [context_prompt(loaded, t, cfg.context_tokens,
+    prompts = [context_prompt(loaded, t, cfg.prompt_tokens,
                               None if contexts is None else contexts[i])
                for i, t in enumerate(tasks)]
     middles = [middle_ids(loaded, t) for t in tasks] if score else None
@@ -139,11 +139,11 @@ def fit_to_model(cfg: EvalConfig, window: int | None) -> EvalConfig:
     # repository context gets at most a third of what the window leaves, the file the rest
     # (only when context is on; with and without it the file's cut is the same)
     repo = min(cfg.repo_context_tokens, room // 3) if cfg.context != "off" else 0
-    ctx = min(cfg.context_tokens, room - repo)
-    if ctx < 16:
+    prompt = min(cfg.prompt_tokens, room - repo)
+    if prompt < 16:
         raise CodetuneError(f"the model's {window} positions leave no room for a prompt; lower "
                             "eval.max_new_tokens_multi")
-    return dataclasses.replace(cfg, context_tokens=ctx, repo_context_tokens=repo,
+    return dataclasses.replace(cfg, prompt_tokens=prompt, repo_context_tokens=repo,
                                bpb_window=min(cfg.bpb_window, (window - 1) // 2))
 
 
@@ -234,7 +234,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         cross = [bool(n) or t.kind == "cross_file" for t, n in zip(tasks, needed, strict=True)]
 
         contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
-                                 cfg.context_tokens, window,
+                                 cfg.prompt_tokens, window,
                                  max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single) + 1)
         found = sum(defines_any(c, n) for (c, _), n in zip(contexts, needed, strict=True))
     variants = _variants(loaded)

@@ -7,10 +7,11 @@ thread of its own (only files whose hash changed are read again; `context.RepoIn
 How a request gets it: retrieval on the code around the cursor (`RepoIndex.retrieve`, never a
 chunk of the file being completed: by path when the request names it, and by content, since an
 editor's `/infill` does not say which file it is in), snippets the client sent (llama.cpp's
-`input_extra`) first, packed into `--context-tokens` and shrunk until the prompt fits
-`--max-prompt-tokens`. A prompt the client already laid out with repository context is taken as
-given; one laid out with the repository name and the file's path but no snippets (the
-`editor-config continue` template) gets them. The response names the files used.
+`input_extra`) first, packed into `--context-tokens` and the least relevant dropped until the
+prompt fits `--max-prompt-tokens` (`context.repo_context`, as in training and eval). A prompt
+the client already laid out with repository context is taken as given; one laid out with the
+repository name and the file's path but no snippets (the `editor-config continue` template)
+gets them. The response names the files used.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class ServeContext:
 
     def prompt(self, loaded: Any, hole: Hole, max_prompt: int) -> tuple[list[int], list[str]]:
         """(prompt ids, paths of the snippets used): the FIM prompt of `hole` with as much
-        context as fits both the budget and `max_prompt` tokens. Runs in the tokenizer pool."""
+        context as fits both the budget and `max_prompt` tokens, the least relevant snippets
+        dropped first (`context.repo_context`, as eval does). Runs in the tokenizer pool."""
         from codetune.context import repo_context
         from codetune.infer.prompts import fim_prompt
         from codetune.tokens.fim import token_counter
@@ -94,15 +96,17 @@ class ServeContext:
         if self.budget <= 0:  # off: exactly the file-level prompt
             return fim_prompt(loaded, hole.prefix, hole.suffix), []
         count = token_counter(loaded.tokenizer, maxsize=256)
+        built: dict[Any, list[int]] = {}  # each context tried -> its prompt (built once)
 
-        ranked = self.snippets(hole)
-        budget = self.budget
-        while True:
-            ctx, chosen = repo_context(ranked, budget, count, self.repo_name(hole), hole.path)
-            ids = fim_prompt(loaded, hole.prefix, hole.suffix, repo=ctx)
-            if len(ids) <= max_prompt or not chosen:
-                return ids, [s.path for s in chosen]
-            budget = min(budget, sum(count(s.text) for s in chosen)) // 2  # shrink and retry
+        def fits(ctx: Any) -> bool:
+            built[ctx] = fim_prompt(loaded, hole.prefix, hole.suffix, repo=ctx)
+            return len(built[ctx]) <= max_prompt
+
+        ctx, chosen = repo_context(self.snippets(hole), self.budget, count,
+                                   self.repo_name(hole), hole.path, fits)
+        ids = built[ctx] if ctx in built else fim_prompt(loaded, hole.prefix, hole.suffix,
+                                                          repo=ctx)
+        return ids, [s.path for s in chosen]
 
 
 def open_context(target: str, tree: str | None, budget: int) -> ServeContext | None:
