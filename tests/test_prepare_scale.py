@@ -162,6 +162,9 @@ def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tm
     done = sorted(p.name for p in (work / "results").iterdir())
     chunks = json.loads((work / "state.json").read_text())["chunks"]
     assert done == [f"{k:06d}.parquet" for k in range(0, chunks, 3)]  # task 0's chunks only
+    # the chunk task 1 died in left no staging file behind (a writer left open by it, closed
+    # whenever it was collected, once wrote its footer into the resumed attempt's file)
+    assert not [p.name for p in (work / "staging").iterdir() if p.name.endswith(".tmp")]
 
     ran.clear()
     written: list[int] = []

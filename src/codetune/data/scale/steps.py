@@ -19,10 +19,12 @@ Strings cross the files as UTF-8 with `surrogatepass`, so a path holding undecod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+import uuid
 from array import array
 from collections import deque
 from collections.abc import Iterator
@@ -172,22 +174,33 @@ class WriteResults(PipelineStep):
         work = Path(self.work)
         rows: list[dict[str, Any]] = []
         staging: store.RowWriter | None = None
-        for doc in data:
-            k, seq, res = doc.metadata["chunk"], doc.metadata["seq"], doc.metadata["result"]
-            if staging is None:
-                staging = store.RowWriter(work / "staging" / f"{k:06d}.parquet.tmp", with_id=True)
-            nbytes = 0
-            if res.reason is None:
-                nbytes = len(res.content.encode("utf-8", "surrogatepass"))
-                split = split_of(res.repo_id, res.path, self.cfg)[0]
-                staging.add(staged_row(res, seq, split, nbytes))
-            rows.append(self._row(seq, res, nbytes))
-            if doc.metadata["last"]:
-                with self.track_time("chunk"):
-                    self._close_chunk(work, k, staging, rows)
-                self.stat_update("chunks_written")
-                rows, staging = [], None
-            yield doc
+        try:
+            for doc in data:
+                k, seq, res = doc.metadata["chunk"], doc.metadata["seq"], doc.metadata["result"]
+                if staging is None:
+                    # A name of this attempt's own: a writer left open by a failed attempt
+                    # (closed whenever it is collected) must never write into this one's file.
+                    staging = store.RowWriter(
+                        work / "staging" / f"{k:06d}.parquet.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                                           ".tmp", with_id=True)
+                nbytes = 0
+                if res.reason is None:
+                    nbytes = len(res.content.encode("utf-8", "surrogatepass"))
+                    split = split_of(res.repo_id, res.path, self.cfg)[0]
+                    staging.add(staged_row(res, seq, split, nbytes))
+                rows.append(self._row(seq, res, nbytes))
+                if doc.metadata["last"]:
+                    with self.track_time("chunk"):
+                        self._close_chunk(work, k, staging, rows)
+                    self.stat_update("chunks_written")
+                    rows, staging = [], None
+                yield doc
+        except BaseException:
+            if staging is not None:  # the chunk this attempt did not finish: leave no file
+                with contextlib.suppress(Exception):
+                    staging.writer.close()
+                staging.path.unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def _row(seq: int, res: Result, nbytes: int) -> dict[str, Any]:
