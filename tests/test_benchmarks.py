@@ -126,6 +126,7 @@ def test_the_forgetting_verdict_on_constructed_scores():
     assert "no base to compare with" in alone
 
 
+@pytest.mark.slow
 def test_eval_cli_runs_the_benchmark_beside_a_local_one(tiny_run, tmp_path, capsys):
     """`codetune eval RUN --benchmark humaneval-infill:single --benchmark-tasks 5`, combined
     with `--forgetting FILE`: both scores of both models in eval.json, report.md and the

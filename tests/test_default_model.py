@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from codetune import config
 from codetune.cli import main
 
@@ -13,6 +15,7 @@ def test_complete_without_target_uses_mini(capsys):
     assert "codetune-mini" in err and "starcoderbase-1b-qlora" in err
 
 
+@pytest.mark.slow
 def test_train_and_eval_without_model_use_mini(tiny_run, tmp_path, capsys):
     from codetune.train.trainer import train
 

@@ -23,12 +23,14 @@ def demo_run(tmp_path_factory):
     return doc, "\n".join(lines), out
 
 
+@pytest.mark.slow
 def test_demo_fine_tuning_lowers_heldout_bits_per_byte(demo_run):
     doc, _, _ = demo_run
     assert doc["heldout_files"] > 0 and doc["train_files"] > doc["heldout_files"]
     assert doc["bpb_tuned"] < doc["bpb_base"], doc
 
 
+@pytest.mark.slow  # the demo_run fixture runs the whole demo (minutes)
 def test_demo_writes_report_chart_and_summary(demo_run):
     doc, text, out = demo_run
     assert (out / "run" / "eval" / "report.md").is_file()
@@ -38,6 +40,7 @@ def test_demo_writes_report_chart_and_summary(demo_run):
     assert "single_line_exact_match" in saved["exact_match"]
 
 
+@pytest.mark.slow  # the demo_run fixture runs the whole demo (minutes)
 def test_demo_prints_before_after_and_next_commands(demo_run):
     doc, text, _ = demo_run
     assert "before (base):" in text and "after (tuned):" in text
@@ -47,6 +50,7 @@ def test_demo_prints_before_after_and_next_commands(demo_run):
         assert cmd in text, cmd
 
 
+@pytest.mark.slow  # the demo_run fixture runs the whole demo (minutes)
 def test_demo_trains_in_repo_mode_and_shows_what_context_did(demo_run):
     doc, text, out = demo_run
     cfg = (out / "run" / "config.yaml").read_text()

@@ -280,6 +280,7 @@ def main_{i}():
 """
 
 
+@pytest.mark.slow
 def test_eval_counts_and_cuts_a_middle_that_runs_into_the_suffix(tiny_run, tmp_path, monkeypatch,
                                                                   capsys):
     """A model that writes each hole's middle and then goes on with its suffix (as a real 0.5B
@@ -364,6 +365,7 @@ def test_verdict_from_typed_scores():
                                 "delta": 0.2, "ci95": [0.05, 0.35]}
 
 
+@pytest.mark.slow
 def test_eval_2x2_with_repository_context(tiny_run, tmp_path, capsys):
     """eval.context=both: base and tuned, each with and without snippets of the train files;
     paired comparisons for "context helped" and "tuning helped"; no held-out file in any

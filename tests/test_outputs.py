@@ -166,6 +166,7 @@ def test_train_overwrite_with_a_typo_keeps_the_old_run(tmp_path, tiny_run, finis
     assert not [p for p in tmp_path.iterdir() if outputs.is_partial(p.name)]
 
 
+@pytest.mark.slow
 def test_train_overwrite_replaces_the_old_run_only_when_done(tmp_path, tiny_run, finished_run):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

@@ -67,6 +67,7 @@ def test_recipes_command_lists_them(capsys):
     assert capsys.readouterr().out.strip() == str(recipes.resolve("starcoderbase-1b-qlora"))
 
 
+@pytest.mark.slow
 def test_an_installed_wheel_carries_and_finds_the_recipes(tmp_path):
     """Build the wheel as pip would, unpack it away from the checkout, and resolve a recipe,
     the bundled model and the sample project from there."""

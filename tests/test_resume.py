@@ -151,6 +151,7 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["deep", "digits"])
 def test_a_record_nested_too_deep_or_with_a_huge_integer_is_corrupt(run, tmp_path, kind,
                                                                    capsys):
@@ -203,6 +204,7 @@ def test_an_older_whole_checkpoint_beats_a_newer_partial_one(run, tmp_path, name
     assert checkpoints.for_resume(root) == (root / "checkpoint-4", [name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STATE_FILES)
 def test_resume_without_optimizer_scheduler_or_rng_state_warns_and_keeps_the_rest(
         run, tmp_path, name, capsys):
@@ -225,6 +227,7 @@ def test_resume_without_optimizer_scheduler_or_rng_state_warns_and_keeps_the_res
     assert steps == ({2} if name == "optimizer.pt" else {6})  # fresh only when it was lost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["model load", "optimizer load", "rng load", "first batch"])
 def test_a_failed_resume_leaves_config_and_run_json_as_they_were(run, tmp_path, monkeypatch,
                                                                  where):

@@ -150,6 +150,7 @@ def test_serve_context_never_comes_from_a_decoy(scene, caplog):
     _one_line_naming(caplog.records[-1].getMessage(), gone, scene.decoy)
 
 
+@pytest.mark.slow
 def test_resume_from_another_folder_trains_on_the_runs_own_dataset(scene, capsys):
     shutil.copytree(scene.tiny["run"] / "checkpoints", scene.run / "checkpoints")
     before = {f: (scene.run / f).read_bytes() for f in ("config.yaml", "run.json")}

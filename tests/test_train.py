@@ -64,6 +64,7 @@ def _initial_adapter(cfg) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(m).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, quant", [("gpt_bigcode", "4bit"), ("llama", "none")])
 def test_lora_trains_only_adapters_and_run_folder_loads(workdir, tmp_path, arch, quant):
     from peft import PeftModel
@@ -117,6 +118,7 @@ def test_lora_trains_only_adapters_and_run_folder_loads(workdir, tmp_path, arch,
     ({"lora.target_modules": "all-linear", "lora.r": 16}, 0.92),
     ({"model.finetune": "full"}, 0.6),
 ])
+@pytest.mark.slow
 def test_loss_falls_on_a_repetitive_corpus(workdir, tmp_path, over, ratio):
     cfg = run_cfg(workdir, "llama", **{"train.max_steps": 30, "train.save_steps": 30,
                                        "train.eval_steps": 30, "train.learning_rate": 1e-2,
@@ -139,6 +141,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             **kw)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted_run(workdir, tmp_path):
     over = {"train.max_steps": 24, "train.save_steps": 4, "train.eval_steps": 0}
     cfg = run_cfg(workdir, "gpt_bigcode", **over)
@@ -205,6 +208,7 @@ def test_user_errors(workdir, tmp_path):
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_on_cpu(workdir, tmp_path):
     cfg = run_cfg(workdir, "llama", **{"train.max_steps": 3, "train.save_steps": 3,
                                        "train.eval_steps": 3, "data.max_eval_sequences": 6})
@@ -268,6 +272,7 @@ def test_added_fim_tokens_are_trained_and_saved(workdir, tmp_path):
     assert list((out / "logs").rglob("events.out.tfevents.*"))  # TensorBoard by default
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_a_gguf_base_trains_without_quantization(workdir, tmp_path, finetune):
     """A local .gguf base (an Ollama / llama.cpp model on disk) loaded dequantized must train
@@ -293,6 +298,7 @@ def test_a_gguf_base_trains_without_quantization(workdir, tmp_path, finetune):
         assert getattr(full.config, "quantization_config", None) is None
 
 
+@pytest.mark.slow
 def test_train_time_eval_is_capped_by_default(workdir, tmp_path, monkeypatch):
     """The held-out split can be large; each train-time evaluation reads at most
     data.max_eval_sequences (default 32) sequences per eval set, unless set to null."""
@@ -349,6 +355,7 @@ def test_capped_eval_share_is_exact_on_several_ranks():
     assert list(_Capped([], 3, exact=True, fallback=[7, 8])) == [7, 8, 7]
 
 
+@pytest.mark.slow
 def test_progress_is_lines_off_a_terminal_and_a_bar_on_one(workdir, tmp_path):
     import io
 
@@ -381,6 +388,7 @@ def test_progress_is_lines_off_a_terminal_and_a_bar_on_one(workdir, tmp_path):
     assert "step 3/10  loss" not in out  # a bar, not lines
 
 
+@pytest.mark.slow
 def test_repo_mode_trains_with_context_from_the_index(workdir, tmp_path):
     """data.context=repo: samples open with snippets of other train files (the dataset's index
     neighbours), and a dataset without an index is refused before anything is written."""
@@ -451,6 +459,7 @@ def test_best_step_is_the_lowest_held_out_loss_among_saved_steps():
     assert best_step([{"loss": 1.0, "step": 2}], saved=[2], final=2) is None
 
 
+@pytest.mark.slow
 def test_keep_best_ends_with_the_chosen_checkpoints_weights(workdir, tmp_path, monkeypatch,
                                                             capsys):
     from safetensors.torch import load_file
