@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from codetune import outputs
+from codetune import config, mini, outputs
 from codetune.errors import CodetuneError
 
 __all__ = ["DEFAULT_STEPS", "SAMPLE_NAME", "pick_example", "resolve_source", "run_demo",
@@ -103,12 +103,12 @@ def _outside(source: str, how: str, out: Path) -> tuple[str, str]:
 
 def _quantization() -> str:
     """4bit (QLoRA) with bitsandbytes on a CUDA GPU; plain LoRA on a CPU (see the docstring)."""
-    import torch
+    import torch  # heavy: torch
 
     if not torch.cuda.is_available():
         return "none"
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401  (heavy: bitsandbytes)
     except Exception:  # noqa: BLE001 - a broken install is as good as none here
         return "none"
     return "4bit"
@@ -225,10 +225,9 @@ def run_demo(path: str | None = None, steps: int = DEFAULT_STEPS,
 
 def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | None,
           overrides, progress: bool, echo) -> dict[str, Any]:
-    from codetune import config, mini
-    from codetune.data.prepare import prepare
-    from codetune.evaluation.run import evaluate
-    from codetune.train.trainer import train
+    from codetune.data.prepare import prepare  # heavy: numpy, via data.prepare
+    from codetune.evaluation.run import evaluate  # heavy: numpy, via evaluation
+    from codetune.train.trainer import train  # lazy: cli/demo imports this module at startup
 
     model_dir = mini.default_model()
     quant = _quantization()
@@ -251,7 +250,7 @@ def _demo(source: str, how: str, out: Path, steps: int, max_eval_files: int | No
     echo(f"model: bundled codetune-mini ({'QLoRA 4-bit' if quant == '4bit' else 'LoRA'}, "
          f"{steps} steps); for real work use {mini.REAL_RECIPE} on a GPU")
     t = time.perf_counter()
-    from codetune.context import index_dataset
+    from codetune.context import index_dataset  # heavy: numpy, via codetune.context
 
     summary = prepare([source], out / "dataset", cfg.prepare, progress=progress,
                       context_index=index_dataset)

@@ -11,12 +11,15 @@ when complete, so an interrupted merge never leaves a folder that looks like a m
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Any
 
 from codetune import outputs
 from codetune.errors import CodetuneError
+from codetune.infer import loader
+from codetune.infer.probe import logits, probe_texts
 
 # Largest |logit difference| accepted between merged and base+adapter, per dtype: merging
 # rounds W + BA once into the weight dtype (bf16 keeps ~3 significant digits).
@@ -26,8 +29,6 @@ TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
 def _probe_inputs(loaded, n: int = 3, length: int = 64) -> tuple[list[list[int]], str]:
     """Token ids of a few held-out snippets, else of the vocabulary in order; and which, in
     words (with why there were no held-out snippets)."""
-    from codetune.infer.probe import probe_texts
-
     probe = probe_texts(loaded.run_dir, n)
     # held-out code, else token ids rather than the built-in snippets: what merge has always
     # verified on, and recorded as codetune_merge.json's verified_on
@@ -51,10 +52,6 @@ def merge(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
     again in float32 when `fallback` (and said through `echo`): a real 0.5B model's bf16 merge
     was 1.05 off on its own run, the float32 one 0.03. `flag`: the caller's name for the dtype
     option, which an error suggests (`--dtype` for merge, `--merge-dtype` for export)."""
-    import gc
-
-    from codetune.infer import loader
-    from codetune.infer.probe import logits
 
     run_dir, out = Path(run_dir), Path(out_dir).absolute()
     if not loader.is_run_dir(run_dir):

@@ -28,6 +28,7 @@ from codetune.cli import (
     train,
 )
 from codetune.errors import CodetuneError
+from codetune.outputs import write_error
 
 COMMANDS: list[Callable] = [
     data.add_prepare, index.add_index, data.add_stats, data.add_preview, train.add_train,
@@ -60,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         # written. Any other OSError is a bug and keeps its traceback.
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             raise
-        from codetune.outputs import write_error
 
         print(f"error: {write_error(e, e.filename or 'the output folder')}", file=sys.stderr)
         return 2

@@ -16,6 +16,9 @@ import json
 import typing
 from typing import Any
 
+from codetune import config
+from codetune.config import RunConfig, strip_optional
+
 CONFIG_KEYS = "config_keys"
 """The parsed namespace's {dest: "section.key"} of the flags added by `config_flag`."""
 
@@ -31,7 +34,6 @@ def file_items(path: str | None) -> list[str]:
     """A YAML config file as `section.key=value` items (for commands that take overrides)."""
     if path is None:
         return []
-    from codetune import config
 
     cfg = config.load(path)  # validates the file: unknown keys name themselves here
     base = config.flatten(config.RunConfig())
@@ -50,8 +52,6 @@ def config_flag(p: Any, flag: str, key: str, **kw: Any) -> None:
     `store_true`. A `help` given here replaces the field's (then it states any default itself);
     `action="store_false"` makes a flag that turns a true default off. A flag left out is None,
     so the config's value (default, -c file or -s) stands."""
-    from codetune.config import RunConfig, strip_optional
-
     section, name = key.split(".")
     cls = type(getattr(RunConfig(), section))
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
@@ -91,7 +91,5 @@ def build_config(args: argparse.Namespace, overrides: dict[str, object] | None =
     """The validated config of a command: `defaults` ({"section.key": value} the command
     derives; lowest), then the -c file, -s overrides, and the flags (`flag_items`), which win
     over -s."""
-    from codetune import config
-
     items = list(getattr(args, "set", None) or []) + flag_items(args, overrides)
     return config.load(getattr(args, "config", None), items, defaults=defaults)

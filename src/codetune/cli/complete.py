@@ -11,7 +11,7 @@ from typing import Any
 from codetune.cli.common import build_config, choices, config_args, config_flag
 from codetune.config import Dtype, Quantization
 from codetune.errors import CodetuneError
-from codetune.infer.complete import complete, hole_in_file
+from codetune.mini import default_model, default_model_note
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -31,15 +31,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def resolve_target(args: argparse.Namespace) -> str:
     """TARGET, or the bundled codetune-mini (saying so) when none is given."""
     if args.target is None:
-        from codetune.mini import default_model, default_model_note
-
         args.target = default_model()
         print(default_model_note(), file=sys.stderr)
     return args.target
 
 
 def load_target(args: argparse.Namespace) -> Any:
-    from codetune.infer import loader
+    from codetune.infer import loader  # lazy: codetune.infer is ~20 ms of `codetune --help`
 
     return loader.load(resolve_target(args), adapter=args.adapter, quantization=args.quantization,
                 dtype=args.dtype, with_adapter=not args.no_adapter)
@@ -74,6 +72,8 @@ def add_complete(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from codetune.infer.complete import complete, hole_in_file  # lazy: as in load_target
+
     if args.file is not None:
         if args.prefix is not None or args.suffix is not None:
             raise CodetuneError("give either --file/--line or --prefix/--suffix, not both")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from codetune import config
 from codetune.cli.common import build_config, config_args
 
 
@@ -14,7 +15,5 @@ def add_config(sub) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> int:
-    from codetune import config
-
     print(config.describe(build_config(args)))
     return 0

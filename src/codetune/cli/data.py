@@ -52,9 +52,9 @@ def add_prepare(sub) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from codetune.context import index_dataset
-    from codetune.data.prepare import prepare
-    from codetune.data.report import print_summary
+    from codetune.context import index_dataset  # heavy: numpy (codetune.context)
+    from codetune.data.prepare import prepare  # heavy: numpy
+    from codetune.data.report import print_summary  # heavy: rich, numpy
 
     cfg = build_config(args)
     summary = prepare(args.sources, args.output, cfg.prepare, overwrite=args.overwrite,
@@ -85,8 +85,8 @@ def add_stats(sub) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from codetune.data.stats import dataset_stats, print_stats
-    from codetune.model.load import load_tokenizer
+    from codetune.data.stats import dataset_stats, print_stats  # heavy: numpy
+    from codetune.model.load import load_tokenizer  # lazy: ~10 ms of `codetune --help`
 
     if args.sample < 1:
         raise CodetuneError("--sample must be at least 1")
@@ -116,14 +116,14 @@ def add_preview(sub) -> None:
 
 
 def _run_preview(args: argparse.Namespace) -> int:
-    from codetune.model.load import load_tokenizer
-    from codetune.tokens.stream import preview
+    from codetune.model.load import load_tokenizer  # lazy: ~10 ms of `codetune --help`
+    from codetune.tokens.stream import preview  # heavy: torch
 
     cfg = build_config(args, {"data.dataset": args.dataset})
     tok = load_tokenizer(args.tokenizer, args.trust_remote_code)
     context = None
     if cfg.data.context == "repo":  # the layout training will see, from the dataset's index
-        from codetune.train.trainer import context_providers
+        from codetune.train.trainer import context_providers  # lazy: ~15 ms of --help
 
         train_ctx, held_out_ctx = context_providers(cfg, tok)
         context = train_ctx if args.split == "train" else held_out_ctx

@@ -34,7 +34,7 @@ def add_export(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from codetune.export import export
+    from codetune.export import export  # heavy: numpy
 
     r = export(args.source, args.to, args.output, ftype=args.type, name=args.name,
                overwrite=args.overwrite, converter=args.converter, merge_dtype=args.merge_dtype)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from codetune import outputs
 from codetune.cli.common import build_config, config_args
+from codetune.errors import CodetuneError
 
 
 def add_index(sub) -> None:
@@ -30,13 +34,8 @@ def add_index(sub) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
-    from codetune import outputs
-    from codetune.context import RepoIndex, index_tree
-    from codetune.context.build import DEFAULT_DIR, describe
-    from codetune.errors import CodetuneError
+    from codetune.context import RepoIndex, index_tree  # heavy: numpy
+    from codetune.context.build import DEFAULT_DIR, describe  # heavy: numpy
 
     cfg = build_config(args)  # the prepare.* filters decide which files are indexed
     root = Path(args.path).absolute()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from codetune import recipes
+
 
 def add_recipes(sub) -> None:
     p = sub.add_parser("recipes", help="list the shipped training recipes (model, method, "
@@ -14,13 +16,11 @@ def add_recipes(sub) -> None:
 
 
 def _run_recipes(args: argparse.Namespace) -> int:
-    from codetune import recipes
-
     if args.path:
         print(recipes.resolve(args.path))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # heavy: rich, ~70 ms
+    from rich.table import Table  # heavy: rich
 
     table = Table(title="codetune recipes", show_lines=False)
     table.add_column("recipe", no_wrap=True)

@@ -6,15 +6,15 @@ import argparse
 import os
 
 from codetune.cli.common import build_config, config_args, config_flag
+from codetune.cli.complete import add_model_args, load_target, resolve_target
 from codetune.config import API_KEY_ENV, ServeConfig
+from codetune.errors import CodetuneError
 
 # --slots with --upstream: requests in flight to the engine, which batches them
 UPSTREAM_SLOTS = 64
 
 
 def add_serve(sub) -> None:
-    from codetune.cli.complete import add_model_args
-
     p = sub.add_parser(
         "serve", help="an OpenAI-compatible (and TGI/llm-ls) completion server for editors",
         description="Serve a run folder (base + adapter), a merged model or a base model over "
@@ -79,7 +79,7 @@ def add_editor_config(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from codetune.cli.complete import load_target, resolve_target
+    # lazy: codetune.serve (asyncio, infer) is ~50 ms of `codetune --help`
     from codetune.serve.limits import check_bindable
 
     resolve_target(args)
@@ -91,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
         derived["serve.api_key"] = os.environ[API_KEY_ENV]
     settings = build_config(args, defaults=derived).serve  # checked before the (slow) load
     check_bindable(settings)
-    from codetune.serve.app import serve
-    from codetune.serve.context import open_context
+    from codetune.serve.app import serve  # lazy: as above
+    from codetune.serve.context import open_context  # lazy: as above
 
     context = open_context(args.target, args.context, settings.context_tokens)
 
     if args.upstream:
-        from codetune.serve.upstream import Upstream, load_front
+        from codetune.serve.upstream import Upstream, load_front  # lazy: as above
 
         upstream = Upstream(args.upstream, args.upstream_model, _upstream_key(args))
         serve(load_front(args.target), settings, upstream, context)
@@ -107,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _upstream_key(args: argparse.Namespace) -> str | None:
-    from codetune.errors import CodetuneError
-
     var = args.upstream_api_key_env
     if var is None:
         return None
@@ -119,6 +117,7 @@ def _upstream_key(args: argparse.Namespace) -> str | None:
 
 
 def _run_editor_config(args: argparse.Namespace) -> int:
+    # lazy: codetune.serve (asyncio, infer) is ~50 ms of `codetune --help`
     from codetune.serve.editors import editor_config, model_info
 
     model, fim, context = model_info(args.family, args.target, args.url, args.api_key_env,
@@ -128,6 +127,7 @@ def _run_editor_config(args: argparse.Namespace) -> int:
 
 
 def _model_name_of(target: str) -> str:
+    # lazy: codetune.serve (asyncio, infer) is ~50 ms of `codetune --help`
     from codetune.serve.editors import model_name_of
 
     return model_name_of(target)

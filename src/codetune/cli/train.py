@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from codetune import config
 from codetune.cli.common import config_args, config_flag, flag_items
 from codetune.errors import CodetuneError
+from codetune.recipes import resolve
 
 
 def _split_recipe(items: list[str]) -> tuple[str | None, list[str]]:
     """`[RECIPE] [section.key=value ...]` -> (recipe file, overrides). RECIPE is a shipped
     recipe's name (`codetune recipes`) or a YAML file."""
-    from codetune.recipes import resolve
-
     recipe, overrides = None, []
     for item in items:
         if "=" in item:
@@ -53,7 +53,7 @@ def add_train(sub) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from codetune import config
+    # lazy: codetune.train is ~15 ms of `codetune --help`
     from codetune.train.rundir import check_output, resume_config
     from codetune.train.trainer import print_summary, train
 
@@ -77,7 +77,7 @@ def _run_train(args: argparse.Namespace) -> int:
         cfg = config.load(recipe, items)
     result = train(cfg, args.output, resume=args.resume, overwrite=args.overwrite,
                    force=args.force, progress=not args.quiet)
-    from codetune.tokens.stream import rank_and_world
+    from codetune.tokens.stream import rank_and_world  # heavy: torch
 
     if rank_and_world()[0] == 0 and not result.already_finished:
         print_summary(result)

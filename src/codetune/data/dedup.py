@@ -52,13 +52,13 @@ def _identity(x: int) -> int:
 @functools.cache
 def _permutations(num_perm: int) -> np.ndarray:
     """datasketch's permutations for `num_perm` (seed 1): drawn once, not for every MinHash."""
-    from datasketch import MinHash
+    from datasketch import MinHash  # heavy: datasketch (scipy), ~0.6 s
 
     return MinHash(num_perm=num_perm, scheme=SCHEME).permutations
 
 
 def _new_minhash(num_perm: int, hashvalues: np.ndarray | None = None):
-    from datasketch import MinHash
+    from datasketch import MinHash  # heavy: datasketch (scipy), ~0.6 s
 
     return MinHash(num_perm=num_perm, hashvalues=hashvalues, hashfunc=_identity, scheme=SCHEME,
                    permutations=_permutations(num_perm))
@@ -85,7 +85,7 @@ class NearDupIndex:
     """
 
     def __init__(self, threshold: float = 0.7, num_perm: int = 128):
-        from datasketch import MinHashLSH
+        from datasketch import MinHashLSH  # heavy: datasketch (scipy), ~0.6 s
 
         self.threshold = threshold
         self.num_perm = num_perm

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codetune.config import PrepareConfig
+from codetune.data.dedup import minhash_signature
 from codetune.data.languages import DATA_LANGUAGES, LanguageTable
+from codetune.data.notebooks import NotebookError, notebook_to_source
 from codetune.data.sources import Candidate
 
 REASONS: dict[str, str] = {
@@ -167,8 +169,6 @@ class FileFilter:
         if not text.strip():
             raise _Drop("empty", "")
         if path.lower().endswith(".ipynb"):
-            from codetune.data.notebooks import NotebookError, notebook_to_source
-
             try:
                 text, nb_lang = notebook_to_source(text, cfg.notebook_markdown)
             except NotebookError as e:
@@ -195,7 +195,7 @@ class FileFilter:
         if frac < cfg.min_alphanum_fraction:
             raise _Drop("low_alphanum", f"alphanumeric fraction {frac:.2f}")
         if cfg.secrets != "off":
-            from codetune.data import secrets
+            from codetune.data import secrets  # heavy: detect_secrets, ~0.2 s
 
             findings = secrets.scan(text, path)  # the path turns on configuration-file rules
             if findings:
@@ -207,8 +207,6 @@ class FileFilter:
         res.content = text
         res.sha256 = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         if cfg.dedup_near:
-            from codetune.data.dedup import minhash_signature
-
             res.signature = minhash_signature(text, cfg.near_dup_ngram, cfg.minhash_perms)
 
 

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlparse
 from codetune import __version__, outputs
 from codetune.config import PrepareConfig
 from codetune.data import report, store
+from codetune.data.dedup import NearDupIndex
 from codetune.data.filters import FileFilter, Result
 from codetune.data.sources import Candidate, Source, SourceInfo, open_source, printable_path
 from codetune.errors import CodetuneError
@@ -116,7 +117,7 @@ def _pool(cfg: PrepareConfig, workers: int):
         filt = FileFilter(cfg)
         yield lambda cands: map(filt.process, cands)
         return
-    from codetune.data import dedup, secrets  # noqa: F401  (imported once, before the fork)
+    from codetune.data import secrets  # noqa: F401  (heavy: detect_secrets; once, before the fork)
 
     # imap has no back-pressure: workers faster than this process would pile finished files
     # (with their text) up in memory. A semaphore bounds the files in flight.
@@ -159,7 +160,7 @@ def prepare(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
         raise CodetuneError("give at least one SOURCE: a folder, a git URL, a Hub dataset "
                             "(hf://datasets/OWNER/NAME) or parquet/JSON files")
     if cfg.executor:
-        from codetune.data.scale import prepare_scaled
+        from codetune.data.scale import prepare_scaled  # (a cycle: data.scale imports this module)
 
         return prepare_scaled(sources, out_dir, cfg, overwrite, progress, context_index)
     out = outputs.check(out_dir, overwrite, "dataset",
@@ -361,8 +362,6 @@ class _Dedup:
     one, already staged, is recorded in `leaks` and left out when the shards are written."""
 
     def __init__(self, cfg: PrepareConfig):
-        from codetune.data.dedup import NearDupIndex
-
         self.exact: dict[bytes, int] | None = {} if cfg.dedup_exact else None
         self.near = NearDupIndex(cfg.near_dup_threshold, cfg.minhash_perms) \
             if cfg.dedup_near else None

@@ -28,7 +28,7 @@ def progress_bar(total: int | None, enabled: bool) -> Iterator[Callable[[int], N
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
-    )
+    )  # heavy: rich, ~70 ms
 
     columns = [SpinnerColumn(), TextColumn("scanning files"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[mb]:.1f} MB"), TimeElapsedColumn(), TimeRemainingColumn()]
@@ -102,8 +102,8 @@ def write(folder: Path, summary, infos, cfg) -> None:
 
 
 def print_summary(summary) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # heavy: rich, ~70 ms
+    from rich.table import Table  # heavy: rich
 
     console = Console(stderr=False)
     t = Table(title=f"codetune prepare -> {summary.out_dir}", show_edge=False)

@@ -20,7 +20,7 @@ from codetune.errors import CodetuneError
 
 def dataset_stats(path: str | Path, tokenizer=None, sample: int = 400, seed: int = 0
                   ) -> dict[str, Any]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     path = Path(path)
     man = store.load_manifest(path)
@@ -63,7 +63,7 @@ def dataset_stats(path: str | Path, tokenizer=None, sample: int = 400, seed: int
 
 def _sample_texts(path: Path, k: int, seed: int) -> list[str]:
     """`k` file texts drawn uniformly without replacement (seeded) from both splits."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     shards = [p for s in store.SPLITS for p in store.shard_paths(path, s)]
     counts = []
@@ -86,8 +86,8 @@ def _sample_texts(path: Path, k: int, seed: int) -> list[str]:
 
 
 def print_stats(st: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # heavy: rich, ~70 ms
+    from rich.table import Table  # heavy: rich
 
     console = Console()
     t = Table(title=f"{st['dataset']}  ({st['content_hash'][:19]}…)", show_edge=False)

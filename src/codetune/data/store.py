@@ -41,7 +41,7 @@ _ROW_GROUP_BYTES = 8 << 20  # bounds the memory of one buffered row group
 
 
 def schema():
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
 
     return pa.schema([
         ("repo_id", pa.string()),
@@ -59,8 +59,8 @@ class RowWriter:
     """Buffers rows and writes them to one parquet file in row groups of ~8 MB."""
 
     def __init__(self, path: Path, with_id: bool = False):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # heavy: pyarrow, ~0.3 s
+        import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
         self.schema = schema()
         if with_id:
@@ -79,7 +79,7 @@ class RowWriter:
             self.flush()
 
     def flush(self) -> None:
-        import pyarrow as pa
+        import pyarrow as pa  # heavy: pyarrow, ~0.3 s
 
         if self.rows:
             self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
@@ -92,7 +92,7 @@ class RowWriter:
 
 def iter_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Rows of a parquet file, one row group in memory at a time."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     with reading(path):
         f = pq.ParquetFile(str(path))
@@ -104,7 +104,7 @@ def iter_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict[str
 def reading(path: str | Path) -> Iterator[None]:
     """Turn pyarrow's errors on a damaged file ("Parquet magic bytes not found", "ZSTD
     decompression failed") into one line that names the file and the remedy."""
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
 
     try:
         yield
@@ -129,9 +129,9 @@ def write_shards(staging: Path | list[Path], out: Path, drop_ids: set[int], move
 
     Works on Arrow columns a row group at a time (no Python objects per row): rows go to the
     shard their running byte offset falls in, so shards are about `shard_bytes` each."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import numpy as np  # heavy: numpy, ~0.1 s
+    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     data = out / "data"
     data.mkdir()
@@ -182,7 +182,7 @@ def write_shards(staging: Path | list[Path], out: Path, drop_ids: set[int], move
 def _member(ids, sorted_ids):
     """`np.isin(ids, sorted_ids)` in O(len(ids) log n): millions of dropped ids at organization
     scale would make isin's sort of both arrays, per row group, the slowest part of the pass."""
-    import numpy as np
+    import numpy as np  # heavy: numpy, ~0.1 s
 
     if len(sorted_ids) == 0:
         return np.zeros(len(ids), dtype=bool)
@@ -312,7 +312,7 @@ def resolve_files(source: str | Path, split: str) -> tuple[list[str], str | None
 def held_out_files(dataset: str | Path, max_files: int | None) -> list[dict[str, str]]:
     """The held-out (validation) files of `dataset`, as {"repo_id", "path", "content"}: the
     first `max_files` (all when None or 0). What eval scores, and merge and export probe."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     files, column = resolve_files(dataset, "validation")
     rows = []

@@ -22,13 +22,16 @@ written and `llama-quantize` turns it into the requested type (`llama_cpp.quanti
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 
 from codetune.errors import CodetuneError
+from codetune.export import vocab
 
 # HF model_type -> gguf.MODEL_ARCH member name
 ARCHS = {"qwen2": "QWEN2", "starcoder2": "STARCODER2", "gpt_bigcode": "STARCODER",
@@ -40,7 +43,7 @@ NATIVE_TYPES = ("F32", "F16", "BF16", "Q8_0")  # written here; anything else via
 
 def file_types() -> dict[str, Any]:
     """Every llama.cpp file type by its `--type` name (F16, Q8_0, Q4_K_M, ...)."""
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     types = {t.name.removeprefix("MOSTLY_"): t for t in gguf.LlamaFileType
              if t.name.startswith("MOSTLY_") or t.name == "ALL_F32"}
@@ -107,7 +110,7 @@ def hyperparameters(w: Any, cfg: dict[str, Any]) -> None:
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_head_count(heads)
     w.add_head_count_kv(cfg.get("num_key_value_heads") or heads)
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     theta, factor = rope(cfg)
     if theta is not None:
@@ -151,7 +154,7 @@ def unpermute(x: np.ndarray, heads: int) -> np.ndarray:
 
 def tensor_names(cfg: dict[str, Any], hf_names: list[str]) -> dict[str, str]:
     """HF tensor name -> GGUF tensor name, for the tensors that go into the file."""
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     arch = getattr(gguf.MODEL_ARCH, ARCHS[cfg["model_type"]])
     blocks = cfg.get("num_hidden_layers", cfg.get("n_layer"))
@@ -175,8 +178,7 @@ def tensor_names(cfg: dict[str, Any], hf_names: list[str]) -> dict[str, str]:
 def _tensors(model_dir: Path, order: list[str]) -> Iterator[tuple[str, np.ndarray]]:
     """(HF name, float32 array) for the tensors in `order`, one at a time, in that order (the
     order of the tensor table)."""
-    import torch
-    from safetensors import safe_open
+    import torch  # heavy: torch
 
     where = {}
     for shard in _shards(model_dir):
@@ -188,8 +190,6 @@ def _tensors(model_dir: Path, order: list[str]) -> Iterator[tuple[str, np.ndarra
 
 
 def _shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
-
     shapes = {}
     for shard in _shards(model_dir):
         with safe_open(str(shard), framework="pt") as f:
@@ -199,7 +199,7 @@ def _shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
 
 def _qtype(gguf_name: str, shape: tuple[int, ...], ftype: str) -> Any:
     """The GGML type of one tensor in a file of type `ftype`."""
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     Q = gguf.GGMLQuantizationType
     if len(shape) <= 1 or gguf_name.startswith("position_embd") or ftype == "F32":
@@ -212,7 +212,7 @@ def _qtype(gguf_name: str, shape: tuple[int, ...], ftype: str) -> Any:
 
 
 def _encode(data: np.ndarray, qtype: Any) -> np.ndarray:
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     Q = gguf.GGMLQuantizationType
     if qtype == Q.F32:
@@ -225,9 +225,7 @@ def _encode(data: np.ndarray, qtype: Any) -> np.ndarray:
 def write(model_dir: str | Path, out_file: str | Path, ftype: str, *, tokenizer: Any, fim: Any,
           name: str, sampling: dict[str, float] | None = None) -> dict[str, Any]:
     """Write the model at `model_dir` as a GGUF file of type `ftype` (F32, F16, BF16, Q8_0)."""
-    import gguf
-
-    from codetune.export import vocab
+    import gguf  # optional: gguf (the export extra)
 
     model_dir, out_file = Path(model_dir), Path(out_file)
     cfg = model_config(model_dir)
@@ -251,8 +249,6 @@ def write(model_dir: str | Path, out_file: str | Path, ftype: str, *, tokenizer:
         _add(w, key, value)
 
     # the tensor table first (from the shapes alone), then the data one tensor at a time
-    import math
-
     Q = gguf.GGMLQuantizationType
     heads = cfg.get("num_attention_heads")
     kv_heads = cfg.get("num_key_value_heads") or heads
@@ -292,7 +288,7 @@ def _layout(cfg: dict[str, Any], hf_name: str, data: np.ndarray, heads: int | No
 
 
 def _add(w: Any, key: str, value: Any) -> None:
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     T = gguf.GGUFValueType
     if isinstance(value, bool):

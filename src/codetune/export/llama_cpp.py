@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.export.gguf import _add
 
 ENV = "LLAMA_CPP_DIR"
 GET_IT = ("git clone https://github.com/ggml-org/llama.cpp && cd llama.cpp && "
@@ -74,9 +75,7 @@ def quantize(tool: str, src: Path, dst: Path, ftype: str) -> None:
 def add_metadata(path: Path, extra: dict[str, Any]) -> list[str]:
     """Add the keys of `extra` that the file at `path` lacks (rewriting it beside, then
     renaming); returns the keys added. Values: int (uint32), str, or lists (arrays)."""
-    import gguf
-
-    from codetune.export.gguf import _add
+    import gguf  # optional: gguf (the export extra)
 
     reader = gguf.GGUFReader(str(path))
     missing = {k: v for k, v in extra.items() if k not in reader.fields}

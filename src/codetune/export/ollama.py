@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from codetune.export.prompts import llama_cpp_template, stop_texts
+from codetune.infer.generate import GenParams
 
 GGUF_NAME = "model.gguf"
 
 
 def modelfile(fim: Any, context: int | None) -> str:
-    from codetune.infer.generate import GenParams
-
     d = GenParams()
     fill = llama_cpp_template(fim.format, "{{ .Prompt }}", "{{ .Suffix }}")
     lines = [f"FROM ./{GGUF_NAME}", "",

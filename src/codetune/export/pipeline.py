@@ -30,7 +30,12 @@ from typing import Any
 
 from codetune import __version__, outputs
 from codetune.errors import CodetuneError
-from codetune.export import gguf, llama_cpp, ollama, source, tabby, verify, vllm
+from codetune.export import gguf, llama_cpp, ollama, source, tabby, verify, vllm, vocab
+from codetune.infer.generate import GenParams
+from codetune.infer.probe import probe_texts
+from codetune.merge import TOLERANCE, merge
+from codetune.model.load import load_tokenizer
+from codetune.tokens.fim import detect_fim
 
 TARGETS = ("gguf", "ollama", "tabby", "vllm")
 CONVERTERS = ("auto", "codetune", "llama.cpp")
@@ -109,7 +114,7 @@ def default_name(out: Path) -> str:
 
 def _need_gguf_package() -> None:
     try:
-        import gguf as package
+        import gguf as package  # optional: gguf (the export extra)
     except ImportError:
         raise CodetuneError("GGUF export needs the `gguf` package: pip install "
                             "'codetune[export]'") from None
@@ -124,9 +129,6 @@ def _record(src: source.Source, to: str, name: str) -> dict[str, Any]:
 
 
 def _tokenizer(model_dir: Path, src: source.Source) -> tuple[Any, Any]:
-    from codetune.model.load import load_tokenizer
-    from codetune.tokens.fim import detect_fim
-
     tokenizer = load_tokenizer(str(model_dir))
     try:
         return tokenizer, detect_fim(tokenizer, src.fim_format)
@@ -137,9 +139,6 @@ def _tokenizer(model_dir: Path, src: source.Source) -> tuple[Any, Any]:
 def build_gguf(model_dir: Path, dest: Path, ftype: str, tokenizer: Any, fim: Any, name: str,
                converter: str, work: Path) -> dict[str, Any]:
     """Write `dest` (any --type) with llama.cpp's converter or codetune's writer."""
-    from codetune.export import vocab
-    from codetune.infer.generate import GenParams
-
     tools = llama_cpp.find()
     use_llama = converter == "llama.cpp" or (converter == "auto" and tools["convert"])
     base_type = ftype if ftype in gguf.NATIVE_TYPES else "F16"
@@ -164,8 +163,6 @@ def build_gguf(model_dir: Path, dest: Path, ftype: str, tokenizer: Any, fim: Any
 
 def judge(check: dict[str, Any], ftype: str) -> list[str]:
     """What fails the pass marks in the module docstring (empty: it passed)."""
-    from codetune.merge import TOLERANCE
-
     bad = [f"tokenizer metadata: {p}" for p in check["tokenizer"]["problems"]]
     bad += [f"metadata: {p}" for p in check.get("hparams_problems", [])]
     if ftype in ("F32", "F16", "BF16") and check["max_abs_logit_diff"] > TOLERANCE["bfloat16"]:
@@ -178,8 +175,6 @@ def judge(check: dict[str, Any], ftype: str) -> list[str]:
 
 def _gguf_target(src: source.Source, to: str, tmp: Path, work: Path, ftype: str, name: str,
                  converter: str, merge_dtype: str, echo: Any) -> dict[str, Any]:
-    from codetune.infer.probe import probe_texts
-
     model_dir, merge_info = source.merged(src, work, merge_dtype, echo)
     cfg = gguf.model_config(model_dir)
     tokenizer, fim = _tokenizer(model_dir, src)
@@ -252,7 +247,6 @@ def _vllm_target(src: source.Source, tmp: Path, out: Path, name: str, merge_dtyp
     else:
         model = src.path
         if src.kind == "lora-run":  # added tokens: only a merged model carries them
-            from codetune.merge import merge
 
             echo("the run added FIM tokens to the vocabulary; merging it into OUT/model ...")
             merge(src.path, tmp / "model", dtype=merge_dtype, flag="--merge-dtype", echo=echo)

@@ -73,7 +73,7 @@ def read(path: str | Path) -> tuple[dict[str, Any], list[Tensor]]:
 
 
 def _parse(path: str | Path, buf: memoryview) -> tuple[dict[str, Any], list[Tensor]]:
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     c = _Cursor(buf)
     if bytes(c.buf[:4]) != b"GGUF":
@@ -104,7 +104,7 @@ def _parse(path: str | Path, buf: memoryview) -> tuple[dict[str, Any], list[Tens
 
 def values(path: str | Path, t: Tensor) -> np.ndarray:
     """The tensor `t` of the file at `path` as float32, dequantized, in its numpy shape."""
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     qtype = gguf.GGMLQuantizationType(t.ggml_type)
     raw = np.fromfile(path, dtype=np.uint8, count=t.nbytes, offset=t.offset)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.infer import loader
+from codetune.merge import merge
 
 
 @dataclass
@@ -57,8 +59,6 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def resolve(path: str | Path) -> Source:
-    from codetune.infer import loader
-
     path = Path(path)
     if loader.is_run_dir(path):
         cfg = loader.run_config(path)
@@ -87,7 +87,7 @@ def model_type(src: Source) -> str | None:
     if src.kind != "lora-run":
         return _json(src.path / "config.json").get("model_type")
     try:
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # heavy: transformers
 
         cfg = AutoConfig.from_pretrained(src.cfg.model.name, revision=src.cfg.model.revision,
                                          trust_remote_code=False)
@@ -100,7 +100,6 @@ def merged(src: Source, work: Path, dtype: str, echo: Any) -> tuple[Path, dict[s
     """A model folder for `src`: a LoRA run merged into `work/merged`, else the folder itself."""
     if src.kind != "lora-run":
         return src.path, None
-    from codetune.merge import merge
 
     echo(f"merging the adapter of {src.path} into its base ({dtype}) ...")
     try:

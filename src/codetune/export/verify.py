@@ -23,16 +23,20 @@ sentinel.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
+
+from codetune.export import reader
+from codetune.export.gguf import model_config, rope, tensor_names, unpermute
+from codetune.infer.probe import logits
+from codetune.tokens.fim import auto_bos, build_prompt
 
 
 def probe_ids(tokenizer: Any, fim: Any, texts: list[str], length: int,
               window: int | None) -> list[list[int]]:
     """Token ids to compare logits on: each text's first `length` tokens, and a FIM prompt
     (the family's, as training builds it) cut from it."""
-    from codetune.tokens.fim import auto_bos, build_prompt
-
     bos = auto_bos(tokenizer)
     limit = min(length, (window or length + 1) - 1)
     out = []
@@ -61,15 +65,13 @@ def compare(a: list[Any], b: list[Any]) -> dict[str, float]:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """Every key of the file as a Python value (arrays as lists)."""
-    from codetune.export import reader
-
     return reader.read(path)[0]
 
 
 def check_tokenizer(meta: dict[str, Any], tokenizer: Any, fim: Any) -> dict[str, Any]:
     """The file's token list against the tokenizer's vocabulary, and each FIM key against the
     registry's sentinel; a list of what disagrees (empty: all agree)."""
-    import gguf
+    import gguf  # optional: gguf (the export extra)
 
     K = gguf.Keys.Tokenizer
     tokens = meta.get(K.LIST) or []
@@ -100,7 +102,7 @@ _SAME = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_val
 def _transformers_reads(path: Path, original: Any) -> str | None:
     """None if transformers rebuilds this file as the original model, else why not: it refuses
     the architecture, or reads a field differently (found from the metadata alone)."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: transformers
 
     try:
         cfg = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -122,8 +124,6 @@ def _transformers_reads(path: Path, original: Any) -> str | None:
 
 def check_hparams(meta: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     """The file's architecture keys against the model's config.json."""
-    from codetune.export.gguf import rope
-
     arch = meta.get("general.architecture")
     t = cfg["model_type"]
     want = {"block_count": cfg.get("num_hidden_layers", cfg.get("n_layer")),
@@ -149,10 +149,7 @@ def check_hparams(meta: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
 def _substitute(path: Path, model: Any, cfg: dict[str, Any]) -> dict[str, float]:
     """Replace every weight of `model` (in place, one tensor at a time) with the file's,
     dequantized; returns the largest |difference| per kind of tensor."""
-    import torch
-
-    from codetune.export import reader
-    from codetune.export.gguf import tensor_names, unpermute
+    import torch  # heavy: torch
 
     params = dict(model.named_parameters())
     back = {g: h for h, g in tensor_names(cfg, list(model.state_dict())).items()}
@@ -185,13 +182,8 @@ def verify(path: Path, model_dir: Path, tokenizer: Any, fim: Any, texts: list[st
 
     One model in memory at a time (float32, on the GPU when there is one): the original's
     logits are taken first, then the file's model replaces it (or its weights, in place)."""
-    import gc
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from codetune.export.gguf import model_config
-    from codetune.infer.probe import logits
+    import torch  # heavy: torch
+    from transformers import AutoModelForCausalLM  # heavy: transformers
 
     path, model_dir = Path(path), Path(model_dir)
     cfg = model_config(model_dir)

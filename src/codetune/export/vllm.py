@@ -22,6 +22,7 @@ from typing import Any
 
 from codetune.errors import CodetuneError
 from codetune.export.prompts import hf_template
+from codetune.infer.generate import GenParams
 
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -51,8 +52,6 @@ def serve_command(model: str, name: str, *, revision: str | None = None,
 
 
 def client_script(fim: Any, name: str, port: int = 8000) -> str:
-    from codetune.infer.generate import GenParams
-
     d = GenParams()
     head, _, rest = hf_template(fim.format, "\x00", "\x01").partition("\x00")
     middle, _, tail = rest.partition("\x01")

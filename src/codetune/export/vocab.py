@@ -29,6 +29,7 @@ from hashlib import sha256
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.tokens.fim import auto_bos
 
 # llama.cpp's text for naming a pre-tokenizer (convert_hf_to_gguf.py, get_vocab_base_pre): the
 # sha256 of str(tokenizer.encode(CHECK_TEXT)) identifies how a tokenizer splits text.
@@ -139,9 +140,7 @@ def _merges(spec: dict[str, Any]) -> list[str]:
 def metadata(tokenizer: Any, fim: Any, vocab_size: int) -> dict[str, Any]:
     """Everything the GGUF file says about the tokenizer, as `{gguf key: value}`; arrays as
     lists. `vocab_size` is the model's (its embedding rows), which may exceed the tokenizer's."""
-    import gguf
-
-    from codetune.tokens.fim import auto_bos
+    import gguf  # optional: gguf (the export extra)
 
     K = gguf.Keys.Tokenizer
     spec = tokenizer_spec(tokenizer)

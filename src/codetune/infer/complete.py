@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.infer.generate import GenerationStream, GenParams
+from codetune.infer.prompts import completion_prompt
 
 
 @dataclass
@@ -36,9 +38,6 @@ def complete(loaded: Any, prefix: str, suffix: str | None = None, params: Any = 
     `on_text(piece)` is called with the text as it is generated (pieces never run past a stop,
     nor into a repetition of the suffix: such text is held back until decided).
     """
-    from codetune.infer.generate import GenerationStream, GenParams
-    from codetune.infer.prompts import completion_prompt
-
     params = params or GenParams()
     prompt, mode = completion_prompt(loaded, prefix, suffix)
     stream = GenerationStream(loaded, prompt, params, prefix=prefix, suffix=suffix or "")

@@ -15,6 +15,10 @@ output is only the infill: the prompt is never echoed. Where a completion ends i
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import inspect
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +103,8 @@ def generations(loaded: Loaded, prompts: list[list[int]], params: GenParams,
     each Generation's `nll` is their negative log-likelihood in nats. They are scored from the
     generation's own prefill (`_prefill`): the prompt is run once for both, so scoring costs
     only the scored tokens, where a separate pass costs a whole prompt again."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    import torch  # heavy: torch
+    from transformers import StoppingCriteria, StoppingCriteriaList  # heavy: transformers
 
     tok, model = loaded.tokenizer, loaded.model
     if not prompts:
@@ -158,7 +162,7 @@ def _prefill(model, ids, mask):
     """The KV cache of every prompt but its last token, (B, W-1): what `generate` continues
     from when handed it (it runs the last token itself, then decodes), and what `_score`
     copies to run the scored ids after the prompt."""
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # heavy: transformers
 
     cache = DynamicCache(config=model.config)
     if ids.shape[1] > 1:
@@ -172,9 +176,7 @@ def _score(model, ids, mask, cache, score: list[list[int]]) -> list[float | None
     """Nats of `score[i]` after prompt i: the prompt's last token and the scored ids, run on
     a copy of the prefill (right-padded, masked), each scored id predicted from the position
     before it. Rows with nothing to score get None."""
-    import copy
-
-    import torch
+    import torch  # heavy: torch
 
     n = max((len(s) for s in score), default=0)
     if n == 0:
@@ -243,10 +245,7 @@ class GenerationStream:
         self.completion_tokens = 0
 
     def __iter__(self):
-        import contextlib
-        import time
-
-        import torch
+        import torch  # heavy: torch
 
         loaded, params = self.loaded, self.params
         model = loaded.model
@@ -308,8 +307,6 @@ class GenerationStream:
 def _cache_name(model: Any) -> str:
     """The KV-cache argument of the model's forward: `cache` in recent transformers (5.2x),
     `past_key_values` before (still accepted there, with a deprecation warning per process)."""
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -317,7 +314,7 @@ def _cache_name(model: Any) -> str:
 
 def _warpers(params: GenParams):
     """The sampling warpers in `model.generate`'s order: temperature, top-k, top-p."""
-    from transformers import (
+    from transformers import (  # heavy: transformers
         LogitsProcessorList,
         TemperatureLogitsWarper,
         TopKLogitsWarper,

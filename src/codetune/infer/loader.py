@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codetune import config
+from codetune.config import ModelConfig
 from codetune.errors import CodetuneError
+from codetune.model import load as M
 
 
 @dataclass
@@ -26,8 +29,6 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def run_config(run_dir: str | Path):
-    from codetune import config
-
     return config.load(Path(run_dir) / "config.yaml")
 
 
@@ -57,8 +58,7 @@ def load(target: str, adapter: str | None = None, quantization: str = "auto",
     in 4 bits (see `model.inference_quantization`); "none", "8bit", "4bit" force one.
     `with_adapter=False` on a run folder gives its *base* model (with the run's tokenizer, so
     base and fine-tuned see identical token ids): what `eval` compares against."""
-    from codetune.model import load as M
-    from codetune.tokens.fim import detect_fim
+    from codetune.tokens.fim import detect_fim  # tokens.fim imports numpy (~0.1 s)
 
     run_dir = Path(target) if is_run_dir(target) else None
     if run_dir is not None:
@@ -73,8 +73,6 @@ def load(target: str, adapter: str | None = None, quantization: str = "auto",
             model_cfg = dataclasses.replace(model_cfg, name=str(run_dir), revision=None)
         tokenizer = M.load_tokenizer(str(run_dir))  # the run's, with any added FIM tokens
     else:
-        from codetune.config import ModelConfig
-
         quant = "none" if quantization == "auto" else quantization
         model_cfg = ModelConfig(name=target, quantization=quant, dtype=dtype)
         fmt = "auto"
@@ -82,7 +80,7 @@ def load(target: str, adapter: str | None = None, quantization: str = "auto",
     model = M.load_model(model_cfg, tokenizer)
     what = f"{model_cfg.name}"
     if adapter is not None:
-        from peft import PeftModel
+        from peft import PeftModel  # heavy: peft
 
         model = PeftModel.from_pretrained(model, adapter)
         what += f" + adapter {adapter}"
@@ -111,10 +109,9 @@ def context_window(loaded: Loaded) -> int | None:
 def tokenizer_and_fim(target: str) -> tuple[Any, Any]:
     """(tokenizer, FimTokens or None) of a target, without loading the weights: a run folder's
     own tokenizer and FIM format, else the model's."""
-    from codetune.model.load import load_tokenizer
-    from codetune.tokens.fim import detect_fim
+    from codetune.tokens.fim import detect_fim  # tokens.fim imports numpy (~0.1 s)
 
-    tokenizer = load_tokenizer(str(target))
+    tokenizer = M.load_tokenizer(str(target))
     fmt = run_config(target).fim.format if is_run_dir(target) else "auto"
     try:
         return tokenizer, detect_fim(tokenizer, fmt)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codetune.data import store
 from codetune.errors import CodetuneError
+from codetune.infer import loader
 
 # Built-in snippets, when no held-out files are at hand (a merged model without its run).
 SNIPPETS = [
@@ -45,9 +47,6 @@ def probe_texts(run_dir: str | Path | None, n: int, cfg: Any = None) -> ProbeTex
     if run_dir is None:
         return ProbeTexts(list(SNIPPETS), False, snippets, "the run has no dataset")
     try:
-        from codetune.data import store
-        from codetune.infer import loader
-
         typed = (cfg if cfg is not None else loader.run_config(run_dir)).data.dataset
         # the run's own dataset (run.json's path, checked by content hash), never one that
         # happens to sit in the current folder under the name config.yaml gives
@@ -66,7 +65,7 @@ def probe_texts(run_dir: str | Path | None, n: int, cfg: Any = None) -> ProbeTex
 
 def logits(model: Any, inputs: list[list[int]]) -> list[Any]:
     """float32 logits on the CPU, (T, vocab) per input (a list of token ids)."""
-    import torch
+    import torch  # heavy: torch
 
     device = next(model.parameters()).device
     with torch.no_grad():

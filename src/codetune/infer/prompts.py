@@ -10,7 +10,7 @@ from codetune.infer.loader import Loaded
 def fim_prompt(loaded: Loaded, prefix: str, suffix: str, repo=None) -> list[int]:
     """Token ids of the FIM prompt (PSM) for this model family; `repo`
     (`tokens.fim.RepoContext`) puts repository context in front, as in repo-mode training."""
-    from codetune.tokens.fim import build_prompt
+    from codetune.tokens.fim import build_prompt  # tokens.fim imports numpy (~0.1 s)
 
     if loaded.fim is None:
         raise CodetuneError(
@@ -32,7 +32,7 @@ def prompt_hole(loaded: Loaded, ids: list[int]) -> tuple[str, str] | None:
     fim = loaded.fim
     if fim is None or not ids or ids[-1] != fim.middle_id:
         return None
-    from codetune.tokens.fim import decode_middle
+    from codetune.tokens.fim import decode_middle  # tokens.fim imports numpy (~0.1 s)
 
     ids = list(ids)
     try:
@@ -44,7 +44,7 @@ def prompt_hole(loaded: Loaded, ids: list[int]) -> tuple[str, str] | None:
     tok, body = loaded.tokenizer, ids[p + 1:s]
     prefix = tok.decode(body, skip_special_tokens=True)
     if fim.format.sentencepiece_spacing and "\n" not in prefix:
-        from codetune.tokens.fim import _encode
+        from codetune.tokens.fim import _encode  # tokens.fim imports numpy (~0.1 s)
 
         # the decoder drops a leading space; only its last line matters here, so only a
         # one-line prefix needs the check
@@ -55,14 +55,14 @@ def prompt_hole(loaded: Loaded, ids: list[int]) -> tuple[str, str] | None:
 
 def decode(loaded: Loaded, ids: list[int]) -> str:
     if loaded.fim is not None:
-        from codetune.tokens.fim import decode_middle
+        from codetune.tokens.fim import decode_middle  # tokens.fim imports numpy (~0.1 s)
 
         return decode_middle(loaded.tokenizer, loaded.fim, ids)
     return loaded.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _bos(loaded: Loaded) -> list[int]:
-    from codetune.tokens.fim import auto_bos
+    from codetune.tokens.fim import auto_bos  # tokens.fim imports numpy (~0.1 s)
 
     bos = auto_bos(loaded.tokenizer)
     return [] if bos is None else [bos]

@@ -20,13 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codetune.config import ModelConfig, RunConfig
 from codetune.errors import CodetuneError
 from codetune.model.source import ModelSource, hf_call, resolve_source
 
 if TYPE_CHECKING:
     import torch
-
-    from codetune.config import ModelConfig, RunConfig
 
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def _model_cfg(cfg: Any) -> ModelConfig:
 def compute_dtype(model_cfg: ModelConfig) -> torch.dtype:
     """The compute dtype: `model.dtype`, or for "auto" bfloat16 on a CUDA GPU that has it and
     float32 otherwise (CPU, or an older GPU; float16 needs loss scaling, so it is opt-in)."""
-    import torch
+    import torch  # heavy: torch
 
     model_cfg = _model_cfg(model_cfg)
     if model_cfg.dtype == "auto":
@@ -64,7 +63,7 @@ def _weight_dtype(model_cfg: ModelConfig) -> torch.dtype:
     # Full fine-tuning keeps float32 master weights under dtype=auto (the Trainer autocasts to
     # bf16): AdamW updates of ~lr * 1e-3 vanish when added to bf16 weights (8-bit mantissa).
     # LoRA trains float32 adapters (peft upcasts them), so the frozen base can stay bf16.
-    import torch
+    import torch  # heavy: torch
 
     if model_cfg.finetune == "full" and model_cfg.dtype == "auto":
         return torch.float32
@@ -75,7 +74,7 @@ def default_device_map() -> dict[str, Any] | None:
     """The whole model on one device: this rank's GPU under torchrun/accelerate (LOCAL_RANK),
     else GPU 0, else the CPU. 4-bit models must be placed per rank like this for DDP.
     Under FSDP: None, FSDP places (and shards) the weights itself."""
-    import torch
+    import torch  # heavy: torch
 
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
         return None
@@ -94,7 +93,7 @@ def resolve_attn_implementation(requested: str, model_class: Any, dtype: torch.d
     `_supports_sdpa`; else eager. An unknown class (remote code) gets None: transformers' own
     default (sdpa, falling back to eager). An explicit choice the machine cannot run is an error.
     """
-    import torch
+    import torch  # heavy: torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     has_fa = importlib.util.find_spec("flash_attn") is not None
@@ -137,7 +136,7 @@ def _quantization_config(model_cfg: ModelConfig, dtype: torch.dtype) -> Any:
         raise CodetuneError(
             f"model.quantization={model_cfg.quantization} needs bitsandbytes: pip install "
             "bitsandbytes (or set model.quantization=none to load unquantized weights)")
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # heavy: transformers
 
     if model_cfg.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -158,11 +157,9 @@ def load_tokenizer(model: ModelConfig | RunConfig | str, trust_remote_code: bool
     all see it: a Hub id, a model folder or .gguf file (`model.source`), or a folder holding
     tokenizer files only (a run folder: the run's tokenizer, with any FIM tokens it added; a
     tokenizer saved on its own). Unchanged: FIM tokens are added by `tokens.fim` when asked."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers
 
     if isinstance(model, str):
-        from codetune.config import ModelConfig
-
         model = ModelConfig(name=model, trust_remote_code=trust_remote_code)
     model_cfg = _model_cfg(model)
     folder = Path(model_cfg.name or "")
@@ -182,7 +179,7 @@ def load_tokenizer(model: ModelConfig | RunConfig | str, trust_remote_code: bool
 def available_memory() -> int:
     """Bytes free on the device inference will use: this GPU's free memory, else the
     machine's available RAM."""
-    import torch
+    import torch  # heavy: torch
 
     if torch.cuda.is_available():
         return torch.cuda.mem_get_info()[0]
@@ -196,8 +193,8 @@ def available_memory() -> int:
 
 def parameter_count(model_cfg: ModelConfig) -> int:
     """Parameters of the model `model_cfg` names, counted on the meta device (no weights)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from accelerate import init_empty_weights  # heavy: accelerate
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: transformers
 
     src = resolve_source(model_cfg.name, model_cfg.revision, hash_weights=False)
     hf_config = hf_call(src, "model", AutoConfig.from_pretrained, src.path,
@@ -239,7 +236,7 @@ def load_model(cfg: RunConfig | ModelConfig, tokenizer: Any = None,
     `tokenizer` longer than the embedding matrix (tokens added), the embeddings are resized
     to `len(tokenizer)`; a model whose vocabulary is padded past the tokenizer is left alone.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: transformers
 
     model_cfg = _model_cfg(cfg)
     src = resolve_source(model_cfg.name, model_cfg.revision, hash_weights=False)
@@ -301,8 +298,8 @@ def gguf_to_folder(source: ModelSource | str, out_dir: str | Path, dtype: Any = 
                    trust_remote_code: bool = False) -> Path:
     """Write a .gguf model as an ordinary transformers folder (config, safetensors, tokenizer),
     dequantized to `dtype` (default float32). Needs the `gguf` package."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers
 
     src = source if isinstance(source, ModelSource) else resolve_source(source, hash_weights=False)
     if src.kind != "gguf":
@@ -320,6 +317,7 @@ def gguf_to_folder(source: ModelSource | str, out_dir: str | Path, dtype: Any = 
 
 def _causal_lm_class(hf_config: Any, trust_remote_code: bool) -> Any:
     """The transformers class that will be instantiated, or None for remote code."""
+    # heavy: transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     try:

@@ -92,7 +92,7 @@ def resolve_source(name: str | None, revision: str | None = None, *,
         raise CodetuneError(
             f"model path {name} does not exist; check the path (relative paths are taken from "
             f"{Path.cwd()}), or give a Hub id such as bigcode/starcoderbase-1b")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # heavy: ~15 ms
 
     try:
         validate_repo_id(name)
@@ -190,7 +190,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _explain(src: ModelSource, exc: BaseException, what: str) -> CodetuneError | None:
     """A CodetuneError for a failure users can fix (missing, gated, offline), else None."""
-    from huggingface_hub import errors as hf
+    from huggingface_hub import errors as hf  # heavy: huggingface_hub.errors (~0.1 s)
 
     name = src.path
     page = f"https://huggingface.co/{name}"

@@ -57,12 +57,17 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
+from contextlib import asynccontextmanager
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.infer import prompts as P
+from codetune.infer.generate import GenerationStream
+from codetune.serve.context import Hole, parse_repo_prompt
 from codetune.serve.engine import Engine
 from codetune.serve.limits import (
     ApiError,
@@ -97,7 +102,7 @@ UNSUPPORTED_TGI: dict[str, tuple[Any, ...]] = {
 
 
 def _schemas():
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field  # heavy: pydantic (~0.1 s)
 
     # strict: no "5" for 5; no NaN / Infinity (JSON literals pydantic would otherwise accept);
     # extra fields kept, for `_reject_unsupported`. Ranges are checked by `_gen_params`.
@@ -157,7 +162,7 @@ def _schemas():
 
 
 async def _parse(request: Any, schema: Any) -> Any:
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # heavy: pydantic (~0.1 s)
 
     try:
         return schema.model_validate_json(await request.body())
@@ -194,17 +199,11 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
     an ephemeral port (`BackgroundServer`). With `upstream` (`serve.upstream.Upstream`) the
     generation runs on that server and `loaded` needs no weights (`upstream.load_front`). With
     `context` (`serve.context.ServeContext`) FIM prompts get repository context."""
-    from contextlib import asynccontextmanager
-
     # (no `from __future__ import annotations` in this module: FastAPI reads the handlers'
     # annotations, and `Request` is imported here, not at module level)
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
-
-    from codetune.infer.generate import GenerationStream
-    from codetune.infer.prompts import raw_prompt
-    from codetune.serve.context import Hole, parse_repo_prompt
+    from fastapi import FastAPI, Request  # heavy: fastapi
+    from fastapi.responses import JSONResponse, StreamingResponse  # heavy: fastapi
+    from starlette.exceptions import HTTPException  # heavy: starlette (fastapi)
 
     settings = settings or ServeSettings()
     engine = Engine(loaded, settings) if upstream is None else upstream.engine(loaded, settings)
@@ -246,15 +245,13 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
                                        "log)", "server_error"), 500)
 
     def fim_with_context(mine: Any, hole: Any) -> tuple[list[int], list[str], Any]:
-        from codetune.infer.prompts import fim_prompt
-
         if context is None or mine.fim is None:
-            return fim_prompt(mine, hole.prefix, hole.suffix), [], None
+            return P.fim_prompt(mine, hole.prefix, hole.suffix), [], None
         ids, paths = context.prompt(mine, hole, engine.max_prompt)
         return ids, paths, hole
 
     def raw_with_context(mine: Any, text: str) -> tuple[list[int], list[str], Any]:
-        ids = raw_prompt(mine, text)
+        ids = P.raw_prompt(mine, text)
         hole = parse_repo_prompt(mine, ids) if context is not None else None
         if hole is None:  # file-level, or already with context: as given
             return ids, [], None
@@ -345,9 +342,7 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
 
     @app.get("/v1/models")
     async def models():
-        from codetune.infer.prompts import stop_ids
-
-        stops = [loaded.tokenizer.decode([i]) for i in stop_ids(loaded)]
+        stops = [loaded.tokenizer.decode([i]) for i in P.stop_ids(loaded)]
         return {"object": "list", "data": [{
             "id": settings.model_name, "object": "model", "created": created,
             "owned_by": "codetune", "max_model_len": engine.window,
@@ -572,9 +567,7 @@ class BackgroundServer:
         self.app, self.host = app, host
 
     def __enter__(self) -> str:
-        import socket
-
-        import uvicorn
+        import uvicorn  # heavy: uvicorn
 
         # proto IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that
         # say they are TCP, and without it every keep-alive response waits ~40 ms (Nagle and
@@ -601,7 +594,7 @@ class BackgroundServer:
 def serve(loaded: Any, settings: ServeSettings, upstream: Any = None,
           context: Any = None) -> None:
     """Serve until interrupted (Ctrl-C: in-flight requests get up to 5 s to finish)."""
-    import uvicorn
+    import uvicorn  # heavy: uvicorn
 
     settings.validate()
     settings.check_exposure()

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from codetune.infer.loader import context_window
 from codetune.serve.limits import ApiError, ServeSettings, max_chars_per_token
 
 # Two: one huge prompt being tokenized does not hold up the small ones behind it, and on a small
@@ -32,8 +33,6 @@ class Engine:
     only on the event loop thread; workers report back through `call_soon_threadsafe`."""
 
     def __init__(self, loaded: Any, settings: ServeSettings) -> None:
-        from codetune.infer.loader import context_window
-
         self.loaded, self.settings = loaded, settings
         self.lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.slots, "codetune-gen")

@@ -16,6 +16,7 @@ from typing import Any
 
 from codetune.config import API_KEY_ENV, ServeConfig, is_loopback  # noqa: F401 - re-exported
 from codetune.errors import CodetuneError
+from codetune.infer.generate import GREEDY_BELOW, GenParams
 
 # One definition of the settings, in config.py (the `serve` section of RunConfig): the names
 # the server code has always used stay importable from here.
@@ -106,7 +107,7 @@ def max_chars_per_token(tokenizer: Any) -> int | None:
         return None
     vocab: dict[str, int] = model.get("vocab") or {}
     if "ByteLevel" in pre:
-        from tokenizers.pre_tokenizers import ByteLevel
+        from tokenizers.pre_tokenizers import ByteLevel  # tokenizers: ~20 ms
 
         if not all(c in vocab for c in ByteLevel.alphabet()):
             return None  # a byte without a token would be dropped (or become <unk>)
@@ -181,8 +182,6 @@ def gen_params(settings: ServeSettings, max_tokens: int | None, temperature: flo
     temperature 0.2, top-p 0.95, top-k 50), not OpenAI's temperature 1. Temperature 0, or under
     GREEDY_BELOW, is greedy; so is TGI's do_sample=false when no sampling field is given (TGI
     samples whenever one is)."""
-    from codetune.infer.generate import GenParams
-
     where = "parameters." if tgi else ""
 
     def bad(name: str, rule: str, value: Any) -> ApiError:
@@ -204,7 +203,6 @@ def gen_params(settings: ServeSettings, max_tokens: int | None, temperature: flo
     if len(stops) > 32 or any(len(s) > 500 for s in stops):
         raise ApiError(400, f"{where}stop: at most 32 strings of at most 500 characters")
     d = GenParams()
-    from codetune.infer.generate import GREEDY_BELOW
 
     greedy = (temperature is not None and temperature < GREEDY_BELOW) or (
         do_sample is False and temperature is None and top_p is None and top_k is None)

@@ -31,9 +31,14 @@ import json
 import time
 import types
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from codetune.errors import CodetuneError
+from codetune.infer.finish import Finisher
+from codetune.infer.loader import Loaded, is_run_dir, run_config, tokenizer_and_fim
+from codetune.infer.prompts import prompt_hole, stop_ids
+from codetune.serve.app import fim_info
 from codetune.serve.engine import Engine
 from codetune.serve.limits import ApiError, ServeSettings
 
@@ -57,7 +62,7 @@ class Upstream:
                                 "http://127.0.0.1:8000 for `vllm serve`")
         self.url = self.url.rstrip("/").removesuffix("/v1")
         try:
-            import httpx  # noqa: F401
+            import httpx  # noqa: F401  (optional: httpx, the upstream extra)
         except ImportError:
             raise CodetuneError("--upstream needs httpx: pip install 'codetune[upstream]'") \
                 from None
@@ -70,8 +75,6 @@ def load_front(target: str) -> Any:
     """A `Loaded` with the tokenizer and FIM tokens of `target` (run folder, model folder or
     Hub id) and no weights: `model` only carries the config (for the context window), read
     from config files where they can be found."""
-    from codetune.infer.loader import Loaded, is_run_dir, run_config, tokenizer_and_fim
-
     tokenizer, fim = tokenizer_and_fim(target)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -82,12 +85,11 @@ def load_front(target: str) -> Any:
             name, revision = cfg.model.name, cfg.model.revision
     config = None
     try:
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # heavy: transformers
 
         config = AutoConfig.from_pretrained(name, revision=revision)
     except (OSError, ValueError):
         pass  # no context window known: --max-prompt-tokens still applies
-    from pathlib import Path
 
     run_dir = Path(target) if is_run_dir(target) else None
     return Loaded(types.SimpleNamespace(config=config), tokenizer, fim,
@@ -106,7 +108,7 @@ class UpstreamEngine(Engine):
         self._tasks: set[asyncio.Task] = set()
 
     def client(self) -> Any:
-        import httpx
+        import httpx  # optional: httpx (the upstream extra)
 
         if self._http is None:  # created on the serving loop, reused (keep-alive)
             headers = {"Authorization": f"Bearer {self.upstream.api_key}"} \
@@ -163,9 +165,6 @@ class UpstreamStream:
     def __init__(self, engine: UpstreamEngine, ids: list[int], params: Any, *,
                  prefix: str | None, suffix: str | None, text: str,
                  laid_out: bool = False) -> None:
-        from codetune.infer.prompts import prompt_hole
-        from codetune.serve.app import fim_info
-
         if not ids:
             raise CodetuneError("the prompt is empty; give some text to complete")
         loaded = engine.loaded
@@ -203,8 +202,6 @@ class UpstreamStream:
         self.opened.set()
 
     def _body(self) -> dict[str, Any]:
-        from codetune.infer.prompts import stop_ids
-
         p, up = self.params, self.engine.upstream
         body: dict[str, Any] = {
             "model": up.model or self.engine.settings.model_name, "prompt": self.body_prompt,
@@ -222,9 +219,7 @@ class UpstreamStream:
 
     async def run(self):
         """Yield the completion in pieces (held back where a later token may still cut it)."""
-        import httpx
-
-        from codetune.infer.finish import Finisher
+        import httpx  # optional: httpx (the upstream extra)
 
         fim = self.engine.loaded.fim
         prefix, suffix = self.hole or (None, None)

@@ -339,7 +339,7 @@ def add_fim_tokens(tokenizer: Any) -> int:
     `detect_fim` found nothing: on a tokenizer that already has another family's tokens,
     detection would then report two families.
     """
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken  # heavy: tokenizers (Rust)
 
     fmt = FIM_FORMATS["starcoder"]
     vocab = tokenizer.get_vocab()

@@ -28,6 +28,7 @@ exactly the sequences an uninterrupted one would, with any number of workers.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import numpy as np
 from codetune.config import DataConfig, FimConfig
 from codetune.data import store
 from codetune.errors import CodetuneError
+from codetune.tokens import fim as F
 from codetune.tokens.packing import IGNORE_INDEX, Packer, Sequence
 
 try:  # the stream is a torch IterableDataset when torch is there (always, for training)
@@ -59,7 +61,7 @@ class Unit:
 
 
 def list_units(files: list[str], column: str) -> list[Unit]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     units = []
     for f in files:
@@ -128,7 +130,7 @@ class TextCache:
         self._meta: dict[int, list[tuple[str, str]]] = {}
 
     def _load(self, unit: int) -> None:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
         if len(self._data) >= self.keep:
             old = next(iter(self._data))
@@ -210,8 +212,6 @@ class Encoder:
                      ) -> tuple[list[int], list[int], Any]:
         """(preamble ids, head ids, RepoContext) of a document; empty without context. A
         file's context is fixed (its snippets come from the index), so it is encoded once."""
-        from codetune.tokens import fim as F
-
         if self.context is None or meta is None:
             return [], [], None
         if meta not in self._ctx_cache:
@@ -278,8 +278,6 @@ class Encoder:
                   ) -> tuple[np.ndarray, np.ndarray, int] | None:
         """Character-level FIM of one text (fim.split=char, or line: editor-shaped spans), or
         None when the draw says no."""
-        from codetune.tokens import fim as F
-
         split = F.split_lines if self.cfg.split == "line" else F.split_chars
         parts = split(text, rng, self.rate)
         if parts is None:
@@ -292,8 +290,6 @@ class Encoder:
     def _piece(self, ids: np.ndarray, text: str | None, rng: np.random.Generator,
                ctx: tuple[list[int], list[int], Any]) -> tuple[np.ndarray, np.ndarray, int]:
         """One document or window: FIM as configured, behind its context, BOS/EOS added."""
-        from codetune.tokens import fim as F
-
         pre, head, _ = ctx
         if self.doc_level and self.cfg.split != "token":
             piece = self._char_fim(self.tok.decode(ids.tolist()) if text is None else text,
@@ -331,8 +327,6 @@ class Encoder:
     def context_fim(self, seq: Sequence, epoch: int) -> Sequence:
         """Context-level FIM: permute each document segment of a packed sequence in place,
         keeping its length (truncate_or_pad), so positions and boundaries stay valid."""
-        from codetune.tokens import fim as F
-
         ids, labels = seq.input_ids.copy(), seq.labels.copy()
         bounds = [s[0] for s in seq.segments] + [len(ids)]
         for (start, key, offset), end in zip(seq.segments, bounds[1:], strict=True):
@@ -358,7 +352,7 @@ class Encoder:
 def _reader() -> tuple[int, int]:
     """(this DataLoader worker, number of workers); (0, 1) in the main process."""
     try:
-        from torch.utils.data import get_worker_info
+        from torch.utils.data import get_worker_info  # torch: optional (prepare-only installs)
     except ImportError:  # pragma: no cover
         return 0, 1
     info = get_worker_info()
@@ -370,7 +364,7 @@ def rank_and_world() -> tuple[int, int]:
     up (the truth, however it was started), else torchrun's RANK / WORLD_SIZE, else (0, 1).
     The one answer the stream (which share of the data to read) and the trainer use."""
     try:
-        import torch.distributed as dist
+        import torch.distributed as dist  # torch: optional (prepare-only installs)
 
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
@@ -426,7 +420,7 @@ class TrainingStream(_Base):
                 "readers": readers}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        import torch
+        import torch  # heavy: torch (optional)
 
         for seq in self.sequences():
             item = {"input_ids": torch.from_numpy(seq.input_ids),
@@ -507,17 +501,15 @@ class TrainingStream(_Base):
 
 def resolve_fim(tokenizer, fim_cfg: FimConfig):
     """The FIM tokens for training, or None when FIM is off; errors name the remedy."""
-    from codetune.tokens.fim import add_fim_tokens, detect_fim
-
     if fim_cfg.rate == 0:
         return None
     try:
-        return detect_fim(tokenizer, fim_cfg.format)
+        return F.detect_fim(tokenizer, fim_cfg.format)
     except CodetuneError:
         if not fim_cfg.add_tokens:
             raise
-    add_fim_tokens(tokenizer)
-    return detect_fim(tokenizer, "starcoder")
+    F.add_fim_tokens(tokenizer)
+    return F.detect_fim(tokenizer, "starcoder")
 
 
 def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | None = None,
@@ -534,10 +526,8 @@ def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | Non
         fim_tokens = resolve_fim(tokenizer, cfg.fim)
     repo_tokens = fim_tokens
     if context is not None and repo_tokens is None:  # the repo layout even without FIM
-        from codetune.tokens.fim import detect_fim
-
         try:
-            repo_tokens = detect_fim(tokenizer, cfg.fim.format)
+            repo_tokens = F.detect_fim(tokenizer, cfg.fim.format)
         except CodetuneError:
             repo_tokens = None  # no FIM tokens at all: the path-comment layout
     if context is not None and column is None:
@@ -551,8 +541,6 @@ def make_stream(cfg, tokenizer, split: str, seed: int = 0, fim_rate: float | Non
 def preview(cfg, tokenizer, split: str = "train", n: int = 2, context=None) -> str:
     """Human-readable view of the first `n` sequences: what `codetune preview` prints
     (`context`: as for `make_stream`, to show the repository layout)."""
-    import itertools
-
     stream = make_stream(cfg, tokenizer, split, context=context)
     seqs = list(itertools.islice(stream.sequences(), max(n, 20)))
     fim = stream.encoder.fim

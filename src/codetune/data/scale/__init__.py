@@ -40,7 +40,11 @@ from typing import Any
 
 from codetune import __version__, outputs
 from codetune.config import PrepareConfig
+from codetune.data import prepare as single
 from codetune.data import store
+from codetune.data.prepare import Summary, _candidates
+from codetune.data.scale import executors
+from codetune.data.sources import open_source
 from codetune.errors import CodetuneError
 
 MARK = "codetune-scale.json"  # names a folder as a prepare work folder (safe to clear)
@@ -66,10 +70,6 @@ def prepare_scaled(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     """`prepare` on `cfg.executor` (see the module docstring). Returns the `Summary` read back
     from the written dataset; on Slurm, which runs later, one whose `jobs` lists what was
     submitted (DIR appears when the final job ends)."""
-    from codetune.data import prepare as single
-    from codetune.data.scale import executors
-    from codetune.data.sources import open_source
-
     executors.require(cfg.executor)
     started = time.time()
     inputs = [("source", p) for s in sources for p in single._local_paths(s)]
@@ -85,7 +85,7 @@ def prepare_scaled(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
         if cfg.repo_name is not None:
             single._check_repo_name(cfg.repo_name, opened)
         state = _plan(work, out, opened, cfg)
-        from codetune.data.scale import steps
+        from codetune.data.scale import steps  # optional: datatrove (the scale extra)
 
         w = str(work)
         scan = [steps.ReadPlan(w), steps.FilterFiles(cfg), steps.WriteResults(w, cfg)]
@@ -134,7 +134,7 @@ def _fingerprint(out: Path, opened: list, cfg: PrepareConfig) -> str:
 def _plan(work: Path, out: Path, opened: list, cfg: PrepareConfig) -> dict[str, Any]:
     """The plan of this run: reused when WORK holds one with the same fingerprint (and task
     count, when given), else listed afresh into an emptied WORK."""
-    from codetune.data.scale import steps
+    from codetune.data.scale import steps  # optional: datatrove (the scale extra)
 
     fp = _fingerprint(out, opened, cfg)
     state_file = work / steps.STATE
@@ -164,11 +164,10 @@ def _write_plan(work: Path, out: Path, opened: list, cfg: PrepareConfig,
                 fp: str) -> dict[str, Any]:
     """List every source as the single-machine path does (`_candidates`, our own folders
     skipped) and cut the listing into chunks of about `total / (4 * tasks)` files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
-    from codetune.data.prepare import _candidates
-    from codetune.data.scale import executors, steps
+    from codetune.data.scale import steps  # optional: datatrove (the scale extra)
 
     listings = [_candidates([s], [work, out]) for s in opened]
     known = sum(n for _, n in listings if n is not None)
@@ -208,8 +207,6 @@ def _write_plan(work: Path, out: Path, opened: list, cfg: PrepareConfig,
 
 def summary_of(out: Path):
     """A `Summary` of the dataset at `out`, from its manifest and dropped.jsonl."""
-    from codetune.data.prepare import Summary
-
     man = store.load_manifest(out)
     s = Summary(out)
     for split, info in man["splits"].items():

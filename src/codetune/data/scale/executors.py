@@ -69,7 +69,7 @@ def probe_ray(address: str, timeout: float) -> None:
 def ray_session(cfg: PrepareConfig, quiet: bool) -> Iterator[None]:
     """Connected to `prepare.ray_address`, or to a Ray started here for the run (stopped after).
     A session the caller already opened (`ray.init` in a notebook or a test) is used as is."""
-    import ray
+    import ray  # optional: ray (the scale extra)
 
     if ray.is_initialized():
         yield
@@ -91,7 +91,7 @@ def ray_session(cfg: PrepareConfig, quiet: bool) -> Iterator[None]:
 
 
 def ray_cpus() -> int:
-    import ray
+    import ray  # optional: ray (the scale extra)
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -101,7 +101,7 @@ def build(cfg: PrepareConfig, scan: list, final: list, tasks: int, logs: Path,
     """The (scan, final) executors; `final` runs after `scan` (Slurm: afterok dependency)."""
     kind = cfg.executor
     if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
+        from datatrove.executor import LocalPipelineExecutor  # optional: datatrove
 
         # fork: the task processes start with codetune, datasketch and detect-secrets already
         # imported (forkserver would import them again in every task, ~1 s each).
@@ -112,14 +112,14 @@ def build(cfg: PrepareConfig, scan: list, final: list, tasks: int, logs: Path,
         b = LocalPipelineExecutor(final, tasks=1, workers=1, logging_dir=str(logs / "final"))
         return a, b
     if kind == "ray":
-        from datatrove.executor import RayPipelineExecutor
+        from datatrove.executor import RayPipelineExecutor  # optional: datatrove (the scale extra)
 
         a = RayPipelineExecutor(scan, tasks=tasks, workers=cfg.workers or -1,
                                 logging_dir=str(logs / "scan"), mem_per_cpu_gb=cfg.mem_per_cpu_gb)
         b = RayPipelineExecutor(final, tasks=1, workers=1, logging_dir=str(logs / "final"),
                                 mem_per_cpu_gb=final_mem_gb)
         return a, b
-    from datatrove.executor import SlurmPipelineExecutor
+    from datatrove.executor import SlurmPipelineExecutor  # optional: datatrove (the scale extra)
 
     env = cfg.slurm_env_command or (f"source {sys.prefix}/bin/activate"
                                     if sys.prefix != sys.base_prefix else None)
@@ -144,7 +144,7 @@ def submit_slurm(final, dry_run: bool, scripts: Path) -> list[str]:
 
     datatrove has no dry-run switch; its one call into sbatch (`launch_slurm_job`) is swapped
     for the length of the submission."""
-    from datatrove.executor import slurm
+    from datatrove.executor import slurm  # optional: datatrove (the scale extra)
 
     submitted: list[str] = []
     real = slurm.launch_slurm_job

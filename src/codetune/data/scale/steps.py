@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import datasketch  # noqa: F401  (see below)
+import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
@@ -39,6 +40,14 @@ from codetune import outputs
 from codetune.config import PrepareConfig
 from codetune.data import report, secrets, store  # noqa: F401  (secrets: see below)
 from codetune.data.filters import FileFilter, Result
+from codetune.data.prepare import (
+    Scan,
+    Summary,
+    _content_hash,
+    _write_manifest,
+    split_of,
+    staged_row,
+)
 from codetune.data.sources import Candidate, SourceInfo
 
 # datasketch (~1.4 s: it imports scipy) and the secret scanner are imported with this module,
@@ -57,7 +66,7 @@ def dec(b: bytes | None) -> str | None:
 
 
 def plan_schema():
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
 
     return pa.schema([("seq", pa.int64()), ("repo_id", pa.binary()), ("path", pa.binary()),
                       ("fs_path", pa.binary()), ("content", pa.large_binary()),
@@ -66,7 +75,7 @@ def plan_schema():
 
 
 def results_schema():
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
 
     return pa.schema([("seq", pa.int64()), ("repo_id", pa.binary()), ("path", pa.binary()),
                       ("language", pa.string()), ("reason", pa.string()),
@@ -86,7 +95,7 @@ def load_state(work: Path) -> dict[str, Any]:
 
 
 def _write_atomic(table, path: Path) -> None:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, str(tmp), compression="zstd")
@@ -117,7 +126,7 @@ class ReadPlan(PipelineStep):
         self.work = work
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
         work = Path(self.work)
         for k in range(rank, load_state(work)["chunks"], world_size):
@@ -169,8 +178,6 @@ class WriteResults(PipelineStep):
         self.work, self.cfg = work, cfg
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        from codetune.data.prepare import split_of, staged_row
-
         work = Path(self.work)
         rows: list[dict[str, Any]] = []
         staging: store.RowWriter | None = None
@@ -214,7 +221,7 @@ class WriteResults(PipelineStep):
     @staticmethod
     def _close_chunk(work: Path, k: int, staging: store.RowWriter,
                      rows: list[dict[str, Any]]) -> None:
-        import pyarrow as pa
+        import pyarrow as pa  # heavy: pyarrow, ~0.3 s
 
         staging.close()
         os.replace(staging.path, work / "staging" / f"{k:06d}.parquet")
@@ -232,8 +239,7 @@ def _drain(data) -> None:
 
 def iter_results(work: Path, chunks: int) -> Iterator[tuple[int, Result, int]]:
     """(seq, result without content, content bytes) of every file, in plan order."""
-    import numpy as np
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
 
     for k in range(chunks):
         path = work / "results" / f"{k:06d}.parquet"
@@ -264,8 +270,6 @@ class GlobalDedup(PipelineStep):
         self.work, self.out, self.cfg = work, out, cfg
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        from codetune.data.prepare import Scan, Summary
-
         _drain(data)
         work = Path(self.work)
         folder = work / "dataset"
@@ -301,8 +305,6 @@ class WriteShards(PipelineStep):
         self.work, self.cfg = work, cfg
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        from codetune.data.prepare import _content_hash
-
         work = Path(self.work)
         for doc in data:
             summary = doc.metadata["summary"]
@@ -330,8 +332,6 @@ class Finish(PipelineStep):
         self.inputs, self.started, self.context_index = inputs, started, context_index
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        from codetune.data.prepare import _write_manifest
-
         work, cfg = Path(self.work), self.cfg
         folder = work / "dataset"
         infos = [SourceInfo(**i) for i in load_state(work)["infos"]]
