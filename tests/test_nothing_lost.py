@@ -302,3 +302,11 @@ def test_a_git_source_that_fails_is_one_line_with_gits_first_error(tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert "does not appear to be a git repository" in err and url in err, err
+
+
+def test_eval_of_a_path_that_does_not_exist_says_so(tmp_path, capsys):
+    rng = random.Random(8)
+    for argv in (["eval", str(tmp_path / _name(rng))],
+                 ["eval", "--model", str(tmp_path / _name(rng)), "--dataset", str(tmp_path)]):
+        assert main(argv) == 2
+        assert "does not exist" in _one_error_line(capsys)

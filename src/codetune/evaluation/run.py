@@ -37,6 +37,7 @@ from codetune.evaluation.bpb import fim_nll, fim_split, ltr_nll
 from codetune.evaluation.context import context_prompt, middle_ids
 from codetune.evaluation.report import EvalResult, suffix_trims, summarise, write
 from codetune.evaluation.tasks import Task, make_tasks
+from codetune.model.source import resolve_source
 
 
 def build_tasks(rows: list[dict[str, str]], cfg: EvalConfig) -> list[Task]:
@@ -185,7 +186,9 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         dataset = found.path
         if found.overridden:
             override = found.instead_of
-    elif dataset is None and not (cfg.benchmark or cfg.forgetting):
+    else:  # a model: a path that does not exist says so before anything else
+        resolve_source(target, hash_weights=False)
+    if not is_run and dataset is None and not (cfg.benchmark or cfg.forgetting):
         raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
                             "a model rather than a run folder, or --benchmark "
                             "humaneval-infill to check only what it forgot")
