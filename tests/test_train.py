@@ -486,3 +486,14 @@ def test_keep_best_ends_with_the_chosen_checkpoints_weights(workdir, tmp_path, m
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert summary["kept"]["step"] == 2 and "held-out loss" in summary["kept"]["why"]
     assert "keeping the weights of step 2" in capsys.readouterr().err
+
+
+def test_a_warmup_as_long_as_the_run_is_said(workdir, tmp_path, capsys):
+    train(run_cfg(workdir, **{"train.max_steps": 2, "train.save_steps": 2,
+                              "train.warmup_steps": 30}), tmp_path / "r", progress=False)
+    err = capsys.readouterr().err
+    assert "train.warmup_steps=30 is not below train.max_steps=2" in err
+    assert "set train.warmup_steps=1" in err
+    train(run_cfg(workdir, **{"train.max_steps": 2, "train.save_steps": 2}), tmp_path / "s",
+          progress=False)
+    assert "warmup" not in capsys.readouterr().err

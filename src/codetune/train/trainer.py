@@ -292,6 +292,13 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: 
     source = resolve_source(cfg.model.name, cfg.model.revision)
     started = time.perf_counter()
     t = cfg.train
+    if t.warmup_steps >= t.max_steps and t.learning_rate > 0 and rank == 0:
+        # Seen on the real-model loop: the reference notebook's 30 warm-up steps in a 12-step
+        # CPU run kept the learning rate under 40 % of its peak for the whole run.
+        print(f"warning: train.warmup_steps={t.warmup_steps} is not below train.max_steps="
+              f"{t.max_steps}, so the learning rate never reaches train.learning_rate="
+              f"{t.learning_rate:g}; set train.warmup_steps={max(1, t.max_steps // 10)} "
+              "(a tenth of the run) for a short run", file=sys.stderr)
 
     from transformers import set_seed
 
