@@ -519,3 +519,30 @@ def test_an_index_built_under_older_secret_rules_is_rebuilt_not_updated(tmp_path
     stats = RepoIndex.open(tmp_path / "idx").update()
     assert stats.reused == 0 and stats.chunked == len(REPO) + 1
     assert json.loads((tmp_path / "idx" / "index.json").read_text())["secret_rules"] >= 2
+
+
+def test_only_code_lines_count_as_cross_file_holes():
+    """CrossCodeEval's selection: a line of code in a code file. Docs, data files, import and
+    re-export lines and comments never count, whatever names they spell; names and paths
+    are generated so no fixed example carries the rule."""
+    from codetune.evaluation.context import code_hole
+    from codetune.evaluation.tasks import Task
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        name = "".join(rng.choice(list("abcdefghijklmnop"), 8)) + "_x"
+        mod = "".join(rng.choice(list("qrstuvwxyz"), 6))
+
+        def task(path, middle):
+            return Task("t", "single_line", "r", path, "pre\n", middle, "\nsuf")
+
+        assert code_hole(task(f"{mod}/core.py", f"    result = {name}(value)\n"))
+        assert code_hole(task(f"src/{mod}.ts", f"  const v = {name}.run();\n"))
+        for path in (f"docs/{mod}.md", f"{mod}.rst", f"conf/{mod}.json", f"{mod}.yaml"):
+            assert not code_hole(task(path, f"Call `{name}(value)` to start.\n"))
+        assert not code_hole(task(f"{mod}/__init__.py", f"from .{mod} import {name}\n"))
+        assert not code_hole(task(f"{mod}/a.py", f"import {mod}.{name} as x\n"))
+        assert not code_hole(task(f"{mod}/a.py", f"    # see {name} for details\n"))
+        assert not code_hole(task(f"{mod}/a.py", "   \n"))
+        # a path in a language the user added to prepare.languages is code
+        assert code_hole(task(f"{mod}/job.{mod[:3]}x", f"run {name}\n"))

@@ -118,6 +118,26 @@ def needed_names(index: Any, tasks: list[Task]) -> list[set[str]]:
     return out
 
 
+_PROSE = frozenset({"Markdown", "MDX", "reStructuredText", "TeX"})
+_COMMENT = re.compile(r"^\s*(?:#|//|/\*|\*|--|;|%)")
+
+
+def code_hole(task: Task) -> bool:
+    """Is the hole a line of code, where another file's definition can be what it needs?
+    Not documentation or data (Markdown, reStructuredText, JSON, ...), not an import or
+    re-export line (`from .x import y` is predictable from nothing but the index itself, and
+    is no use of the name), not a comment: CrossCodeEval counts only code lines that use an
+    imported name, and so do the cross-file metrics."""
+    from codetune.data.languages import DATA_LANGUAGES, LanguageTable
+
+    lang = LanguageTable().classify(task.path)[0]  # None: a language the user added: code
+    if lang in _PROSE or lang in DATA_LANGUAGES:
+        return False
+    lines = [ln for ln in task.middle.splitlines() if ln.strip()]
+    return bool(lines) and not all(_IMPORT_LINE.match(ln) or _COMMENT.match(ln)
+                                   for ln in lines)
+
+
 def defines_any(ctx: Any, names: set[str]) -> bool:
     """Does one of the context's snippets define (by `definitions`' patterns) one of `names`?
     Whether retrieval brought what the hole needs, whatever the model makes of it."""

@@ -223,6 +223,7 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     found = 0  # cross-file tasks whose context defines such a name
     if index is not None:
         from codetune.evaluation.context import (
+            code_hole,
             defines_any,
             import_use_tasks,
             needed_names,
@@ -234,7 +235,10 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
             cfg.max_tasks, cfg.seed)
         tasks += uses
         needed = needed_names(index, tasks)
-        cross = [bool(n) or t.kind == "cross_file" for t, n in zip(tasks, needed, strict=True)]
+        # cross-file: an import-use hole, or a random hole on a code line that needs a name
+        # only another file defines (not docs, not an import or re-export line: `code_hole`)
+        cross = [t.kind == "cross_file" or (bool(n) and code_hole(t))
+                 for t, n in zip(tasks, needed, strict=True)]
 
         contexts = task_contexts(index, loaded, tasks, cfg.repo_context_tokens,
                                  cfg.prompt_tokens, window,
