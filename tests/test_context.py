@@ -546,3 +546,28 @@ def test_only_code_lines_count_as_cross_file_holes():
         assert not code_hole(task(f"{mod}/a.py", "   \n"))
         # a path in a language the user added to prepare.languages is code
         assert code_hole(task(f"{mod}/job.{mod[:3]}x", f"run {name}\n"))
+
+
+def test_window_neighbours_rank_for_each_window(tmp_path):
+    """A long file that imports two definitions and uses one in each half: each half's ranking
+    puts the definition it spells first; both come from the file's precomputed neighbours
+    only. Names are generated, so no fixed example carries the rule."""
+    rng = np.random.default_rng(11)
+    a, b = ("".join(rng.choice(list("abcdefghij"), 7)) + s for s in ("_one", "_two"))
+    files = {"pkg/defs_a.py": f"def {a}(x):\n    return x + 1\n",
+             "pkg/defs_b.py": f"def {b}(y):\n    return y * 2\n",
+             "pkg/long.py": (f"from pkg.defs_a import {a}\nfrom pkg.defs_b import {b}\n\n\n"
+                             + "".join(f"def first_{i}(v):\n    return {a}(v) + {i}\n\n\n"
+                                       for i in range(30))
+                             + "".join(f"def second_{i}(w):\n    return {b}(w) - {i}\n\n\n"
+                                       for i in range(30)))}
+    idx = index_tree(_write(tmp_path / "tree", files), tmp_path / "idx", neighbours=True)
+    repo = idx.chunk(0).repo_id  # one repository: the tree's
+    text = files["pkg/long.py"]
+    half = text.index("def second_0")
+    pool = {(s.path, s.text) for s in idx.neighbours(repo, "pkg/long.py")}
+    for window, want in ((text[:half], "pkg/defs_a.py"), (text[half:], "pkg/defs_b.py")):
+        ranked = idx.window_neighbours(repo, "pkg/long.py", window)
+        assert ranked[0].path == want
+        assert {(s.path, s.text) for s in ranked} == pool  # the same snippets, reordered
+    assert idx.window_neighbours(repo, "pkg/missing.py", "anything") == []

@@ -343,3 +343,50 @@ def test_repo_mode_trains_each_file_token_once(dataset, tok):
     want = np.concatenate([tok(t, add_special_tokens=False)["input_ids"] for t in texts])
     assert trained[trained != eos].tolist() == want.tolist()
     assert (trained == eos).sum() > len(texts)  # more windows than files: some were cut
+
+
+def _window_ctx(seen: list):
+    """A per-window provider: the snippet names the window's first line, and its length is
+    kept inside what `fits` allows (shorter snippets when it does not fit)."""
+    from codetune.tokens.fim import RepoContext
+
+    def context(repo_id, path, text, fits=None):
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        for n in (2, 1, 0):
+            ctx = RepoContext(repo=repo_id, path=path, snippets=tuple(
+                (f"ctx_{k}.py", f"# for: {first}\n") for k in range(n)))
+            if fits is None or fits(ctx):
+                if fits is not None:
+                    seen.append((path, first))
+                return ctx
+        return None
+    context.per_window = True
+    return context
+
+
+def test_context_per_window_follows_each_window(dataset, tok):
+    """data.context_select=window: each window of a long file gets the context chosen for its
+    own text, no longer than the file's (so every window still fits one sequence with it),
+    and resuming still gives the same sequences."""
+    from codetune.tokens.fim import detect_fim
+
+    f = detect_fim(tok)
+    seen: list = []
+    seqs = take(make(dataset, tok, seq=128, context=_window_ctx(seen), repo_tokens=f), 60)
+    by_file: dict = {}
+    for path, first in seen:
+        by_file.setdefault(path, set()).add(first)
+    assert any(len(v) > 1 for v in by_file.values())  # windows of one file differ
+    for s in seqs:
+        assert len(s.input_ids) <= 128
+        for start, _key, _offset in s.segments:
+            assert s.input_ids[start] == f.repo_name_id
+    texts = [tok.decode(s.input_ids.tolist()) for s in seqs]
+    assert any("# for: " in t for t in texts)
+    full = [x.input_ids.tolist() for x in take(make(dataset, tok, seq=128,
+                                                   context=_window_ctx([]), repo_tokens=f), 30)]
+    s = make(dataset, tok, seq=128, context=_window_ctx([]), repo_tokens=f)
+    take(s, 11)
+    resumed = make(dataset, tok, seq=128, context=_window_ctx([]), repo_tokens=f)
+    resumed.load_state_dict(s.state_dict())
+    assert [x.input_ids.tolist() for x in take(resumed, 19)] == full[11:]

@@ -196,6 +196,11 @@ class DataConfig:
                 "index, built by `codetune prepare`), as the models were pretrained")
     context_tokens: int = _f(512, "token budget of one sample's repository context "
                                   "(data.context=repo); at most half of data.seq_length")
+    context_select: Literal["file", "window"] = _f(
+        "file", "data.context=repo, a file longer than a sequence (cut into windows): file: "
+                "every window behind the file's own context; window: each window behind the "
+                "file's neighbours ranked for that window's code, as eval and serving "
+                "retrieve around each cursor")
     shuffle_buffer: int = _f(5000, "documents shuffled together (the reference notebook: 5000)")
     tokenize_batch: int = _f(16, "documents tokenized per call (speed only)")
     eval_fim: bool = _f(True, "also report eval loss on FIM-transformed held-out files")
@@ -381,9 +386,29 @@ class EvalConfig:
                 "is dequantized: 4-bit matmuls are slow, on a CPU very), else as trained")
     dtype: Dtype = _f(
         "auto", "compute dtype of eval: auto = bfloat16 on a GPU that has it, else float32")
+    engine: Literal["torch", "llama.cpp"] = _f(
+        "torch", "what runs the evaluated model: torch (its weights; a run: base and tuned), or "
+                 "llama.cpp (a .gguf --model through llama-server, or the server at eval.server "
+                 "with --model naming only its tokenizer; no torch weights loaded, no bits per "
+                 "byte). Needs llama-server: bash scripts/llama-cpp.sh")
+    gguf: list[str] = _f(
+        [], "GGUF files evaluated after the model, each through its own llama-server on the same "
+            "tasks and prompts (variant gguf:TYPE, e.g. gguf:Q4_K_M), compared with tuned (or "
+            "model) with paired 95 % intervals: what export and quantization cost")
+    server: str | None = _f(
+        None, "URL of a running llama-server (http://host:port): with engine=llama.cpp it "
+              "serves the evaluated model; with engine=torch it is one more variant, like a "
+              "--gguf file. Its tokenizer must be the model's (checked)")
 
     def validate(self, prefix: str = "eval") -> None:
         bad: list[str] = []
+        for i, g in enumerate(self.gguf):
+            if not str(g).endswith(".gguf"):
+                bad.append(f"{prefix}.gguf[{i}] must be a .gguf file, got {g!r} (write one with "
+                           "`codetune export MODEL --to gguf -o DIR`)")
+        if self.server is not None and not str(self.server).startswith(("http://", "https://")):
+            bad.append(f"{prefix}.server must be an http:// or https:// URL, got "
+                       f"{self.server!r} (e.g. http://127.0.0.1:8080)")
         _at_least(bad, self, prefix, 1, "max_tasks", "prompt_tokens", "max_new_tokens_single",
                   "max_new_tokens_multi", "batch_size", "bpb_window", "bootstrap",
                   "max_block_lines")

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ FORMAT_VERSION = 1
 REASONS = ("import", "bm25")  # neighbours.parquet `reason` codes
 QUERY_PREFIX_LINES = 25  # the query: the code just before the cursor ...
 QUERY_SUFFIX_LINES = 5  # ... and just after it
+_DEFINED = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.M)  # a definition's name
 TABLES = ("files.parquet", "chunks.parquet", "defs.parquet", "neighbours.parquet")
 
 
@@ -224,6 +226,34 @@ class RepoIndex:
             return []
         return [self.chunk(int(s.nb_chunk[j]), float(s.nb_score[j]), REASONS[s.nb_reason[j]])
                 for j in range(s.nb_start[f], s.nb_end[f])]
+
+    def window_neighbours(self, repo_id: str, path: str, text: str) -> list[Snippet]:
+        """The file's precomputed `neighbours`, ranked again for one window of it (`text`):
+        the imported definitions whose name the window spells first (in their precomputed
+        order), then the others by their BM25 score for the window's own code (ties in the
+        precomputed order). What training lays in front of each window of a long file with
+        data.context_select=window, as eval and serving retrieve around each cursor. Chosen
+        among the file's neighbours only: no retrieval over the repository while streaming."""
+        nbs = self.neighbours(repo_id, path)
+        if not nbs:
+            return nbs
+        words = set(tokenize(text))
+        s = self._s
+        f = s.file_of[(repo_id, path)]
+        r = self._repo(repo_id, path)
+        c0 = s.repos[r]["chunks"][0]
+        scores = self._scores(r, sorted(words))
+        chunk = [int(s.nb_chunk[j]) for j in range(s.nb_start[f], s.nb_end[f])]
+
+        def named(snip: Snippet) -> bool:
+            m = _DEFINED.search(snip.text)
+            return snip.reason == "import" and m is not None and m.group(1) in words
+
+        first = [k for k, sn in enumerate(nbs) if named(sn)]
+        rest = sorted((k for k in range(len(nbs)) if k not in set(first)),
+                      key=lambda k: -float(scores[chunk[k] - c0]))  # sorted() is stable
+        return [replace(nbs[k], score=float(scores[chunk[k] - c0]))
+                for k in first + rest]
 
     # ------------------------------------------------------------------ updating
 

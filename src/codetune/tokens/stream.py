@@ -216,12 +216,7 @@ class Encoder:
             return [], [], None
         if meta not in self._ctx_cache:
             ctx = self.context(meta[0], meta[1], text)
-            if ctx is None:
-                encoded: tuple[list[int], list[int]] = ([], [])
-            elif self.repo_tokens is not None:
-                encoded = F.encode_repo_context(self.tok, self.repo_tokens, ctx)
-            else:
-                encoded = ([], self.tokenize([F.fallback_context_text(ctx)])[0].tolist())
+            encoded = ([], []) if ctx is None else self._encode_context(ctx)
             if len(self._ctx_cache) >= 4096:  # bounded: one entry per file of a window
                 self._ctx_cache.pop(next(iter(self._ctx_cache)))
             self._ctx_cache[meta] = (*encoded, ctx)
@@ -256,9 +251,36 @@ class Encoder:
             if len(wins) == 1:  # fits: as it is, with the document's own FIM draw
                 out[i] = [self._piece(ids, texts[i], self.rng_for(*keys[i]), ctxs[i])]
             else:
-                out[i] = [self._piece(ids[a:b], None, self.rng_for(*keys[i], w), ctxs[i])
+                out[i] = [self._piece(ids[a:b], None, self.rng_for(*keys[i], w),
+                                      self.window_context(metas[i] if metas else None,
+                                                          ids[a:b], ctxs[i]))
                           for w, (a, b) in enumerate(wins)]
         return out  # type: ignore[return-value]
+
+    def _encode_context(self, ctx: Any) -> tuple[list[int], list[int]]:
+        if self.repo_tokens is not None:
+            return F.encode_repo_context(self.tok, self.repo_tokens, ctx)
+        return [], self.tokenize([F.fallback_context_text(ctx)])[0].tolist()
+
+    def window_context(self, meta: tuple[str, str] | None, ids: np.ndarray,
+                       file_ctx: tuple[list[int], list[int], Any]
+                       ) -> tuple[list[int], list[int], Any]:
+        """The context of one window of a long file: the file's own (`file_ctx`), unless the
+        provider chooses per window (`per_window`, data.context_select=window); then the one
+        it chooses for the window's text, within the tokens of the file's context, which the
+        windows were cut to fit behind (where nothing fits, the file's own)."""
+        if meta is None or not getattr(self.context, "per_window", False):
+            return file_ctx
+        limit = len(file_ctx[0]) + len(file_ctx[1])
+
+        def fits(ctx: Any) -> bool:
+            pre, head = self._encode_context(ctx)
+            return len(pre) + len(head) <= limit
+
+        ctx = self.context(meta[0], meta[1], self.tok.decode(ids.tolist()), fits=fits)
+        if ctx is None:
+            return file_ctx
+        return (*self._encode_context(ctx), ctx)
 
     def _windows(self, n: int, ctx: tuple[list[int], list[int], Any]) -> list[tuple[int, int]]:
         """Token ranges of the windows of an n-token file behind its context `ctx`: near-equal,

@@ -175,10 +175,15 @@ def _trainer_class():
 
 
 def context_providers(cfg: RunConfig, tokenizer) -> tuple[Any, Any]:
-    """(train, held-out) `context(repo_id, path, text)` callables for data.context=repo, on the
-    dataset's repository index: a train file gets its neighbours computed at index time (no
-    retrieval while streaming); a held-out file, which the index never holds, gets a retrieval
-    against the train files of its repository with its first lines as the query."""
+    """(train, held-out) `context(repo_id, path, text, fits=None)` callables for
+    data.context=repo, on the dataset's repository index: a train file gets its neighbours
+    computed at index time (no retrieval while streaming); a held-out file, which the index
+    never holds, gets a retrieval against the train files of its repository with its first
+    lines as the query. With data.context_select=window (`per_window`), the stream asks again
+    for each window of a long file, with that window's text and a `fits` test (the window's
+    context must take no more tokens than the file's, which the windows were cut for): the
+    neighbours ranked for the window (`RepoIndex.window_neighbours`); a held-out window
+    retrieves with its own last lines, as eval does at a cursor."""
     from codetune.context import RepoIndex, repo_context
     from codetune.tokens.fim import token_counter
 
@@ -191,14 +196,18 @@ def context_providers(cfg: RunConfig, tokenizer) -> tuple[Any, Any]:
     budget = cfg.data.context_tokens
     count = token_counter(tokenizer)
 
-    def train_ctx(repo_id: str, path: str, text: str):
-        return repo_context(index.neighbours(repo_id, path), budget, count, repo_id, path)[0]
+    def train_ctx(repo_id: str, path: str, text: str, fits=None):
+        snippets = (index.neighbours(repo_id, path) if fits is None else
+                    index.window_neighbours(repo_id, path, text))
+        return repo_context(snippets, budget, count, repo_id, path, fits)[0]
 
-    def held_out_ctx(repo_id: str, path: str, text: str):
-        head = "\n".join(text.splitlines()[:40])
-        return repo_context(index.retrieve(head, "", path, repo_id), budget, count, repo_id,
-                            path)[0]
+    def held_out_ctx(repo_id: str, path: str, text: str, fits=None):
+        query = "\n".join(text.splitlines()[:40]) if fits is None else text
+        return repo_context(index.retrieve(query, "", path, repo_id), budget, count, repo_id,
+                            path, fits)[0]
 
+    per_window = cfg.data.context_select == "window"
+    train_ctx.per_window = held_out_ctx.per_window = per_window  # type: ignore[attr-defined]
     return train_ctx, held_out_ctx
 
 
