@@ -164,10 +164,11 @@ def test_imported_definitions_rank_first(shop):
               "def checkout(cart, country):\n    price = Money(cart.cents)\n"
               "    # the vat rates of the country\n    return ")
     hits = shop.retrieve(prefix, "\n", path="shop/checkout.py")
-    # Money is used twice in the window, apply_vat once; `from shop import Money` is followed
+    # apply_vat is imported and used nowhere yet: the code at the cursor is where it will be,
+    # so it comes first; then Money, used in the window. `from shop import Money` is followed
     # through the re-export in shop/__init__.py to its definition.
-    assert [(h.path, h.reason) for h in hits[:2]] == [("shop/money.py", "import"),
-                                                      ("shop/tax.py", "import")]
+    assert [(h.path, h.reason) for h in hits[:2]] == [("shop/tax.py", "import"),
+                                                      ("shop/money.py", "import")]
     assert all(h.reason == "bm25" for h in hits[2:])
     assert "shop/tax.py" not in [h.path for h in hits[2:]]  # never the same chunk twice
     # `import pkg.mod as m` then `m.name`: the definition of name.
@@ -571,3 +572,29 @@ def test_window_neighbours_rank_for_each_window(tmp_path):
         assert ranked[0].path == want
         assert {(s.path, s.text) for s in ranked} == pool  # the same snippets, reordered
     assert idx.window_neighbours(repo, "pkg/missing.py", "anything") == []
+
+
+def test_retrieval_ranks_the_imports_the_cursor_is_about_to_use_first(tmp_path):
+    """At a cursor, the imported definitions first that nothing visible uses yet (the code
+    being written is where they are used), then those near the cursor, then those the code
+    before the cursor never used, then the rest. Names are generated."""
+    rng = np.random.default_rng(5)
+    names = ["".join(rng.choice(list("abcdefghijklmnop"), 6)) + f"_{k}" for k in range(5)]
+    early, near, later, unused, far = names
+    idx = build_index([("r", f"lib/m{k}.py", f"def {n}(v):\n    return v + {k}\n")
+                       for k, n in enumerate(names)], tmp_path / "ix", neighbours=False)
+    imports = "".join(f"from lib.m{k} import {n}\n" for k, n in enumerate(names)) + "\n\n"
+    filler = "".join(f"x_{i} = {i}\n" for i in range(40))  # pushes `early` out of the window
+    prefix = imports + f"a = {early}(1)\n" + filler + f"b = {near}(2)\n"
+    suffix = f"\nc = {later}(3)\n" + filler + f"d = {far}(4)\n"
+    got = [s.text.split("(")[0].split()[-1] for s in idx.retrieve(prefix, suffix, "app.py", "r")
+           if s.reason == "import"]
+    # (near and later are both in the window, once: the one the prompt never showed first)
+    assert got == [unused, later, near, far, early]
+    # without a cursor (a whole file's neighbours at index time) the import order stays
+    from codetune.context.imports import import_targets
+
+    whole = prefix + suffix
+    modules, defines, imports_of = idx._import_env(0)
+    assert [n for _, n in import_targets(whole, "app.py", "", modules, defines,
+                                         imports_of)] == names

@@ -545,10 +545,10 @@ def test_cross_file_tasks_need_a_name_only_another_file_defines():
         True, False, False, True, False, False]
 
     # what each needs, and whether a context brought its definition
-    use = Task("u", "cross_file", "r", "app.py", "from lib.money import to_cents\n",
-               "y = to_cents(2)\n", "z = to_cents(3)\n")  # import-use: later uses still count
-    assert needed_names(Index(), [*tasks[:2], tasks[3], use]) == [
-        {"to_cents"}, set(), {"RATE"}, {"to_cents"}]
+    assert needed_names(Index(), [*tasks[:2], tasks[3]]) == [{"to_cents"}, set(), {"RATE"}]
+    # a name inside a string literal is no use of it (an `__all__` entry, a message)
+    assert needed_names(Index(), [task("", '    "to_cents",\n'),
+                                  task("", "log('RATE is low')\n")]) == [set(), set()]
     stub = RepoContext("r", "app.py", (("lib/money.py", "def to_cents(x): ...\n"),))
     other = RepoContext("r", "app.py", (("lib/money.py", "y = to_cents(4)\nRATE = 3\n"),))
     assert defines_any(stub, {"to_cents"}) and defines_any(other, {"RATE"})
@@ -580,6 +580,11 @@ def test_import_use_tasks_are_first_uses_of_imported_repository_definitions(tmp_
     said = app.replace("def a():\n", "def a():\n    print('to_cents, documented')\n")
     assert [t.middle for t in import_use_tasks(index, "r", "app.py", said, 0, 5)] == [
         "return to_cents(1)", "x = m.RATE + os.sep"]
+    # what each needs is the name it was chosen for, though the import statement that
+    # brought it in spans lines, and later uses in the suffix still count
+    from codetune.evaluation.context import needed_names
+
+    assert needed_names(index, tasks) == [{"to_cents"}, {"RATE"}]
 
 
 def test_context_verdict_wording():

@@ -119,6 +119,17 @@ class Use:
     direct: bool  # `from m import name` (True) or `import m` ... `m.name` (False)
 
 
+# Python import statements, a parenthesized `from m import (a,\n b)` whole: what
+# `without_imports` removes, so that only real uses of an imported name are counted
+IMPORT_STATEMENTS = re.compile(r"^[ \t]*from[ \t]+\S+[ \t]+import[ \t]*\([^)]*\)[^\n]*"
+                               r"|^[ \t]*(?:from[ \t]+\S+[ \t]+)?import\b[^\n]*", re.M)
+
+
+def without_imports(code: str) -> str:
+    """`code` without its Python import statements (each becomes an empty line)."""
+    return IMPORT_STATEMENTS.sub("", code)
+
+
 def imported_uses(text: str, path: str, modules: ModuleMap,
                   defines: Callable[[str], Mapping[str, int]],
                   imports_of: Callable[[str], list[Imported]]) -> list[Use]:
@@ -150,31 +161,54 @@ def imported_uses(text: str, path: str, modules: ModuleMap,
 
 def import_targets(text: str, path: str, window: str, modules: ModuleMap,
                    defines: Callable[[str], Mapping[str, int]],
-                   imports_of: Callable[[str], list[Imported]]) -> list[tuple[str, str]]:
-    """(file, name) of the definitions in other files that `text`'s imports point at, ranked:
-    names used most often in `window` (the code around the cursor) first, then the others in
-    import order (`imported_uses`)."""
+                   imports_of: Callable[[str], list[Imported]],
+                   seen: str | None = None) -> list[tuple[str, str]]:
+    """(file, name) of the definitions in other files that `text`'s imports point at, ranked.
+
+    Without a cursor (`seen` None: a whole file, for its neighbours): names used most often in
+    `window` first, then the others in import order (`imported_uses`). With one (`text` the
+    code around it, `seen` the part before it), first the names imported and used nowhere in
+    `text` outside the import statements: unless the import is dead, the code being written
+    is where they are used (CrossCodeEval asks for exactly such first uses); then the names
+    used most in `window`; then those `seen` never used, whose definitions nothing in the
+    prompt shows; then the rest, each tier in import order."""
     uses = imported_uses(text, path, modules, defines, imports_of)
     if not uses:
         return []
     counts: dict[str, Counter[str]] = {}  # module local -> attributes taken in the window
+    before: dict[str, Counter[str]] = {}  # ... and in the code before the cursor
+    body = without_imports(seen) if seen is not None else ""
     for u in uses:
         if not u.direct and u.local not in counts:
             counts[u.local] = Counter(_attributes(u.local, window))
+            before[u.local] = Counter(_attributes(u.local, body))
     direct = {u.local for u in uses if u.direct}
     words: Counter[str] = Counter()
+    used: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
     if direct:
         # How often the window names each imported name: one pass for all of them. (An
         # import line in the window adds one to each name it imports, which leaves their
         # order as it was.)
-        alts = "|".join(sorted(map(re.escape, direct), key=len, reverse=True))
-        words = Counter(_whole_words(re.compile(rf"(?:{alts})\b"), window))
-    ranked = sorted(((-(words[u.local] if u.direct else counts[u.local][u.name]), u.position,
-                      i, u) for i, u in enumerate(uses)), key=lambda r: r[:3])
-    out, seen = [], set()
-    for *_, u in ranked:
-        if (u.file, u.name) not in seen:
-            seen.add((u.file, u.name))
+        alts = re.compile("(?:" + "|".join(sorted(map(re.escape, direct), key=len,
+                                                   reverse=True)) + r")\b")
+        words = Counter(_whole_words(alts, window))
+        if seen is not None:
+            used = Counter(_whole_words(alts, body))
+            anywhere = Counter(_whole_words(alts, without_imports(text)))
+
+    def rank(i: int, u: Use) -> tuple[int, int, int, int, int]:
+        near = words[u.local] if u.direct else counts[u.local][u.name]
+        if seen is None:
+            return 0, -near, 0, u.position, i
+        old = (used[u.local] if u.direct else before[u.local][u.name]) > 0
+        return int(not u.direct or anywhere[u.local] > 0), -near, int(old), u.position, i
+
+    ranked = sorted((rank(i, u), u) for i, u in enumerate(uses))
+    out, done = [], set()
+    for _, u in ranked:
+        if (u.file, u.name) not in done:
+            done.add((u.file, u.name))
             out.append((u.file, u.name))
     return out
 

@@ -207,7 +207,8 @@ class RepoIndex:
             scores[s.chunk_start[own] - c0:s.chunk_end[own] - c0] = 0
         picked: list[int] = []
         if is_python(path):
-            picked = self._import_chunks(r, prefix + suffix, path, window, max(1, k // 2))
+            picked = self._import_chunks(r, prefix + suffix, path, window, max(1, k // 2),
+                                            seen=prefix)
         out = [self.chunk(c, scores[c - c0], "import") for c in picked]
         scores[[c - c0 for c in picked]] = 0
         out += [self.chunk(c0 + i, scores[i], "bm25") for i in _top(scores, k - len(out))]
@@ -351,11 +352,14 @@ class RepoIndex:
 
         return s.modules[r], defines, imports_of
 
-    def _import_chunks(self, r: int, text: str, path: str, window: str, limit: int) -> list[int]:
-        """Chunk ids of the definitions `text` imports from other files of repository `r`."""
+    def _import_chunks(self, r: int, text: str, path: str, window: str, limit: int,
+                       seen: str | None = None) -> list[int]:
+        """Chunk ids of the definitions `text` imports from other files of repository `r`
+        (`import_targets`' order; `seen`: the code before the cursor)."""
         modules, defines, imports_of = self._import_env(r)
         out: list[int] = []
-        for p, name in import_targets(text, path, window, modules, defines, imports_of):
+        for p, name in import_targets(text, path, window, modules, defines, imports_of,
+                                      seen):
             c = defines(p)[name]
             if c not in out:
                 out.append(c)

@@ -104,17 +104,23 @@ def definitions(index: Any) -> dict[tuple[str, str], set[str]]:
 
 
 def needed_names(index: Any, tasks: list[Task]) -> list[set[str]]:
-    """Per task: the names its middle spells that another indexed file of its repository
-    defines and the rest of its own file never mentions (import lines aside). A task with
+    """Per task: the names its middle spells (outside string literals) that another indexed
+    file of its repository defines and the rest of its own file never mentions (import
+    statements aside). A task with
     any is cross-file. An import-use hole (kind "cross_file") is chosen where its prefix never
     spelled the name: only its prefix counts as the rest."""
+    from codetune.context.imports import without_imports
+
     defined = definitions(index)
     out = []
     for t in tasks:
-        seen = t.prefix if t.kind == "cross_file" else t.prefix + "\n" + t.suffix
-        rest = set(_NAME.findall(_IMPORT_LINE.sub("", seen)))
-        out.append({n for n in set(_NAME.findall(t.middle)) - rest
-                    if defined.get((t.repo_id, n), set()) - {t.path}})
+        if t.kind == "cross_file":  # chosen for the imported names it uses first: those
+            out.append(_first_uses(index, t))
+            continue
+        seen = t.prefix + "\n" + t.suffix
+        rest = set(_NAME.findall(without_imports(seen)))  # `from m import (a,\n b)` whole
+        spelled = set(_NAME.findall(_STRING.sub('""', t.middle)))  # a string is no use
+        out.append({n for n in spelled - rest if defined.get((t.repo_id, n), set()) - {t.path}})
     return out
 
 
@@ -136,6 +142,23 @@ def code_hole(task: Task) -> bool:
     lines = [ln for ln in task.middle.splitlines() if ln.strip()]
     return bool(lines) and not all(_IMPORT_LINE.match(ln) or _COMMENT.match(ln)
                                    for ln in lines)
+
+
+def _first_uses(index: Any, t: Task) -> set[str]:
+    """The definitions (by name) that an import-use hole uses and its prefix never did: the
+    selection of `import_use_tasks`, on the same patterns."""
+    uses = index.imported_uses(t.prefix + t.middle + t.suffix, t.path, t.repo_id)
+    from codetune.context.imports import without_imports
+
+    before = _STRING.sub('""', "\n".join(ln for ln in without_imports(t.prefix).splitlines()
+                                          if not ln.lstrip().startswith("#")))
+    middle = _STRING.sub('""', t.middle)
+    out = set()
+    for u in uses:
+        pat = re.compile(rf"(?<![\w.]){re.escape(u.spelled)}\b")
+        if pat.search(middle) and not pat.search(before):
+            out.add(u.name)
+    return out
 
 
 def defines_any(ctx: Any, names: set[str]) -> bool:
