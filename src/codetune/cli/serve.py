@@ -54,7 +54,7 @@ def add_serve(sub) -> None:
                                                      "http://127.0.0.1:8000 (vllm serve)")
     u.add_argument("--upstream-model", metavar="NAME",
                    help="the model sent upstream: vLLM's LoRA module name or served model name "
-                        "(default: --model-name)")
+                        "(default: the engine's only model, as its /v1/models lists it)")
     u.add_argument("--upstream-api-key-env", metavar="VAR",
                    help="environment variable holding the upstream's API key (sent as Bearer)")
     p.set_defaults(func=run)

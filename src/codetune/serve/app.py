@@ -222,6 +222,8 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
             stream.cancel.set()
         engine.pool.shutdown(wait=False, cancel_futures=True)
         engine.tokenizers.shutdown(wait=False, cancel_futures=True)
+        if upstream is not None:
+            await engine.aclose()
 
     app = FastAPI(title="codetune", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -291,6 +293,14 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         except CodetuneError as e:  # an empty prompt, or one that fills the context window
             raise ApiError(400, str(e)) from None
 
+    def untokenized(prefix: str, suffix: str | None, params: Any) -> Any:
+        """Through an upstream, a FIM request's stream built without tokenizing its prompt
+        first, where its size proves the count could change nothing
+        (`UpstreamEngine.untokenized`); None: tokenize (`tokenized`, `prepare`)."""
+        if upstream is None or suffix is None or context is not None or settings.log_prompts:
+            return None
+        return engine.untokenized(prefix, suffix, params)
+
     async def admit(request: Request, stream: Any, deadline: float) -> threading.Event:
         await engine.acquire(deadline, request.is_disconnected)
         stream.cancel, stream.deadline = threading.Event(), deadline
@@ -323,14 +333,16 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         cancel = await admit(request, stream, deadline)
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
-        fut = engine.start(stream, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        # from a worker thread thread-safely; an engine on this loop (upstream) needs no wake-up
+        post = loop.call_soon if engine.on_loop else loop.call_soon_threadsafe
+        fut = engine.start(stream, lambda p: post(pieces.put_nowait, p))
+        fut.add_done_callback(lambda f: post(pieces.put_nowait, None))
         if upstream is not None:
             await engine.opened(stream)
         return cancel, pieces, fut
 
     def _log(route: str, stream: Any, t0: float) -> None:
-        log.info("%s prompt=%d completion=%d finish=%s %.2fs", route, stream.prompt_tokens,
+        log.info("%s prompt=%s completion=%d finish=%s %.2fs", route, stream.prompt_tokens,
                  stream.completion_tokens, stream.finish_reason, time.monotonic() - t0)
         if settings.log_prompts:
             log.info("prompt=%r completion=%r", loaded.tokenizer.decode(stream.prompt),
@@ -362,12 +374,15 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
         path = body.model_extra.get("path") if body.model_extra else None
         if path is not None and not isinstance(path, str):
             raise ApiError(400, "path: the file being completed, as a string")
-        ids, paths, hole = await tokenized(deadline, prompts[0], body.suffix, path)
-        fim = body.suffix is not None
-        if hole is not None:  # repository context was added: the hole it was built around
-            stream = prepare(ids, params, hole.prefix, hole.suffix, prompts[0], laid_out=True)
-        else:
-            stream = prepare(ids, params, prompts[0] if fim else None, body.suffix, prompts[0])
+        stream, paths = untokenized(prompts[0], body.suffix, params), []
+        if stream is None:
+            ids, paths, hole = await tokenized(deadline, prompts[0], body.suffix, path)
+            fim = body.suffix is not None
+            if hole is not None:  # repository context was added: the hole it was built around
+                stream = prepare(ids, params, hole.prefix, hole.suffix, prompts[0], laid_out=True)
+            else:
+                stream = prepare(ids, params, prompts[0] if fim else None, body.suffix,
+                                 prompts[0])
         rid, model = f"cmpl-{uuid.uuid4().hex}", settings.model_name
 
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
@@ -452,9 +467,11 @@ def create_app(loaded: Any, settings: ServeSettings | None = None, upstream: Any
                             body.seed)
         prefix = body.input_prefix + body.prompt  # llama.cpp: `prompt` follows the prefix
         extra = [(e.filename, e.text) for e in body.input_extra]
-        ids, paths, _ = await tokenized(deadline, prefix, body.input_suffix, None, extra)
-        stream = prepare(ids, params, prefix, body.input_suffix, prefix,
-                         laid_out=bool(paths))
+        stream, paths = untokenized(prefix, body.input_suffix, params), []
+        if stream is None:
+            ids, paths, _ = await tokenized(deadline, prefix, body.input_suffix, None, extra)
+            stream = prepare(ids, params, prefix, body.input_suffix, prefix,
+                             laid_out=bool(paths))
 
         def answer(content: str, done: bool) -> dict[str, Any]:
             out: dict[str, Any] = {"content": content, "stop": done}
@@ -598,8 +615,12 @@ def serve(loaded: Any, settings: ServeSettings, upstream: Any = None,
 
     settings.validate()
     settings.check_exposure()
+    if upstream is not None:
+        upstream.check(loaded, settings)  # answers, serves this model: else one line, now
     app = create_app(loaded, settings, upstream, context)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every request to the upstream at INFO: a second line per completion
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
@@ -610,7 +631,8 @@ def serve(loaded: Any, settings: ServeSettings, upstream: Any = None,
         handle_exit(*a)
 
     server.handle_exit = closing
-    via = f" through {upstream.url}" if upstream is not None else ""
+    via = (f" through {upstream.url} (model {upstream.model!r})" if upstream is not None
+           else "")
     print(f"serving {loaded.description}{via} as {settings.model_name!r} on "
           f"http://{settings.host}:{settings.port} (OpenAI /v1/completions, TGI /generate, "
           f"llama.cpp /infill); API key {'required' if settings.api_key else 'off'}", flush=True)

@@ -32,6 +32,8 @@ class Engine:
     """Admission (slots + queue), the worker threads and the model lock. Counters are touched
     only on the event loop thread; workers report back through `call_soon_threadsafe`."""
 
+    on_loop = False  # generation runs on worker threads: results come back thread-safely
+
     def __init__(self, loaded: Any, settings: ServeSettings) -> None:
         self.loaded, self.settings = loaded, settings
         self.lock = threading.Lock()
@@ -41,12 +43,8 @@ class Engine:
         self.closing = False
         self.stats: Counter[str] = Counter()
         self._freed: asyncio.Event | None = None
-        self.window = context_window(loaded)
-        limit = settings.max_prompt_tokens
-        self.max_prompt = limit if limit is not None else (self.window or 1 << 31) - 1
         self.chars_per_token = max_chars_per_token(loaded.tokenizer)
-        self.max_prompt_chars = (None if self.chars_per_token is None
-                                 else self.chars_per_token * self.max_prompt)
+        self.set_window(context_window(loaded))
         # Each tokenizer thread has its own copy: a fast tokenizer keeps `encode_special_tokens`
         # (FIM prompts set it, raw prompts clear it) and truncation as state that every call
         # sets, so threads sharing one could tokenize each other's prompts in the wrong mode.
@@ -58,6 +56,15 @@ class Engine:
         self.tokenizers = concurrent.futures.ThreadPoolExecutor(
             TOKENIZER_THREADS, "codetune-tok",
             initializer=lambda: setattr(self._mine, "loaded", copies.get_nowait()))
+
+    def set_window(self, window: int | None) -> None:
+        """The context window (tokens of prompt + completion per request; None: unknown) and
+        the prompt limits that follow from it unless --max-prompt-tokens is given."""
+        self.window = window
+        limit = self.settings.max_prompt_tokens
+        self.max_prompt = limit if limit is not None else (window or 1 << 31) - 1
+        self.max_prompt_chars = (None if self.chars_per_token is None
+                                 else self.chars_per_token * self.max_prompt)
 
     def check_chars(self, chars: int) -> None:
         """400 for a prompt of `chars` characters that cannot fit, before tokenizing it."""

@@ -121,6 +121,29 @@ def max_chars_per_token(tokenizer: Any) -> int | None:
     return math.ceil(longest * shrink)
 
 
+def max_tokens_per_byte(tokenizer: Any) -> int | None:
+    """At most how many tokens one UTF-8 byte of text becomes with this tokenizer (None: no
+    bound known): then a text of B bytes is at most bound * B tokens without tokenizing it.
+
+    Holds for byte-level BPE (StarCoder, Qwen, DeepSeek-Coder): every token covers at least one
+    byte of the normalized text, and the normalizer is none (1) or NFC, which can expand a
+    character to at most 3 code points of at most its own UTF-8 length each (UAX #15; 3). Any
+    other pipeline (SentencePiece's inserted "▁", NFKD's 18-fold expansions) gets None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    pre = _splitters(spec.get("pre_tokenizer"))
+    if (spec.get("model") or {}).get("type") != "BPE" or pre is None or "ByteLevel" not in pre:
+        return None
+    norm = spec.get("normalizer")
+    parts = norm.get("normalizers", []) if norm and norm.get("type") == "Sequence" else [norm]
+    kinds = {p.get("type") for p in parts if p is not None}
+    if not kinds <= {"NFC"}:
+        return None
+    return 3 if kinds else 1
+
+
 def _shrink(spec: dict | None) -> float | None:
     """At most how many input characters one normalized character comes from (None: no bound)."""
     if spec is None:
