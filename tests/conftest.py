@@ -17,11 +17,38 @@ from codetune.config import PrepareConfig  # noqa: E402
 
 from . import nasty_repo  # noqa: E402
 
+# llama.cpp as users run it, where it is built (scripts/llama-cpp.sh; CI builds it): read before
+# the autouse fixture below hides it from every test that does not ask for `llama_cpp`
+_REAL_RUNTIMES = os.environ.get("CODETUNE_RUNTIMES") or str(
+    Path.home() / ".cache" / "codetune-runtimes")
+_REAL_LLAMA_DIR = os.environ.get("LLAMA_CPP_DIR")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """git clones go to a per-test cache, never to the user's ~/.cache."""
+    """git clones go to a per-test cache, never to the user's ~/.cache; llama.cpp's tools are
+    invisible unless a test asks for them (`llama_cpp`), so the default paths stay tested."""
     monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CODETUNE_RUNTIMES", str(tmp_path / "no-runtimes"))
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+
+
+@pytest.fixture
+def llama_cpp(monkeypatch) -> dict[str, str]:
+    """The real llama.cpp (`llama-server`, `llama-quantize`, `convert_hf_to_gguf.py`), for the
+    tests marked `runtime`. Skipped where it is not built; `.ci/run` builds it, so CI runs them.
+    Returns `llama_cpp.find()` with the runtime visible."""
+    from codetune.export import llama_cpp as tools
+
+    monkeypatch.setenv("CODETUNE_RUNTIMES", _REAL_RUNTIMES)
+    if _REAL_LLAMA_DIR:
+        monkeypatch.setenv("LLAMA_CPP_DIR", _REAL_LLAMA_DIR)
+    found = tools.find()
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        pytest.skip(f"llama.cpp not built ({', '.join(missing)} missing): run "
+                    "scripts/llama-cpp.sh, as .ci/run does")
+    return found
 
 
 def prep_cfg(**kw) -> PrepareConfig:
