@@ -12,10 +12,13 @@ Prints, for the same corpus in the same run:
 
 With `--scale` it compares instead, on the same corpus in the same run, today's process pool
 with `prepare --executor local` and `--executor ray` (the `scale` extra) at 1 and N workers:
-MB/s, the speed-up of N over 1, each against today's pool, and the time of the two stages
-(the parallel per-file scan, the one-task global dedup + shards) for the projection in
-bench/RESULTS.md. Ray is started (`ray.init(num_cpus=N)`) before the clock starts, as a
-cluster would already be running.
+MB/s, the speed-up of N over 1, each against today's pool, the time of the two stages (the
+parallel per-file scan; the one-task global dedup + shards, of which only the part after the
+scan counts where it runs beside it) for the projection in bench/RESULTS.md, CPU seconds per
+MB (the run and every process it started, reaped by its end: the task processes, and with
+Ray, started in the run, Ray's daemons and workers) and the load average (1 min) when the
+counted run started. Ray is started
+(`ray.init(num_cpus=N)`) before the clock starts, as a cluster would already be running.
 
 Each measurement runs in a fresh subprocess so peak RSS is its own. Not part of the test suite.
 """
@@ -63,10 +66,12 @@ stages = {}
 if executor != "none":
     import codetune.data.scale as sc
     run_stage = sc._run_stage
-    def timed(ex, name, work):
+    def timed(ex, name, work, run=None):
         t = time.perf_counter()
-        run_stage(ex, name, work)
-        stages[name] = time.perf_counter() - t
+        try:
+            run_stage(ex, name, work, run)
+        finally:
+            stages[name] = (t, time.perf_counter())
     sc._run_stage = timed
 if executor == "ray":
     import ray
@@ -86,6 +91,7 @@ print(json.dumps({
 
 def run_scale(corpus: Path, workers: int, executor: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
+        load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(corpus), f"{tmp}/ds",
                             str(workers), executor], capture_output=True, text=True)
@@ -93,8 +99,9 @@ def run_scale(corpus: Path, workers: int, executor: str) -> dict:
         if r.returncode != 0:
             sys.exit(f"prepare --executor {executor} failed:\n{r.stderr[-4000:]}")
         out = json.loads(r.stdout.strip().splitlines()[-1])
-        # CPU of the run and its task processes (not of Ray's workers, which Ray forks)
+        # CPU of the run and of every process it started (Ray's too: ray.shutdown reaps them)
         out["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        out["load"] = load
         return out
 
 
@@ -118,14 +125,17 @@ def scale_main(corpus: Path, workers: list[int], executors: list[str], repeat: i
             rates[ex, w] = rate
             hashes.add(r["hash"])
             st = r["stages"]
-            stage = (f"; scan {st['scan']:5.2f} s + final {st['final']:5.2f} s"
-                     if st else "")
+            stage = ""
+            if st:  # the final task's time after the scan ended: what the scan did not hide
+                (s0, s1), (f0, f1) = st["scan"], st["final"]
+                stage = (f"; scan {s1 - s0:5.2f} s + final {f1 - max(f0, s1):5.2f} s"
+                         f"{' (beside the scan)' if f0 < s1 else ''}")
             name = "today (pool)" if ex == "none" else f"--executor {ex}"
             print(f"{name:<17} workers={w}: {r['input_mb']:6.1f} MB in {r['seconds']:5.2f} s = "
                   f"{rate:6.2f} MB/s ({rate / rates['none', w]:4.2f}x today at {w}; "
                   f"{rate / rates.get((ex, workers[0]), rate):4.2f}x itself at {workers[0]})"
                   f"{stage}; CPU {r['cpu_s'] / r['input_mb']:.3f} s/MB; "
-                  f"peak RSS main {r['rss_main_mb']:.0f} MB")
+                  f"peak RSS main {r['rss_main_mb']:.0f} MB; load {r['load']:.1f}")
     print(f"same dataset (content hash) in every run: {len(hashes) == 1}")
 
 

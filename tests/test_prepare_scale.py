@@ -124,11 +124,36 @@ def ray_cluster():
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_same_dataset(ray_cluster, corpus, reference, tmp_path):
+def test_ray_executor_gives_the_same_dataset(ray_cluster, corpus, reference, tmp_path,
+                                             monkeypatch):
+    from codetune.data.scale import executors
+
+    here: list[str] = []
+    real = executors.run_here
+    monkeypatch.setattr(executors, "run_here", lambda ex: (here.append(ex.logging_dir.path),
+                                                           real(ex)))
     out = tmp_path / "ds"
     prepare(corpus, out, prep_cfg(**CFG, executor="ray", workers=2, tasks=2), progress=False)
     assert_same_dataset(out, reference)
     assert not (tmp_path / ".ds.partial-scale").exists()
+    # a Ray on this machine: the final task ran here, beside the Ray scan tasks
+    assert executors.ray_is_local() and [Path(p).name for p in here] == ["final"]
+
+
+@pytest.mark.slow
+def test_ray_task_error_is_one_line_naming_the_stage(ray_cluster, corpus, tmp_path,
+                                                     monkeypatch):
+    from codetune.data.scale import steps
+
+    real = steps.write_plan_chunk
+    monkeypatch.setattr(steps, "write_plan_chunk", lambda work, k, rows: (
+        steps.plan_file(work, k).write_text("not json") if k == 1 else real(work, k, rows)))
+    out = tmp_path / "ds"
+    cfg = prep_cfg(executor="ray", workers=2, tasks=2, **CFG)
+    with pytest.raises(CodetuneError, match=r"^the scan stage did not finish \(1 of 2 tasks "
+                                            r"left; JSONDecodeError: .*again to resume"):
+        prepare(corpus[1:3], out, cfg, progress=False)
+    assert not out.exists()
 
 
 def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tmp_path,
@@ -161,22 +186,142 @@ def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tm
     assert os.listdir(work / "logs" / "scan" / "completions") == ["00000"]
     done = sorted(p.name for p in (work / "results").iterdir())
     chunks = json.loads((work / "state.json").read_text())["chunks"]
-    assert done == [f"{k:06d}.parquet" for k in range(0, chunks, 3)]  # task 0's chunks only
-    # the chunk task 1 died in left no staging file behind (a writer left open by it, closed
-    # whenever it was collected, once wrote its footer into the resumed attempt's file)
-    assert not [p.name for p in (work / "staging").iterdir() if p.name.endswith(".tmp")]
+    assert done == [f"{k:06d}.rows" for k in range(0, chunks, 3)]  # task 0's chunks only
+    # the chunk task 1 died in left no partial file behind (a file left open by it, closed
+    # whenever it is collected, must not write into the resumed attempt's file)
 
     ran.clear()
     written: list[int] = []
     close = steps.WriteResults._close_chunk
     monkeypatch.setattr(steps.WriteResults, "_close_chunk", staticmethod(
-        lambda work, k, staging, rows: (written.append(k), close(work, k, staging, rows))))
+        lambda work, k, fh: (written.append(k), close(work, k, fh))))
     summary = prepare(corpus, out, cfg, progress=False)
     assert ran == [1, 2]  # task 0 finished before: not run again
     assert sorted(written) == [k for k in range(chunks) if k % 3]  # each other chunk once
     assert not work.exists()
     assert_same_dataset(out, reference)
     assert summary.content_hash == store.load_manifest(reference)["content_hash"]
+
+
+def test_failed_task_beside_the_final_task_is_the_error_and_resumes(corpus, reference,
+                                                                    tmp_path, monkeypatch):
+    """workers=2: the final task runs here while the scan's processes run; a scan task that
+    dies stops it at the first chunk it lacks, and the scan's error is the one reported."""
+    from codetune.data.scale import steps
+
+    real = steps.FilterFiles.run
+
+    def dies(self, data, rank=0, world_size=1):
+        for i, doc in enumerate(real(self, data, rank, world_size)):
+            if rank == 1 and i == 3:
+                raise RuntimeError("node lost")
+            yield doc
+
+    out = tmp_path / "ds"
+    cfg = prep_cfg(**CFG, executor="local", workers=2, tasks=2)
+    with monkeypatch.context() as m:
+        m.setattr(steps.FilterFiles, "run", dies)  # inherited by the forked task processes
+        with pytest.raises(CodetuneError, match=r"scan stage did not finish.*node lost"):
+            prepare(corpus, out, cfg, progress=False)
+    assert not out.exists()
+    work = tmp_path / ".ds.partial-scale"
+    assert not (work / "logs" / "final" / "completions").exists()
+    assert not [p for p in (work / "results").iterdir() if p.suffix != ".rows"]  # no partials
+    prepare(corpus, out, cfg, progress=False)
+    assert_same_dataset(out, reference)
+
+
+def test_results_files_round_trip(tmp_path):
+    """A results file gives back each file's outcome as the filters made it: odd path bytes
+    (surrogate escapes), redactions, no signature, dropped files without content."""
+    import numpy as np
+
+    from codetune.data.filters import Result
+    from codetune.data.scale import steps
+
+    sig = np.arange(128, dtype=np.uint32) * 2**25
+    results = [
+        Result("org/r\udce9", "caf\udce9/\u00e9t\u00e9.py", language="Python",
+               content="x = '\udcff' + '\u00e9'\n\n", sha256=bytes(range(32)),
+               signature=sig, secrets=[(3, "AWS", "AKIA****")], num_bytes=41),
+        Result("org/r", "empty.py", reason="empty", detail="blank", num_bytes=3),
+        Result("org/r", "k.py", language="Python", content="", sha256=b"\1" * 32,
+               num_bytes=0),
+    ]
+    (tmp_path / "results").mkdir()
+    with open(steps.results_file(tmp_path, 0), "wb") as fh:
+        for seq, res in enumerate(results):
+            steps.write_result(fh, seq * 7, res)
+    back = list(steps.read_results(steps.results_file(tmp_path, 0)))
+    assert [seq for seq, _, _ in back] == [0, 7, 14]
+    for want, (_, got, nbytes) in zip(results, back, strict=True):
+        assert np.array_equal(got.signature, want.signature) if want.signature is not None \
+            else got.signature is None
+        got.signature = want.signature
+        assert got == want
+        assert nbytes == len((want.content or "").encode("utf-8", "surrogatepass"))
+
+
+def test_minhash_and_lsh_are_datasketchs():
+    """dedup computes datasketch's MinHash (affine32, seed 1) and LSH (bands and rows from its
+    `_optimal_param`) in numpy: the same signatures, parameters and near-duplicate decisions
+    as datasketch itself, so today's datasets do not change."""
+    import random
+
+    import numpy as np
+
+    datasketch = pytest.importorskip("datasketch")
+    from datasketch.lsh import _optimal_param
+
+    from codetune.data.dedup import NearDupIndex, lsh_params, minhash_signature, shingle_hashes
+
+    for perms in (32, 128, 256):
+        for t in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9):
+            assert lsh_params(t, perms) == _optimal_param(t, perms, 0.5, 0.5), (t, perms)
+
+    rng = random.Random(0)
+    base = [_module(i) * rng.randint(1, 3) for i in range(40)]
+    texts = []
+    for text in base:  # each text and a few near copies of it, some lines changed
+        texts.append(text)
+        for _ in range(rng.randint(0, 3)):
+            lines = text.splitlines()
+            for _ in range(rng.randint(1, 4)):
+                lines[rng.randrange(len(lines))] = f"changed_{rng.random()}"
+            texts.append("\n".join(lines))
+    rng.shuffle(texts)
+
+    def reference(text: str, perms: int):
+        m = datasketch.MinHash(num_perm=perms, hashfunc=lambda h: h, scheme="affine32")
+        m.update_batch(shingle_hashes(text, 5).tolist())
+        return m
+
+    for perms in (64, 128):
+        for text in texts[:20]:
+            assert np.array_equal(minhash_signature(text, 5, perms),
+                                  np.asarray(reference(text, perms).hashvalues, np.uint32))
+
+    for threshold in (0.5, 0.7, 0.85):
+        ours = NearDupIndex(threshold, 128)
+        theirs = datasketch.MinHashLSH(threshold=threshold, num_perm=128)
+        sigs: dict[int, np.ndarray] = {}
+        hits = 0
+        for key, text in enumerate(texts):
+            sig, m = minhash_signature(text), reference(text, 128)
+            want = sorted(((k, float(np.mean(sigs[k] == sig))) for k in theirs.query(m)
+                           if np.mean(sigs[k] == sig) >= threshold),
+                          key=lambda kv: (-kv[1], kv[0]))
+            assert ours.query(sig) == want
+            hits += bool(want)
+            if want and key % 3 == 0:  # leaks are removed from the index
+                ours.remove(want[0][0])
+                theirs.remove(want[0][0])
+                del sigs[want[0][0]]
+            elif not want or key % 2:
+                ours.insert(key, sig)
+                theirs.insert(key, m)
+                sigs[key] = sig
+        assert hits > 10, threshold
 
 
 def test_resume_with_other_options_starts_afresh(corpus, tmp_path, monkeypatch):

@@ -111,7 +111,7 @@ def _pool(cfg: PrepareConfig, workers: int):
     """Yields a function mapping candidates to results, in order, on `workers` processes.
 
     On Linux the workers are forked, so they start with the modules this process already
-    imported (datasketch, detect-secrets: ~1 s per spawned worker otherwise). The pool is made
+    imported (detect-secrets, numpy: ~1 s per spawned worker otherwise). The pool is made
     before any progress-bar thread exists, which is what makes forking safe."""
     if workers <= 1:
         filt = FileFilter(cfg)

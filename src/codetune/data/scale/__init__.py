@@ -6,17 +6,21 @@ Shape (the steps are in `steps.py`, the executors in `executors.py`):
 1. here, in the calling process: the overwrite guard, sources opened (git clones) and listed
    as today, the listing cut into chunks that never span a source -> `WORK/plan/`;
 2. stage "scan", `prepare.tasks` tasks on the executor: filters, notebooks, secrets, hashes,
-   MinHash signatures, per chunk (`WORK/results/`, `WORK/staging/`);
+   MinHash signatures and the redacted text, per chunk (`WORK/results/`);
 3. stage "final", one task: global exact + near dedup and split in plan order
    (`prepare.Scan`, shared with the single-machine path), shards, index, report, manifest,
-   and the rename into DIR.
+   and the rename into DIR. On `local` and on a Ray on this machine it runs here, in this
+   process; with the scan in other processes it runs beside it, replaying each chunk as soon
+   as it and all before it are written (one worker: after it, in this process as the scan).
 
 WORK is `prepare.work_dir`, by default `.DIR.partial-scale` beside DIR (hidden, on the same
 file system, skipped as a build folder if it ever sits inside a source). It holds datatrove's
 logging folders (`logs/scan`, `logs/final`: per-task logs, stats and the completion markers
 that make a rerun skip finished tasks) and `state.json`, the fingerprint of the run (sources,
 commits, options, DIR). Rerunning the same command resumes; a different one starts afresh.
-Source folders must not change between a killed run and its resumption.
+Source folders must not change between a killed run and its resumption. Space: the results
+hold the kept text uncompressed, and the final task stages it once more (uncompressed) before
+writing the zstd shards, so WORK peaks at about twice the kept text.
 
 On Ray and Slurm every node must see the sources, WORK and DIR at the same paths (a shared
 file system) and import codetune with the extra installed.
@@ -31,6 +35,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict
@@ -55,9 +60,15 @@ RUN_ONLY = {"executor", "workers", "tasks", "work_dir", "mem_per_cpu_gb", "ray_a
             "slurm_qos", "slurm_env_command", "slurm_sbatch_args", "slurm_dry_run",
             "context_index", "shard_bytes", "cache_dir"}
 FILES_PER_TASK_SLURM = 20_000  # prepare.tasks=0 on slurm: one array task per this many files
-# The final task's dedup index: 6.4 KB per kept file measured (datasketch LSH, 14 bands, and
-# the signature; bench/RESULTS.md), sized per listed file, which is what the plan knows.
-FINAL_GB_PER_MILLION_FILES = 7.0
+# A task takes every `tasks`-th chunk of the plan. Files differ in cost (a few large ones), so
+# a task's share evens out only over many chunks: on the standard library 4 chunks per task
+# gave 2 tasks 62/38 % of the CPU time, 16 gave 51/49 %. A chunk costs two small files.
+CHUNKS_PER_TASK = 16
+MIN_CHUNK = 50  # files: below, a chunk's files and bookkeeping would cost more than its work
+# The final task's dedup state: 2.4 KB per kept file measured (the signature, 14 LSH band
+# entries, the exact hash and the file's bookkeeping; 100,000 files), sized per listed file,
+# which is what the plan knows, with room for the Python heap's slack.
+FINAL_GB_PER_MILLION_FILES = 3.0
 
 
 def work_folder(out: Path, cfg: PrepareConfig) -> Path:
@@ -80,6 +91,8 @@ def prepare_scaled(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
     quiet = not progress
     with (executors.ray_session(cfg, quiet) if cfg.executor == "ray"
           else contextlib.nullcontext()):
+        if cfg.executor == "ray":
+            executors.warm_ray(cfg)
         cache = Path(cfg.cache_dir) if cfg.cache_dir else single.default_cache_dir()
         opened = [open_source(s, cfg, cache) for s in sources]
         if cfg.repo_name is not None:
@@ -88,29 +101,37 @@ def prepare_scaled(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
         from codetune.data.scale import steps  # optional: datatrove (the scale extra)
 
         w = str(work)
+        here = executors.final_here(cfg)
+        # Beside the scan when the scan runs in other processes; after it when it runs here.
+        follow = here and (cfg.executor == "ray" or min(cfg.workers or os.cpu_count() or 1,
+                                                        state["tasks"]) > 1)
         scan = [steps.ReadPlan(w), steps.FilterFiles(cfg), steps.WriteResults(w, cfg)]
-        final = [steps.GlobalDedup(w, str(out), cfg), steps.WriteShards(w, cfg),
+        final = [steps.GlobalDedup(w, str(out), cfg, follow), steps.WriteShards(w, cfg),
                  steps.Finish(w, str(out), cfg, overwrite, inputs, started, context_index)]
         final_gb = max(cfg.mem_per_cpu_gb,
                        2.0 + FINAL_GB_PER_MILLION_FILES * state["listed"] / 1e6)
-        a, b = executors.build(cfg, scan, final, state["tasks"], work / "logs", final_gb)
+        a, b = executors.build(cfg, scan, final, state["tasks"], work / "logs", final_gb, here)
         if cfg.executor == "slurm":
             jobs = executors.submit_slurm(b, cfg.slurm_dry_run, work / "sbatch")
             summary = single.Summary(out)
             summary.jobs = jobs
             return summary
-        _run_stage(a, "scan", work)
-        _run_stage(b, "final", work)
+        if follow:
+            _run_beside(a, b, work)
+        else:
+            _run_stage(a, "scan", work)
+            _run_stage(b, "final", work, executors.run_here if here else None)
     summary = summary_of(out)
     shutil.rmtree(work, ignore_errors=True)
     return summary
 
 
-def _run_stage(executor, name: str, work: Path) -> None:
-    """Run one stage; any unfinished task is one line naming its log and the resume."""
+def _run_stage(executor, name: str, work: Path, run=None) -> None:
+    """Run one stage (`run(executor)`, by default `executor.run()`); any unfinished task is one
+    line naming its log and the resume."""
     error = None
     try:
-        executor.run()
+        run(executor) if run else executor.run()
     except Exception as e:  # a task's exception (local) arrives here as it was raised
         error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else \
             type(e).__name__
@@ -121,6 +142,38 @@ def _run_stage(executor, name: str, work: Path) -> None:
             f"the {name} stage did not finish ({len(left)} of {executor.world_size} tasks left"
             f"{'; ' + error if error else ''}); see {log}. Run the same command again to resume:"
             " finished tasks are not redone.")
+
+
+def _run_beside(scan, final, work: Path) -> None:
+    """The scan stage on its executor, from a thread; the final task here meanwhile, replaying
+    each chunk as the scan writes it (`steps.GlobalDedup` with `follow`). A failed scan is the
+    error reported (the final task then stops at the first chunk it lacks)."""
+    from codetune.data.scale import steps  # optional: datatrove (the scale extra)
+
+    failed: list[BaseException] = []
+    with steps.scan_running(work) as done:
+        def scan_stage() -> None:
+            try:
+                _run_stage(scan, "scan", work)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
+                failed.append(e)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=scan_stage, name="codetune-scan", daemon=True)
+        thread.start()
+        try:
+            # The local executor forks its processes as it starts: nothing else runs here
+            # until a first chunk shows they are up (a fork beside a busy thread can copy a
+            # lock that thread holds).
+            steps.wait_for_chunk(work, 0)
+            _run_stage(final, "final", work, executors.run_here)
+        except Exception:
+            thread.join()  # the scan's own error, if it failed, is the one to report
+            if failed:
+                raise failed[0] from None
+            raise
+        thread.join()
 
 
 def _fingerprint(out: Path, opened: list, cfg: PrepareConfig) -> str:
@@ -163,10 +216,8 @@ def _clear(work: Path) -> None:
 def _write_plan(work: Path, out: Path, opened: list, cfg: PrepareConfig,
                 fp: str) -> dict[str, Any]:
     """List every source as the single-machine path does (`_candidates`, our own folders
-    skipped) and cut the listing into chunks of about `total / (4 * tasks)` files."""
-    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
-    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
-
+    skipped) and cut the listing into chunks of about `total / (CHUNKS_PER_TASK * tasks)`
+    files."""
     from codetune.data.scale import steps  # optional: datatrove (the scale extra)
 
     listings = [_candidates([s], [work, out]) for s in opened]
@@ -179,24 +230,21 @@ def _write_plan(work: Path, out: Path, opened: list, cfg: PrepareConfig,
         tasks = cfg.workers or executors.ray_cpus()
     else:
         tasks = cfg.workers or os.cpu_count() or 1
-    size = min(20_000, max(1, math.ceil(known / (4 * tasks)))) if known else 2_000
+    size = min(20_000, max(MIN_CHUNK, math.ceil(known / (CHUNKS_PER_TASK * tasks)))) \
+        if known else 2_000
     (work / "plan").mkdir()
-    for sub in ("results", "staging"):
-        (work / sub).mkdir()
+    (work / "results").mkdir()
     seq = chunks = 0
-    sch = steps.plan_schema()
     for cands, _ in listings:
-        rows: list[dict[str, Any]] = []
+        rows: list[list[Any]] = []
         for c in cands:
             rows.append(steps.plan_row(seq, c))
             seq += 1
             if len(rows) == size:
-                pq.write_table(pa.Table.from_pylist(rows, schema=sch),
-                               str(work / "plan" / f"{chunks:06d}.parquet"))
+                steps.write_plan_chunk(work, chunks, rows)
                 chunks, rows = chunks + 1, []
         if rows:
-            pq.write_table(pa.Table.from_pylist(rows, schema=sch),
-                           str(work / "plan" / f"{chunks:06d}.parquet"))
+            steps.write_plan_chunk(work, chunks, rows)
             chunks += 1
     state = {"format": "codetune-scale-plan", "fingerprint": fp, "tasks": tasks,
              "chunks": chunks, "listed": seq, "infos": [asdict(s.info) for s in opened],

@@ -1,5 +1,9 @@
 """datatrove executors for `prepare.executor`: local processes, a Ray cluster, Slurm arrays.
 
+On `local`, and on a Ray whose nodes are all this machine, the final task runs in the calling
+process (`final_here`), beside the scan, following its chunks (see `steps`). On Ray the scan
+tasks are plain Ray tasks (`RayTasksExecutor`), not datatrove's actor per task.
+
 Each is checked before any work: the `scale` extra is installed, the Ray cluster answers
 within `prepare.ray_connect_timeout` (a TCP probe first, so an unreachable head is one line
 after seconds, not a hang), `sbatch` is on PATH and a partition is named.
@@ -16,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from codetune.config import PrepareConfig
 from codetune.errors import CodetuneError
@@ -96,28 +101,65 @@ def ray_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def build(cfg: PrepareConfig, scan: list, final: list, tasks: int, logs: Path,
-          final_mem_gb: float) -> tuple[object, object]:
-    """The (scan, final) executors; `final` runs after `scan` (Slurm: afterok dependency)."""
-    kind = cfg.executor
-    if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor  # optional: datatrove
+def ray_is_local() -> bool:
+    """Every live node of the connected Ray cluster is this machine (a Ray started here, or
+    `ray start --head` on it): its driver sees WORK and DIR and the memory the final task
+    needs is this machine's."""
+    import ray  # optional: ray (the scale extra)
 
-        # fork: the task processes start with codetune, datasketch and detect-secrets already
+    here = ray.util.get_node_ip_address()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return bool(nodes) and all(n.get("NodeManagerAddress") == here for n in nodes)
+
+
+def warm_ray(cfg: PrepareConfig) -> None:
+    """Have Ray's worker processes import what a scan task needs (datatrove, codetune, the
+    secret scanner: ~0.7 s of CPU each) now, while this process opens and lists the sources,
+    instead of after the plan is written. Ray keeps a job's workers and reuses them for its
+    later tasks, so the scan tasks start on warm ones. Not waited for: one that fails leaves
+    a scan task to fail with the same error."""
+    import ray  # optional: ray (the scale extra)
+
+    n = min(cfg.tasks or 10**9, cfg.workers or 10**9, ray_cpus())
+    warm = ray.remote(_warm).options(num_cpus=1)
+    for _ in range(n):
+        warm.remote()
+
+
+def _warm() -> None:
+    import codetune.data.scale.ray_tasks  # noqa: F401  (datatrove's executors)
+    import codetune.data.scale.steps  # noqa: F401  (codetune's filters, detect-secrets)
+
+
+def final_here(cfg: PrepareConfig) -> bool:
+    """Whether the final task runs in this process, following the scan."""
+    return cfg.executor == "local" or (cfg.executor == "ray" and ray_is_local())
+
+
+def build(cfg: PrepareConfig, scan: list, final: list, tasks: int, logs: Path,
+          final_mem_gb: float, here: bool) -> tuple[Any, Any]:
+    """The (scan, final) executors; `final` runs after `scan` (Slurm: afterok dependency), or,
+    with `here`, is a one-task local executor for `run_here`."""
+    kind = cfg.executor
+    from datatrove.executor import LocalPipelineExecutor  # optional: datatrove (the scale extra)
+
+    b = LocalPipelineExecutor(final, tasks=1, workers=1, logging_dir=str(logs / "final")) \
+        if here else None
+    if kind == "local":
+        # fork: the task processes start with codetune, datatrove and detect-secrets already
         # imported (forkserver would import them again in every task, ~1 s each).
         method = "fork" if sys.platform == "linux" else "spawn"
         workers = cfg.workers or os.cpu_count() or 1
         a = LocalPipelineExecutor(scan, tasks=tasks, workers=min(workers, tasks),
                                   logging_dir=str(logs / "scan"), start_method=method)
-        b = LocalPipelineExecutor(final, tasks=1, workers=1, logging_dir=str(logs / "final"))
         return a, b
     if kind == "ray":
-        from datatrove.executor import RayPipelineExecutor  # optional: datatrove (the scale extra)
+        from codetune.data.scale.ray_tasks import RayTasksExecutor  # optional: datatrove, ray
 
-        a = RayPipelineExecutor(scan, tasks=tasks, workers=cfg.workers or -1,
-                                logging_dir=str(logs / "scan"), mem_per_cpu_gb=cfg.mem_per_cpu_gb)
-        b = RayPipelineExecutor(final, tasks=1, workers=1, logging_dir=str(logs / "final"),
-                                mem_per_cpu_gb=final_mem_gb)
+        a = RayTasksExecutor(scan, tasks=tasks, workers=cfg.workers or -1,
+                             logging_dir=str(logs / "scan"), mem_per_cpu_gb=cfg.mem_per_cpu_gb)
+        b = b or RayTasksExecutor(final, tasks=1, workers=1, logging_dir=str(logs / "final"),
+                                  mem_per_cpu_gb=final_mem_gb)
         return a, b
     from datatrove.executor import SlurmPipelineExecutor  # optional: datatrove (the scale extra)
 
@@ -136,6 +178,14 @@ def build(cfg: PrepareConfig, scan: list, final: list, tasks: int, logs: Path,
                               job_name="codetune-prepare-final", logging_dir=str(logs / "final"),
                               **common)
     return a, b
+
+
+def run_here(executor) -> None:
+    """A one-task stage in this process: datatrove's task run (its log, stats and completion
+    mark) without `LocalPipelineExecutor.run`'s manager process and pipeline copy."""
+    if executor.get_incomplete_ranks():
+        executor.save_executor_as_json()
+        executor._run_for_rank(0)
 
 
 def submit_slurm(final, dry_run: bool, scripts: Path) -> list[str]:

@@ -2,19 +2,26 @@
 
 Stage "scan" (`tasks` tasks, any executor): `ReadPlan` -> `FilterFiles` -> `WriteResults`.
     Task r takes plan chunks r, r + tasks, ... (chunks never span sources) and, per chunk,
-    writes `results/CHUNK.parquet` (every file's outcome: drop reason, secrets found, sha256,
-    MinHash signature; no content) and `staging/CHUNK.parquet` (the rows that passed the
-    filters, redacted, with their split). A chunk's results file appears last, by rename: it is
-    the chunk's completion mark, so a rerun task skips finished chunks and never doubles rows.
+    writes `results/CHUNK.rows`: every file's outcome (drop reason, secrets found, sha256,
+    MinHash signature) and, for a file that passed the filters, its redacted content. The file
+    appears by rename once complete: it is the chunk's completion mark, so a rerun task skips
+    finished chunks and never doubles rows.
 Stage "final" (one task): `GlobalDedup` -> `WriteShards` -> `Finish`.
     `GlobalDedup` replays every result in plan order through `prepare.Scan` (the one copy of
-    the drop/secret records, split and exact + MinHash dedup rules), so its decisions depend
-    neither on the task count nor on the order tasks finished. `WriteShards` copies the kept
-    staging rows with `store.write_shards`; `Finish` writes the index, report and manifest and
-    renames the folder into place (`outputs.commit`): nothing reaches DIR before that.
+    the drop/secret records, split and exact + MinHash dedup rules) and stages the kept rows
+    as the single-machine path does, so its decisions depend neither on the task count nor on
+    the order tasks finished. Where the final task runs in the calling process while the scan
+    tasks run (`follow`: local processes, a Ray on this machine), it replays chunk k as soon as
+    chunk k and all before it are written, so only the last chunks, the shards and the report
+    remain after the scan. `WriteShards` writes the shards with `store.write_shards`; `Finish`
+    writes the index, report and manifest and renames the folder into place
+    (`outputs.commit`): nothing reaches DIR before that.
 
-Strings cross the files as UTF-8 with `surrogatepass`, so a path holding undecodable bytes
-(surrogate escapes) comes back identical.
+Formats, chosen so that a scan task needs neither pyarrow nor pandas (~0.5 s of imports per
+process, which pyarrow pays on its first array): a plan chunk is one JSON list; a results
+file is, per file in plan order, one JSON line (ASCII: a path's undecodable bytes travel as
+`\\udcXX` escapes and come back identical), then the raw signature and content bytes it
+announces (UTF-8 with `surrogatepass`).
 """
 
 from __future__ import annotations
@@ -23,15 +30,14 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
-from array import array
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import datasketch  # noqa: F401  (see below)
 import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
@@ -45,61 +51,73 @@ from codetune.data.prepare import (
     Summary,
     _content_hash,
     _write_manifest,
-    split_of,
     staged_row,
 )
 from codetune.data.sources import Candidate, SourceInfo
 
-# datasketch (~1.4 s: it imports scipy) and the secret scanner are imported with this module,
-# which the driver (and each Ray actor) loads before datatrove forks the task processes: every
-# task starts with them, instead of importing them again per task as FileFilter would.
+# The secret scanner (detect-secrets) is imported with this module, which the driver loads
+# before datatrove forks the task processes: every task starts with it, instead of importing
+# it again per task as FileFilter would. Nothing here imports scipy (dedup computes
+# datasketch's MinHash and LSH in numpy), which a fresh Ray worker would pay ~1.4 s for.
 
 STATE = "state.json"  # the plan is complete and matches this fingerprint (see scale/__init__)
 
 
-def enc(s: str | None) -> bytes | None:
-    return None if s is None else s.encode("utf-8", "surrogatepass")
+def plan_row(seq: int, c: Candidate) -> list[Any]:
+    return [seq, c.repo_id, c.path, c.fs_path, c.content, c.root, c.reason, c.detail,
+            c.has_path]
 
 
-def dec(b: bytes | None) -> str | None:
-    return None if b is None else b.decode("utf-8", "surrogatepass")
+def plan_file(work: Path, k: int) -> Path:
+    return work / "plan" / f"{k:06d}.json"
 
 
-def plan_schema():
-    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
-
-    return pa.schema([("seq", pa.int64()), ("repo_id", pa.binary()), ("path", pa.binary()),
-                      ("fs_path", pa.binary()), ("content", pa.large_binary()),
-                      ("root", pa.binary()), ("reason", pa.string()), ("detail", pa.binary()),
-                      ("has_path", pa.bool_())])
+def results_file(work: Path, k: int) -> Path:
+    return work / "results" / f"{k:06d}.rows"
 
 
-def results_schema():
-    import pyarrow as pa  # heavy: pyarrow, ~0.3 s
-
-    return pa.schema([("seq", pa.int64()), ("repo_id", pa.binary()), ("path", pa.binary()),
-                      ("language", pa.string()), ("reason", pa.string()),
-                      ("detail", pa.binary()), ("sha256", pa.binary()),
-                      ("signature", pa.binary()), ("secrets", pa.string()),
-                      ("num_bytes", pa.int64()), ("content_bytes", pa.int64())])
+def write_plan_chunk(work: Path, k: int, rows: list[list[Any]]) -> None:
+    plan_file(work, k).write_text(json.dumps(rows), encoding="ascii")
 
 
-def plan_row(seq: int, c: Candidate) -> dict[str, Any]:
-    return {"seq": seq, "repo_id": enc(c.repo_id), "path": enc(c.path), "fs_path": enc(c.fs_path),
-            "content": enc(c.content), "root": enc(c.root), "reason": c.reason,
-            "detail": enc(c.detail), "has_path": c.has_path}
+def read_plan_chunk(work: Path, k: int) -> list[tuple[int, Candidate]]:
+    rows = json.loads(plan_file(work, k).read_text(encoding="ascii"))
+    return [(seq, Candidate(repo, path, fs_path=fs_path, content=content, root=root,
+                            reason=reason, detail=detail, has_path=has_path))
+            for seq, repo, path, fs_path, content, root, reason, detail, has_path in rows]
 
 
 def load_state(work: Path) -> dict[str, Any]:
     return json.loads((work / STATE).read_text(encoding="utf-8"))
 
 
-def _write_atomic(table, path: Path) -> None:
-    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
+def write_result(fh, seq: int, res: Result) -> None:
+    """One file's outcome onto a results file: its JSON line, signature, content."""
+    sig = b"" if res.signature is None else res.signature.tobytes()
+    content = b"" if res.reason is not None or res.content is None else \
+        res.content.encode("utf-8", "surrogatepass")
+    head = {"seq": seq, "repo_id": res.repo_id, "path": res.path, "language": res.language,
+            "reason": res.reason, "detail": res.detail, "sha256": res.sha256.hex(),
+            "secrets": res.secrets, "num_bytes": res.num_bytes, "sig": len(sig),
+            "content": len(content) if res.reason is None else None}
+    fh.write(json.dumps(head).encode("ascii") + b"\n")
+    fh.write(sig)
+    fh.write(content)
 
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, str(tmp), compression="zstd")
-    os.replace(tmp, path)
+
+def read_results(path: Path) -> Iterator[tuple[int, Result, int]]:
+    """(seq, result with its content, content bytes) of each file of one results file."""
+    with open(path, "rb") as fh:
+        while line := fh.readline():
+            h = json.loads(line)
+            sig = np.frombuffer(fh.read(h["sig"]), np.uint32) if h["sig"] else None
+            n = h["content"]
+            content = None if n is None else fh.read(n).decode("utf-8", "surrogatepass")
+            yield h["seq"], Result(h["repo_id"], h["path"], language=h["language"],
+                                   content=content, reason=h["reason"], detail=h["detail"],
+                                   sha256=bytes.fromhex(h["sha256"]), signature=sig,
+                                   secrets=[tuple(x) for x in h["secrets"]],
+                                   num_bytes=h["num_bytes"]), n or 0
 
 
 def process_safely(filt: FileFilter, cand: Candidate) -> Result:
@@ -126,23 +144,17 @@ class ReadPlan(PipelineStep):
         self.work = work
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
-
         work = Path(self.work)
         for k in range(rank, load_state(work)["chunks"], world_size):
-            if (work / "results" / f"{k:06d}.parquet").exists():
+            if results_file(work, k).exists():
                 self.stat_update("chunks_already_done")
                 continue
-            rows = pq.read_table(str(work / "plan" / f"{k:06d}.parquet")).to_pylist()
+            rows = read_plan_chunk(work, k)
             self.stat_update("chunks")
-            for r in rows:
-                cand = Candidate(dec(r["repo_id"]), dec(r["path"]), fs_path=dec(r["fs_path"]),
-                                 content=dec(r["content"]), root=dec(r["root"]),
-                                 reason=r["reason"], detail=dec(r["detail"]),
-                                 has_path=r["has_path"])
-                yield Document(text="", id=str(r["seq"]),
-                               metadata={"chunk": k, "seq": r["seq"], "candidate": cand,
-                                         "last": r is rows[-1]})
+            for i, (seq, cand) in enumerate(rows):
+                yield Document(text="", id=str(seq),
+                               metadata={"chunk": k, "seq": seq, "candidate": cand,
+                                         "last": i == len(rows) - 1})
 
 
 class FilterFiles(PipelineStep):
@@ -168,7 +180,8 @@ class FilterFiles(PipelineStep):
 
 
 class WriteResults(PipelineStep):
-    """Per chunk: the staging rows (content, split) and then the results file (its mark)."""
+    """Per chunk, the results file (its completion mark: written under a name of this attempt's
+    own, then renamed)."""
 
     name = "codetune per-chunk results"
     type = "💽 - WRITER"
@@ -179,57 +192,49 @@ class WriteResults(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
         work = Path(self.work)
-        rows: list[dict[str, Any]] = []
-        staging: store.RowWriter | None = None
+        fh = None
         try:
             for doc in data:
-                k, seq, res = doc.metadata["chunk"], doc.metadata["seq"], doc.metadata["result"]
-                if staging is None:
-                    # A name of this attempt's own: a writer left open by a failed attempt
-                    # (closed whenever it is collected) must never write into this one's file.
-                    staging = store.RowWriter(
-                        work / "staging" / f"{k:06d}.parquet.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                                           ".tmp", with_id=True)
-                nbytes = 0
-                if res.reason is None:
-                    nbytes = len(res.content.encode("utf-8", "surrogatepass"))
-                    split = split_of(res.repo_id, res.path, self.cfg)[0]
-                    staging.add(staged_row(res, seq, split, nbytes))
-                rows.append(self._row(seq, res, nbytes))
+                k, res = doc.metadata["chunk"], doc.metadata.pop("result")
+                if fh is None:
+                    # A name of this attempt's own: a file left open by a failed attempt
+                    # (closed whenever it is collected) must never write into this one's.
+                    fh = open(results_file(work, k).with_suffix(  # noqa: SIM115
+                        f".{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"), "wb")
+                write_result(fh, doc.metadata["seq"], res)
                 if doc.metadata["last"]:
                     with self.track_time("chunk"):
-                        self._close_chunk(work, k, staging, rows)
+                        self._close_chunk(work, k, fh)
                     self.stat_update("chunks_written")
-                    rows, staging = [], None
+                    fh = None
                 yield doc
         except BaseException:
-            if staging is not None:  # the chunk this attempt did not finish: leave no file
+            if fh is not None:  # the chunk this attempt did not finish: leave no file
                 with contextlib.suppress(Exception):
-                    staging.writer.close()
-                staging.path.unlink(missing_ok=True)
+                    fh.close()
+                Path(fh.name).unlink(missing_ok=True)
             raise
 
     @staticmethod
-    def _row(seq: int, res: Result, nbytes: int) -> dict[str, Any]:
-        sig = res.signature
-        return {"seq": seq, "repo_id": enc(res.repo_id), "path": enc(res.path),
-                "language": res.language, "reason": res.reason, "detail": enc(res.detail),
-                "sha256": res.sha256, "signature": None if sig is None else sig.tobytes(),
-                "secrets": json.dumps([list(s) for s in res.secrets]) if res.secrets else None,
-                "num_bytes": res.num_bytes, "content_bytes": nbytes}
-
-    @staticmethod
-    def _close_chunk(work: Path, k: int, staging: store.RowWriter,
-                     rows: list[dict[str, Any]]) -> None:
-        import pyarrow as pa  # heavy: pyarrow, ~0.3 s
-
-        staging.close()
-        os.replace(staging.path, work / "staging" / f"{k:06d}.parquet")
-        _write_atomic(pa.Table.from_pylist(rows, schema=results_schema()),
-                      work / "results" / f"{k:06d}.parquet")
+    def _close_chunk(work: Path, k: int, fh) -> None:
+        fh.close()
+        os.replace(fh.name, results_file(work, k))
 
 
 # --------------------------------------------------------------------------- stage "final"
+
+
+class _Staging(store.RowWriter):
+    """`store.RowWriter` (the single path's staging), uncompressed: `write_shards` reads it
+    once, right after, and compresses the shards, so zstd here would be a second pass over
+    every kept byte in the one serial task (0.08 s of its 0.5 s on the 31 MB stdlib)."""
+
+    def __init__(self, path: Path):
+        import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
+
+        super().__init__(path, with_id=True)
+        self.writer.close()  # the zstd writer RowWriter opens: replaced, same file and schema
+        self.writer = pq.ParquetWriter(str(path), self.schema, compression="none")
 
 
 def _drain(data) -> None:
@@ -237,37 +242,58 @@ def _drain(data) -> None:
         deque(data, maxlen=0)
 
 
-def iter_results(work: Path, chunks: int) -> Iterator[tuple[int, Result, int]]:
-    """(seq, result without content, content bytes) of every file, in plan order."""
-    import pyarrow.parquet as pq  # heavy: pyarrow, ~0.3 s
+# Scans running in this process's other thread, by work folder: set once the scan has ended
+# (finished or failed). A following final task waits for chunks only while it is unset.
+_SCANS: dict[str, threading.Event] = {}
+_POLL_S = 0.02  # a results file is looked for every 20 ms: ~0 CPU, and a chunk takes seconds
 
+
+@contextlib.contextmanager
+def scan_running(work: Path) -> Iterator[threading.Event]:
+    """Registers a scan of `work` running beside a following final task; set the event when
+    the scan ends."""
+    done = _SCANS[str(work)] = threading.Event()
+    try:
+        yield done
+    finally:
+        done.set()
+        _SCANS.pop(str(work), None)
+
+
+def wait_for_chunk(work: Path, k: int) -> bool:
+    """Block until chunk k's results are written; False if the scan ended without them (or no
+    scan of `work` runs beside this process)."""
+    path = results_file(work, k)
+    while not path.exists():
+        done = _SCANS.get(str(work))
+        if done is None or done.wait(_POLL_S):
+            return path.exists()
+    return True
+
+
+def iter_results(work: Path, chunks: int,
+                 follow: bool = False) -> Iterator[tuple[int, Result, int]]:
+    """(seq, result, content bytes) of every file, in plan order; with `follow`, waiting for
+    each chunk while the scan beside this process writes it."""
     for k in range(chunks):
-        path = work / "results" / f"{k:06d}.parquet"
-        if not path.exists():
+        path = results_file(work, k)
+        if not (wait_for_chunk(work, k) if follow else path.exists()):
             raise FileNotFoundError(f"{path}: the scan stage did not finish chunk {k}")
-        f = pq.ParquetFile(str(path))
-        for g in range(f.num_row_groups):
-            for r in f.read_row_group(g).to_pylist():
-                sig = r["signature"]
-                res = Result(dec(r["repo_id"]), dec(r["path"]), language=r["language"],
-                             reason=r["reason"], detail=dec(r["detail"]),
-                             sha256=r["sha256"] or b"", num_bytes=r["num_bytes"],
-                             signature=None if sig is None else np.frombuffer(sig, np.uint32),
-                             secrets=[tuple(s) for s in json.loads(r["secrets"] or "[]")])
-                yield r["seq"], res, r["content_bytes"]
+        yield from read_results(path)
 
 
 class GlobalDedup(PipelineStep):
     """Every result in plan order through `prepare.Scan`: drops and secrets recorded, split,
-    exact + MinHash dedup, leaks, the tiny-corpus hold-out. Memory: the dedup index, as in the
-    single-machine path, plus 8 bytes per kept file (its plan position)."""
+    exact + MinHash dedup, leaks, the tiny-corpus hold-out; the kept rows staged in
+    `dataset/staging.parquet`, as `prepare._build` does (uncompressed: `_Staging`). Memory: the dedup index, as in the
+    single-machine path, and one row group of the staging file."""
 
     name = "codetune global dedup + split"
     type = "🫂 - DEDUP"
 
-    def __init__(self, work: str, out: str, cfg: PrepareConfig):
+    def __init__(self, work: str, out: str, cfg: PrepareConfig, follow: bool = False):
         super().__init__()
-        self.work, self.out, self.cfg = work, out, cfg
+        self.work, self.out, self.cfg, self.follow = work, out, cfg, follow
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
         _drain(data)
@@ -277,25 +303,26 @@ class GlobalDedup(PipelineStep):
             shutil.rmtree(folder)  # a final task that died midway starts over
         folder.mkdir()
         summary = Summary(Path(self.out))
-        seq_of_rid = array("q")  # rid -> seq: ids are handed out 0, 1, 2, ... as files are kept
-        drop = array("q")  # staged in the scan stage but dropped here (duplicates)
+        dropped = 0
         with Scan(folder, self.cfg, summary) as scan:
-            for seq, res, nbytes in iter_results(work, load_state(work)["chunks"]):
+            staging = _Staging(folder / "staging.parquet")
+            for _, res, nbytes in iter_results(work, load_state(work)["chunks"], self.follow):
                 kept = scan.take(res, nbytes)
                 if kept is not None:
-                    seq_of_rid.append(seq)
+                    staging.add(staged_row(res, *kept))
                 elif res.reason is None:
-                    drop.append(seq)
+                    dropped += 1
+            staging.close()
             leaks, move = scan.finish()
-        drop.extend(seq_of_rid[r] for r in leaks)
-        self.stat_update("kept", value=len(seq_of_rid) - len(leaks))
-        self.stat_update("dropped_duplicates", value=len(drop))
-        yield Document(text="", id="decisions", metadata={
-            "summary": summary, "drop": drop, "move": array("q", (seq_of_rid[r] for r in move))})
+        self.stat_update("kept", value=sum(summary.kept.values()))
+        self.stat_update("dropped_duplicates", value=dropped + len(leaks))
+        yield Document(text="", id="decisions",
+                       metadata={"summary": summary, "drop": leaks, "move": move})
 
 
 class WriteShards(PipelineStep):
-    """The kept staging rows, in plan order, into DIR's shards (`store.write_shards`)."""
+    """The staged rows, in plan order, into the shards (`store.write_shards`, as the
+    single-machine path)."""
 
     name = "codetune shards"
     type = "💽 - WRITER"
@@ -305,16 +332,15 @@ class WriteShards(PipelineStep):
         self.work, self.cfg = work, cfg
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        work = Path(self.work)
+        folder = Path(self.work) / "dataset"
         for doc in data:
             summary = doc.metadata["summary"]
-            files = [work / "staging" / f"{k:06d}.parquet"
-                     for k in range(load_state(work)["chunks"])]
             with self.track_time("dataset"):
                 summary.shards = store.write_shards(
-                    files, work / "dataset", doc.metadata["drop"], doc.metadata["move"],
-                    summary.bytes, self.cfg.shard_bytes)
-            summary.content_hash = _content_hash(work / "dataset", summary.shards)
+                    folder / "staging.parquet", folder, doc.metadata["drop"],
+                    doc.metadata["move"], summary.bytes, self.cfg.shard_bytes)
+            (folder / "staging.parquet").unlink()
+            summary.content_hash = _content_hash(folder, summary.shards)
             yield doc
 
 
@@ -348,6 +374,6 @@ class Finish(PipelineStep):
             outputs.commit(folder, out)
             # The plan and the intermediates are spent; the logs stay until the next run.
             (work / STATE).unlink()
-            for sub in ("plan", "results", "staging"):
+            for sub in ("plan", "results"):
                 shutil.rmtree(work / sub, ignore_errors=True)
             yield doc
