@@ -344,12 +344,30 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, monkeypatch):
     # a K-quant without llama.cpp: says what is missing and how to get it, before any work
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
-    with pytest.raises(CodetuneError, match=r"needs llama.cpp's `llama-quantize`.*git clone "
+    with pytest.raises(CodetuneError, match=r"needs llama.cpp's `llama-quantize`.*"
+                                            r"`bash scripts/llama-cpp.sh`.*git clone "
                                             r"https://github.com/ggml-org/llama.cpp"):
         export(tiny_run["run"], "gguf", tmp_path / "o", ftype="Q4_K_M", echo=_quiet)
     with pytest.raises(CodetuneError, match="unknown --type"):
         export(tiny_run["run"], "gguf", tmp_path / "o", ftype="Q3_X", echo=_quiet)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tokenizer_longer_than_the_embeddings_is_refused(models, tmp_path):
+    """Tokens added to the tokenizer without resizing the model have no embedding row, so
+    llama.cpp would refuse the file: the error says so and how to fix it; nothing is written."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(models["qwen2", "qwen2.5-coder"], model)
+    tok = AutoTokenizer.from_pretrained(str(model))
+    tok.add_special_tokens({"additional_special_tokens": ["<|extra_0|>", "<|extra_1|>"]})
+    tok.save_pretrained(str(model))
+    with pytest.raises(CodetuneError, match=r"embedding rows .*resize"):
+        export(model, "gguf", tmp_path / "out", echo=_quiet)
+    assert not (tmp_path / "out").exists()
 
 
 def _script(path: Path, body: str) -> Path:

@@ -11,8 +11,8 @@ otherwise by the `gguf` package's writer, here, laid out as that converter lays 
                  llama.cpp keeps them; 2-D weights F16 / BF16 / Q8_0 (Q8_0 needs rows of a
                  multiple of 32 values; other rows fall back to F16, as llama.cpp does)
     metadata     the hyperparameters TextModel.set_gguf_parameters writes, file type, quant
-                 version, codetune's sampling defaults (general.sampling.*) and the tokenizer
-                 with its FIM tokens (`vocab.metadata`)
+                 version, codetune's sampling defaults (general.sampling.*), the tokenizer
+                 with its FIM tokens (`vocab.metadata`) and its chat template, if any
 
 Tensors are converted and written one at a time (header and tensor table first), so memory
 holds one tensor, not the model. K-quants (Q4_K_M, ...) have no Python quantizer: an F16 file is
@@ -247,6 +247,9 @@ def write(model_dir: str | Path, out_file: str | Path, ftype: str, *, tokenizer:
         w.add_string("codetune.fim_format", fim.family)
     for key, value in meta.items():
         _add(w, key, value)
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and template:  # llama-server's /v1/chat/completions reads it
+        w.add_chat_template(template)
 
     # the tensor table first (from the shapes alone), then the data one tensor at a time
     Q = gguf.GGMLQuantizationType

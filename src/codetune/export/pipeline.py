@@ -71,10 +71,8 @@ def export(src_path: str | Path, to: str, out: str | Path, *, ftype: str = "F16"
                                 f"architectures: {gguf.SUPPORTED}")
         if ftype not in gguf.NATIVE_TYPES:
             llama_cpp.need_quantize(ftype)
-        if converter == "llama.cpp" and llama_cpp.find()["convert"] is None:
-            raise CodetuneError(f"--converter llama.cpp: convert_hf_to_gguf.py is neither in "
-                                f"${llama_cpp.ENV} nor on PATH; set {llama_cpp.ENV} to a "
-                                "llama.cpp checkout, or use --converter codetune")
+        if converter == "llama.cpp":
+            llama_cpp.need_convert()
 
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-work-", dir=out.parent))
@@ -145,11 +143,13 @@ def build_gguf(model_dir: Path, dest: Path, ftype: str, tokenizer: Any, fim: Any
     first = dest if base_type == ftype else work / "unquantized.gguf"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if use_llama:
-        llama_cpp.convert(tools["convert"], model_dir, first, base_type)
-        cfg = gguf.model_config(model_dir)
-        meta = vocab.metadata(tokenizer, fim, cfg["vocab_size"])
-        ids = {k: v for k, v in meta.items() if k.endswith("_token_id")}
-        info = {"converter": "llama.cpp", "added_keys": llama_cpp.add_metadata(first, ids)}
+        script = tools["convert"] or llama_cpp.need_convert()
+        info = {"converter": "llama.cpp", **llama_cpp.convert(
+            script, model_dir, first, base_type, pre=_pre_for_converter(tokenizer))}
+        # the FIM / EOT keys it leaves out, and the stop tokens typed CONTROL
+        ids = vocab.special_ids(tokenizer, fim)
+        control = tuple(fim.stop_ids) if fim is not None else ()
+        info["added_keys"] = llama_cpp.add_metadata(first, ids, control)
     else:
         d = GenParams()
         info = {"converter": "codetune", **gguf.write(
@@ -159,6 +159,35 @@ def build_gguf(model_dir: Path, dest: Path, ftype: str, tokenizer: Any, fim: Any
         llama_cpp.quantize(llama_cpp.need_quantize(ftype), first, dest, ftype)
         info["quantized_by"] = "llama-quantize"
     return info
+
+
+def _pre_for_converter(tokenizer: Any) -> str | None:
+    """The pre-tokenizer name codetune gives llama.cpp's converter for a byte-level tokenizer
+    its hash table lacks (`llama_cpp.convert`); None where codetune cannot name it either (the
+    converter's own table may still know it) or the tokenizer is not byte-level BPE."""
+    try:
+        spec = vocab.tokenizer_spec(tokenizer)
+        return vocab.pre_type(tokenizer, spec) if vocab.kind(spec) == "gpt2" else None
+    except CodetuneError:
+        return None
+
+
+def check_vocab_fits(tokenizer: Any, fim: Any, cfg: dict[str, Any], where: Path) -> None:
+    """Every token id must have an embedding row: a GGUF lists the tokenizer's tokens, and
+    llama.cpp refuses a file whose token list is longer than token_embd (and a FIM sentinel
+    past the rows would be a token the model never saw)."""
+    rows = cfg["vocab_size"]
+    if len(tokenizer) <= rows:
+        return
+    sentinels = [i for i in (fim.prefix_id, fim.suffix_id, fim.middle_id) if i >= rows] \
+        if fim is not None else []
+    which = f", the FIM sentinels {sentinels} among them" if sentinels else ""
+    raise CodetuneError(
+        f"the tokenizer of {where} has {len(tokenizer)} tokens but the model only {rows} "
+        f"embedding rows (config.json vocab_size): ids {rows}..{len(tokenizer) - 1}{which} "
+        "have none, so llama.cpp would refuse the file. Export the run folder instead (its "
+        "merge resizes the embeddings to the tokenizer), or resize them yourself "
+        "(model.resize_token_embeddings(len(tokenizer)), then save_pretrained)")
 
 
 def judge(check: dict[str, Any], ftype: str) -> list[str]:
@@ -178,6 +207,7 @@ def _gguf_target(src: source.Source, to: str, tmp: Path, work: Path, ftype: str,
     model_dir, merge_info = source.merged(src, work, merge_dtype, echo)
     cfg = gguf.model_config(model_dir)
     tokenizer, fim = _tokenizer(model_dir, src)
+    check_vocab_fits(tokenizer, fim, cfg, src.path)
     if to != "gguf" and fim is None:
         raise CodetuneError(f"the tokenizer of {src.path} has no FIM tokens, so {to} could not "
                             "infill with it; use --to gguf for plain completion")

@@ -29,6 +29,7 @@ from typing import Any
 
 from codetune.export import reader
 from codetune.export.gguf import model_config, rope, tensor_names, unpermute
+from codetune.export.vocab import CONTROL
 from codetune.infer.probe import logits
 from codetune.tokens.fim import auto_bos, build_prompt
 
@@ -70,11 +71,13 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def check_tokenizer(meta: dict[str, Any], tokenizer: Any, fim: Any) -> dict[str, Any]:
     """The file's token list against the tokenizer's vocabulary, and each FIM key against the
-    registry's sentinel; a list of what disagrees (empty: all agree)."""
+    registry's sentinel (present, naming that token, of type CONTROL so that llama.cpp never
+    prints it as text); a list of what disagrees, each with its remedy (empty: all agree)."""
     import gguf  # optional: gguf (the export extra)
 
     K = gguf.Keys.Tokenizer
     tokens = meta.get(K.LIST) or []
+    types = meta.get(K.TOKEN_TYPE) or []
     vocab = tokenizer.get_vocab()
     wrong = [f"token {i}: {t!r} in the file, {tok!r} in the tokenizer"
              for tok, i in vocab.items() if i < len(tokens) and (t := tokens[i]) != tok][:5]
@@ -87,9 +90,20 @@ def check_tokenizer(meta: dict[str, Any], tokenizer: Any, fim: Any) -> dict[str,
             if want is None or want not in vocab:
                 continue
             got = meta.get(key)
-            if got is None or tokens[got] != want:
-                wrong.append(f"{key} is {got!r} ({tokens[got] if got is not None else None!r}),"
-                             f" not {want!r}")
+            if got is None:
+                wrong.append(f"{key} is missing (the {want!r} sentinel, id {vocab[want]}): "
+                             "llama.cpp's /infill needs the FIM ids; codetune writes them from "
+                             "its FIM registry (--converter codetune, or llama.cpp's converter "
+                             "followed by codetune's added keys): export again")
+            elif not 0 <= got < len(tokens):
+                wrong.append(f"{key} is {got}, past the file's {len(tokens)} tokens (the "
+                             f"tokenizer's {want!r} is id {vocab[want]}): resize the model's "
+                             "embeddings to the tokenizer and export again")
+            elif tokens[got] != want:
+                wrong.append(f"{key} is {got} ({tokens[got]!r}), not {want!r}")
+            elif types and types[got] != CONTROL:
+                wrong.append(f"{key}'s token {want!r} has token type {types[got]}, not CONTROL "
+                             f"({CONTROL}): llama.cpp would print it as text")
     return {"tokens": len(tokens), "problems": wrong}
 
 

@@ -4,8 +4,10 @@ Two shapes, chosen from the tokenizer itself (its `tokenizer.json` form), never 
 
 - byte-level BPE (StarCoder, StarCoder2, Qwen2.5-Coder, DeepSeek-Coder, codetune-mini):
   `tokenizer.ggml.model = "gpt2"`, the tokens in id order, their types (added special tokens
-  CONTROL, other added tokens USER_DEFINED, the rest NORMAL; ids without a token `[PADn]`
-  UNUSED), the merges, and `tokenizer.ggml.pre`, the pre-tokenizer llama.cpp must imitate.
+  CONTROL, and so are those that look special to llama.cpp's converter (`<|...|>`) and every
+  FIM sentinel, separator, EOS and EOT; other added tokens USER_DEFINED, the rest NORMAL;
+  ids without a token `[PADn]` UNUSED), the merges, and `tokenizer.ggml.pre`, the
+  pre-tokenizer llama.cpp must imitate.
   llama.cpp names the pre-tokenizer by a hash of the token ids of a fixed text
   (`get_vocab_base_pre`); the hashes of the families codetune trains are in `PRE_BY_HASH`. A
   tokenizer whose hash is not there (a tokenizer trained from scratch, like codetune-mini's) is
@@ -160,7 +162,8 @@ def metadata(tokenizer: Any, fim: Any, vocab_size: int) -> dict[str, Any]:
         tokens.append(tok)
         a = added.get(i)
         if shape == "gpt2":
-            types.append(NORMAL if a is None else CONTROL if a.get("special") else USER_DEFINED)
+            types.append(NORMAL if a is None else
+                         CONTROL if a.get("special") or looks_special(tok) else USER_DEFINED)
             continue
         if i == tokenizer.unk_token_id:
             types.append(UNKNOWN)
@@ -185,17 +188,43 @@ def metadata(tokenizer: Any, fim: Any, vocab_size: int) -> dict[str, Any]:
     bos = auto_bos(tokenizer)
     meta[K.ADD_BOS] = bos is not None
     meta[K.ADD_EOS] = False
+    ids = special_ids(tokenizer, fim, sentencepiece=shape == "llama")
+    meta.update(ids)
+    # every sentinel, separator and end token CONTROL, whatever the tokenizer's `special` flag:
+    # llama.cpp prints a token of any other type as text (and overrides the type, with a
+    # warning at load, only for the spellings it knows)
+    for key in ids:
+        if key in (K.BOS_ID, K.PAD_ID, K.UNK_ID):
+            continue  # a tokenizer may pad with an ordinary token, which must stay one
+        if key in meta and types[meta[key]] in (NORMAL, USER_DEFINED):
+            types[meta[key]] = CONTROL
+    return meta
+
+
+def special_ids(tokenizer: Any, fim: Any, sentencepiece: bool = False) -> dict[str, int]:
+    """The GGUF keys naming special tokens: BOS, EOS (the FIM family's), padding, unknown (for
+    SentencePiece), and with FIM the sentinels, separators and EOT (or the family's end of turn
+    present in the vocabulary, Qwen's <|im_end|>)."""
+    import gguf  # optional: gguf (the export extra)
+
+    K = gguf.Keys.Tokenizer
     ids = {K.BOS_ID: tokenizer.bos_token_id,
            K.EOS_ID: fim.eos_id if fim is not None else tokenizer.eos_token_id,
            K.PAD_ID: tokenizer.pad_token_id,
-           K.UNK_ID: tokenizer.unk_token_id if shape == "llama" else None}
+           K.UNK_ID: tokenizer.unk_token_id if sentencepiece else None}
     if fim is not None:
         ids.update({K.FIM_PRE_ID: fim.prefix_id, K.FIM_SUF_ID: fim.suffix_id,
                     K.FIM_MID_ID: fim.middle_id, K.FIM_PAD_ID: fim.pad_id,
                     K.FIM_REP_ID: fim.repo_name_id, K.FIM_SEP_ID: fim.file_sep_id,
                     K.EOT_ID: fim.eot_id if fim.eot_id is not None else _extra_stop(tokenizer, fim)})
-    meta.update({k: int(v) for k, v in ids.items() if v is not None})
-    return meta
+    return {k: int(v) for k, v in ids.items() if v is not None}
+
+
+def looks_special(token: str) -> bool:
+    """llama.cpp's converter's rule for an added token its tokenizer does not mark special
+    (TextModel.does_token_look_special): `<|...|>`, DeepSeek's `<｜...｜>`, `<pad>`."""
+    return token == "<pad>" or (token.startswith("<|") and token.endswith("|>")) or \
+        (token.startswith("<｜") and token.endswith("｜>"))
 
 
 def _extra_stop(tokenizer: Any, fim: Any) -> int | None:
