@@ -16,6 +16,7 @@ ROOT = Path(codetune.__file__).parent
 LAYER = {
     "__init__": 0, "errors": 0,
     "config": 1, "outputs": 1, "recipes": 1, "mini": 1,
+    "runtimes": 1,  # where llama.cpp's programs are: eval's engine (infer) and export need it
     "data": 2,
     "tokens": 3,
     "context": 4,  # lays retrieved snippets out as tokens.fim.RepoContext; knows no model

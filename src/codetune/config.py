@@ -399,6 +399,10 @@ class EvalConfig:
         None, "URL of a running llama-server (http://host:port): with engine=llama.cpp it "
               "serves the evaluated model; with engine=torch it is one more variant, like a "
               "--gguf file. Its tokenizer must be the model's (checked)")
+    llama_threads: int | None = _f(
+        None, "CPU threads of each llama-server eval starts (null: one per CPU this process may "
+              "use). On a machine shared with other work, 1 can be several times faster: "
+              "llama.cpp's threads wait for each other by spinning")
 
     def validate(self, prefix: str = "eval") -> None:
         bad: list[str] = []
@@ -406,6 +410,9 @@ class EvalConfig:
             if not str(g).endswith(".gguf"):
                 bad.append(f"{prefix}.gguf[{i}] must be a .gguf file, got {g!r} (write one with "
                            "`codetune export MODEL --to gguf -o DIR`)")
+        if self.llama_threads is not None and self.llama_threads < 1:
+            bad.append(f"{prefix}.llama_threads must be at least 1 (or null: one per CPU), got "
+                       f"{self.llama_threads}")
         if self.server is not None and not str(self.server).startswith(("http://", "https://")):
             bad.append(f"{prefix}.server must be an http:// or https:// URL, got "
                        f"{self.server!r} (e.g. http://127.0.0.1:8080)")

@@ -13,7 +13,9 @@ def add_eval(sub) -> None:
     p = sub.add_parser(
         "eval", help="base vs fine-tuned on held-out files: infilling and bits per byte",
         description="Evaluate a run folder (its base model vs base + adapter) on the held-out "
-                    "split of its dataset, or --model [--adapter] on --dataset.")
+                    "split of its dataset, or --model [--adapter] on --dataset. --gguf FILE adds "
+                    "the exported file, run by llama.cpp, on the same prompts; --engine "
+                    "llama.cpp evaluates a .gguf --model through llama.cpp alone.")
     p.add_argument("target", nargs="?", metavar="RUN_DIR",
                    help="a folder written by `codetune train`")
     p.add_argument("--model", help="evaluate this model instead of a run folder")
@@ -28,6 +30,12 @@ def add_eval(sub) -> None:
     config_flag(p, "--context", "eval.context")
     config_flag(p, "--context-tokens", "eval.repo_context_tokens")
     config_flag(p, "--quantization", "eval.quantization")
+    config_flag(p, "--engine", "eval.engine")
+    config_flag(p, "--gguf", "eval.gguf", action="append", metavar="FILE",
+                help="a GGUF file to evaluate after the model through llama.cpp's llama-server, "
+                     "on the same tasks and prompts, compared with tuned (repeatable; write one "
+                     "with `codetune export RUN --to gguf`)")
+    config_flag(p, "--server", "eval.server", metavar="URL")
     p.add_argument("-q", "--quiet", action="store_true")
     config_args(p)
     p.set_defaults(func=_run_eval)

@@ -87,6 +87,9 @@ class EvalResult:
     context_verdict: str = ""  # "context helped on ..." (eval.context=both)
     forgetting_verdict: str = ""  # --benchmark: "no measurable forgetting: ..." / "forgot: ..."
     benchmark: dict[str, Any] = field(default_factory=dict)  # its sample, protocols, outcomes
+    engines: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> engine, what
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> its pass
+    quantization_verdict: str = ""  # llama.cpp variants vs the reference (`engines`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -138,16 +141,25 @@ def _scores(tasks: list[Task], preds: list[str], kind: str | tuple[str, ...],
 COMPARISONS = {"context (base)": ("base", "base+repo"), "context (tuned)": ("tuned", "tuned+repo"),
                "context (model)": ("model", "model+repo"),
                "tuning (with context)": ("base+repo", "tuned+repo")}
+# Further comparisons an eval adds per run (`summarise(comparisons=...)`), by label prefix:
+# "quantization (gguf:Q4_K_M)": ("tuned", "gguf:Q4_K_M"), a GGUF through llama.cpp against
+# the model it was exported from (`evaluation.engines.comparisons`).
+QUANTIZATION = "quantization"
+TORCH_ONLY = ("bits_per_byte_ltr", "bits_per_byte_fim", "hole_bits_per_byte",
+              "cross_file_hole_bits_per_byte")  # they score given tokens: llama-server cannot
 
 
 def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
               holes: dict[str, list[tuple[float, int]]] | None = None,
-              cross: list[bool] | None = None) -> EvalResult:
+              cross: list[bool] | None = None,
+              comparisons: dict[str, tuple[str, str]] | None = None) -> EvalResult:
     """The metrics of every model on the same items. `holes`: each hole's (nats, bytes) per
     model (the repository-context 2x2); `cross`: which tasks are cross-file, whose metrics
-    are repeated on that subset (`cross_file_*`)."""
+    are repeated on that subset (`cross_file_*`); `comparisons`: more paired differences
+    (label -> (from, to)) than `COMPARISONS`, e.g. each GGUF variant against `tuned`."""
     names = list(preds)
     metrics: dict[str, Score] = {}
+    paired = {**COMPARISONS, **(comparisons or {})}
 
     def add(metric: str, values: dict[str, np.ndarray], weights=None, lower_better=False):
         n = int(len(next(iter(values.values()))))
@@ -160,7 +172,7 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
             d, lo, hi = paired_bootstrap(values["base"], values["tuned"], cfg.bootstrap,
                                          cfg.seed, weights)
             score.delta, score.ci95 = d, (lo, hi)
-        for label, (a, b) in COMPARISONS.items():
+        for label, (a, b) in paired.items():
             if a in values and b in values and n:
                 score.comparisons[label] = paired_bootstrap(values[a], values[b], cfg.bootstrap,
                                                             cfg.seed, weights)
@@ -206,7 +218,35 @@ def summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg: EvalConfig,
         add("bits_per_byte_fim", {n: np.array(b["fim_nll"])[okf] / LN2 / fb[okf]
                                   for n, b in bpb.items()}, weights=fb[okf], lower_better=True)
     return EvalResult(models=names, tasks=len(tasks), files=len(rows), metrics=metrics,
-                      verdict=_verdict(metrics), context_verdict=_context_verdict(metrics))
+                      verdict=_verdict(metrics), context_verdict=_context_verdict(metrics),
+                      quantization_verdict=_quantization_verdict(metrics))
+
+
+def quantization_labels(metrics: dict[str, Score]) -> list[str]:
+    """The `quantization (...)` comparisons present, in the order they were made."""
+    seen: dict[str, None] = {}
+    for m in metrics.values():
+        for label in m.comparisons:
+            if label.startswith(QUANTIZATION + " ("):
+                seen[label] = None
+    return list(seen)
+
+
+def _quantization_verdict(metrics: dict[str, Score]) -> str:
+    """One sentence per GGUF variant: what it lost (or gained) against its reference, outside
+    the 95 % interval; empty without GGUF variants."""
+    parts = []
+    for label in quantization_labels(metrics):
+        variant = label[len(QUANTIZATION) + 2:-1]
+        better = [k.replace("_", " ") for k, m in metrics.items() if m.change(label) > 0]
+        worse = [k.replace("_", " ") for k, m in metrics.items() if m.change(label) < 0]
+        if not better and not worse:
+            parts.append(f"{variant}: no difference outside its 95 % interval")
+            continue
+        said = [f"lost on {', '.join(worse)}"] if worse else []
+        said += [f"better on {', '.join(better)}"] if better else []
+        parts.append(f"{variant}: " + "; ".join(said))
+    return "; ".join(parts) + " (paired bootstrap, 95 %)" if parts else ""
 
 
 def _context_verdict(metrics: dict[str, Score]) -> str:
@@ -294,6 +334,9 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
         lines[4:4] = [f"**Forgetting: {result.forgetting_verdict}.**", ""]
     if result.context_verdict:
         lines[4:4] = [f"**Context: {result.context_verdict}.**", ""]
+    if result.quantization_verdict:
+        lines[4:4] = [f"**GGUF through llama.cpp, against {_reference(result)}: "
+                      f"{result.quantization_verdict}.**", ""]
     if _trims_line(result):
         lines += [_trims_line(result) + " (Each is cut there, as `complete` and `serve` "
                   "do; a model that stops by itself after the middle needs none.)", ""]
@@ -310,6 +353,7 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
             row += " | | "
         lines.append(row + f" | {m.n} |")
     lines += _context_lines(result)
+    lines += _engine_lines(result)
     lines += _benchmark_lines(result)
     if "base" in names:
         changed = [r for r in task_recs if r["base"]["exact_match"] != r["tuned"]["exact_match"]]
@@ -324,10 +368,58 @@ def report_markdown(result: EvalResult, task_recs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reference(result: EvalResult) -> str:
+    return "tuned" if "tuned" in result.models else "model"
+
+
+def _torch_only_line(result: EvalResult) -> str:
+    """The one line that says why llama.cpp variants have no bits per byte ("" if none)."""
+    llama = [n for n, e in result.engines.items() if e["engine"] == "llama.cpp"]
+    if not llama or not any(k in result.metrics for k in TORCH_ONLY):
+        return ""
+    return (f"Bits per byte are measured with torch only: llama-server cannot score given "
+            f"tokens (no prompt log-probabilities), so {', '.join(llama)} "
+            f"{'has' if len(llama) == 1 else 'have'} none.")
+
+
+def _engine_lines(result: EvalResult) -> list[str]:
+    """What ran each variant, its pass's speed, and each GGUF against its reference."""
+    if not any(e["engine"] == "llama.cpp" for e in result.engines.values()):
+        return []
+    lines = ["", "## Engines", "", "| variant | engine | what | tasks/s |", "|---|---|---|---|"]
+    for name, e in result.engines.items():
+        t = result.timings.get(name, {})
+        lines.append(f"| {name} | {e['engine']} | {e['what']} | "
+                     f"{t.get('tasks_per_second', '')} |")
+    lines += ["", "Every variant gets the same tasks and the same prompt ids (built once with "
+              "the run's tokenizer, repository context included); llama.cpp generates greedily "
+              "from those ids and codetune ends each completion, as for torch. A llama.cpp "
+              "pass's time includes starting its llama-server."]
+    if _torch_only_line(result):
+        lines += ["", _torch_only_line(result)]
+    labels = quantization_labels(result.metrics)
+    if labels:
+        lines += ["", f"Paired differences (variant − {_reference(result)}) with 95 % "
+                      "bootstrap intervals: what the export (merge, conversion, quantization) "
+                      "and the runtime changed:", "",
+                  "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for name, m in result.metrics.items():
+            if not any(lbl in m.comparisons for lbl in labels):
+                continue
+            cells = [f"{m.comparisons[lbl][0]:+.4f} [{m.comparisons[lbl][1]:+.4f}, "
+                     f"{m.comparisons[lbl][2]:+.4f}]" if lbl in m.comparisons else ""
+                     for lbl in labels]
+            lines.append(f"| {name.replace('_', ' ')}"
+                         f"{' (lower is better)' if m.lower_is_better else ''} | "
+                         + " | ".join(cells) + " |")
+    return lines
+
+
 def _context_lines(result: EvalResult) -> list[str]:
     """The repository-context 2x2: each model with and without snippets of other files."""
     c = result.context
-    if not c or not any(m.comparisons for m in result.metrics.values()):
+    if not c or not any(lbl in m.comparisons for m in result.metrics.values()
+                        for lbl in COMPARISONS):
         return []
     labels = [lbl for lbl in COMPARISONS if any(lbl in m.comparisons
                                                 for m in result.metrics.values())]
@@ -443,5 +535,10 @@ def print_summary(result: EvalResult) -> None:
         print(f"Forgetting: {result.forgetting_verdict}.")
     if result.context_verdict:
         print(f"Context: {result.context_verdict}.")
+    if result.quantization_verdict:
+        print(f"GGUF through llama.cpp, against {_reference(result)}: "
+              f"{result.quantization_verdict}.")
+    if _torch_only_line(result):
+        print(_torch_only_line(result))
     print(f"{result.verdict}. {result.tasks_per_second} tasks/s. "
           f"Report: {result.out_dir}/report.md")

@@ -21,7 +21,6 @@ and scored by running the code (`evaluation.benchmarks`, `evaluation.sandbox`): 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -89,18 +88,31 @@ def task_prompt(loaded, task: Task, budget: int) -> list[int]:
     return context_prompt(loaded, task, budget, None)
 
 
+def task_prompts(loaded, tasks: list[Task], cfg: EvalConfig,
+                 contexts: list[Any] | None = None) -> list[list[int]]:
+    """Each task's prompt ids: its FIM prompt cut to eval.prompt_tokens, with its repository
+    context (`tokens.fim.RepoContext`) in front where `contexts` gives one."""
+    return [context_prompt(loaded, t, cfg.prompt_tokens, None if contexts is None else contexts[i])
+            for i, t in enumerate(tasks)]
+
+
 def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
-            contexts: list[Any] | None = None, score: bool = False) -> list[Any]:
+            contexts: list[Any] | None = None, score: bool = False,
+            prompts: list[list[int]] | None = None, engine: Any = None) -> list[Any]:
     """Greedy completions (`inference.Generation`) of all tasks, batched by kind and prompt
     length; single-line tasks end at the line end. `contexts`: each task's repository context
-    (`tokens.fim.RepoContext`), in front of its prompt. `score`: each Generation's `nll` is
-    also the hole's true middle scored after the prompt, from the same prefill (`hole`)."""
+    (`tokens.fim.RepoContext`), in front of its prompt; `prompts`: the prompts themselves,
+    already built (`task_prompts`). `score`: each Generation's `nll` is also the hole's true
+    middle scored after the prompt, from the same prefill (`hole`). `engine`: a
+    `LlamaServer` that generates instead of the torch model (its slots are the batch; it
+    cannot score)."""
     from codetune.infer.generate import GenParams, generations
 
     out: list[Any] = [None] * len(tasks)
-    prompts = [context_prompt(loaded, t, cfg.prompt_tokens,
-                              None if contexts is None else contexts[i])
-               for i, t in enumerate(tasks)]
+    if prompts is None:
+        prompts = task_prompts(loaded, tasks, cfg, contexts)
+    if engine is not None and score:
+        raise ValueError("llama-server cannot score given tokens: score=True is torch-only")
     middles = [middle_ids(loaded, t) for t in tasks] if score else None
     for kinds, max_new, stop in ((("single_line", "cross_file"), cfg.max_new_tokens_single,
                                   ("\n",)),
@@ -108,6 +120,13 @@ def predict(loaded, tasks: list[Task], cfg: EvalConfig, bar=None,
         idx = sorted((i for i, t in enumerate(tasks) if t.kind in kinds),
                      key=lambda i: len(prompts[i]))
         params = GenParams(max_new_tokens=max_new, greedy=True, stop=stop)
+        if engine is not None:  # the server batches over its slots itself
+            done = engine.generations(loaded, [prompts[i] for i in idx], params,
+                                      [(tasks[i].prefix, tasks[i].suffix) for i in idx],
+                                      bar.update if bar is not None else None)
+            for i, g in zip(idx, done, strict=True):
+                out[i] = g
+            continue
         for s in range(0, len(idx), cfg.batch_size):
             batch = idx[s:s + cfg.batch_size]
             done = generations(loaded, [prompts[i] for i in batch], params,
@@ -164,11 +183,20 @@ def context_settings(cfg: EvalConfig, dataset: str) -> tuple[list[str], Any]:
     return (["repo"] if cfg.context == "on" else ["file", "repo"]), index
 
 
-def _variants(loaded) -> list[tuple[str, Any]]:
-    """(name, context manager factory) per model compared: base (adapter off) and tuned."""
-    if loaded.run_dir is not None and hasattr(loaded.model, "disable_adapter"):
-        return [("base", loaded.model.disable_adapter), ("tuned", contextlib.nullcontext)]
-    return [("model", contextlib.nullcontext)]
+def _check_engine(target: str, cfg: EvalConfig, is_run: bool, adapter: str | None) -> None:
+    """eval.engine=llama.cpp takes a .gguf --model, or a running server (eval.server)."""
+    if cfg.engine != "llama.cpp":
+        return
+    if (is_run and not cfg.server) or adapter:  # (a run with a server: its tokenizer)
+        raise CodetuneError(
+            "eval.engine=llama.cpp runs a GGUF file, not a run folder or an adapter: export it "
+            "(`codetune export RUN --to gguf -o DIR`) and give the file with --gguf (compared "
+            "with the run's base and tuned) or as --model")
+    if not cfg.server and not str(target).endswith(".gguf"):
+        raise CodetuneError(
+            f"eval.engine=llama.cpp runs a .gguf file and {target} is none: give --model "
+            "FILE.gguf (write one with `codetune export MODEL --to gguf -o DIR`), or --server "
+            "URL of a running llama-server with --model naming its tokenizer")
 
 
 def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
@@ -186,8 +214,11 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         dataset = found.path
         if found.overridden:
             override = found.instead_of
-    else:  # a model: a path that does not exist says so before anything else
+    elif not (cfg.engine == "llama.cpp" and cfg.server and Path(target).is_dir()):
+        # a model (with a server: perhaps a tokenizer folder only): a path that does not
+        # exist says so before anything else
         resolve_source(target, hash_weights=False)
+    _check_engine(target, cfg, is_run, adapter)
     if not is_run and dataset is None and not (cfg.benchmark or cfg.forgetting):
         raise CodetuneError("give --dataset (a `codetune prepare` folder) when evaluating "
                             "a model rather than a run folder, or --benchmark "
@@ -206,14 +237,27 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
         from codetune.evaluation.benchmarks import benchmark_tasks
 
         public, public_info = benchmark_tasks(cfg.benchmark, cfg.benchmark_tasks, cfg.seed)
-    loaded = loader.load(target, adapter=adapter, quantization=cfg.quantization,
-                            dtype=cfg.dtype)
+    llama: list[Any] = []  # llama.cpp variants: checked (files, server, tokenizer) before loading
+    if cfg.engine == "llama.cpp" or cfg.gguf or cfg.server:
+        from codetune.evaluation.engines import llama_variants
+
+        tokenizer, fim = loader.tokenizer_and_fim(target)
+        if fim is None:
+            raise CodetuneError(f"{target} has no FIM tokens: infilling cannot be evaluated. "
+                                "Train with FIM (fim.rate > 0) or use a FIM model.")
+        llama = llama_variants(cfg, target, tokenizer, fim, set())
+    if cfg.engine == "llama.cpp":  # no torch weights: the tokenizer builds the prompts
+        loaded = loader.Loaded(None, tokenizer, fim, llama[0].what)
+        window = llama[0].window
+    else:
+        loaded = loader.load(target, adapter=adapter, quantization=cfg.quantization,
+                             dtype=cfg.dtype)
+        window = loader.context_window(loaded)
     if loaded.run_dir is None and adapter is not None:
         loaded.run_dir = Path(adapter)
     if loaded.fim is None:
         raise CodetuneError(f"{loaded.description} has no FIM tokens: infilling cannot be "
                             "evaluated. Train with FIM (fim.rate > 0) or use a FIM model.")
-    window = loader.context_window(loaded)
     cfg = fit_to_model(cfg, window)
     tasks = build_tasks(rows, cfg)
     bench = load_benchmark(cfg.forgetting) if cfg.forgetting else []
@@ -244,7 +288,18 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                                  cfg.prompt_tokens, window,
                                  max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single) + 1)
         found = sum(defines_any(c, n) for (c, _), n in zip(contexts, needed, strict=True))
-    variants = _variants(loaded)
+    from codetune.evaluation.engines import comparisons, slot_context, torch_variants
+
+    variants = (torch_variants(loaded) if cfg.engine == "torch" else []) + llama
+    # the same prompt ids for every variant, built once with the run's tokenizer
+    file_prompts = task_prompts(loaded, tasks, cfg) if "file" in settings else []
+    repo_prompts = task_prompts(loaded, tasks, cfg, [c for c, _ in contexts]) \
+        if "repo" in settings else []
+    bench_prompts = task_prompts(loaded, bench, cfg)
+    public_prompts = task_prompts(loaded, [b.task for b in public], cfg)
+    slot_ctx = slot_context([file_prompts, repo_prompts, bench_prompts, public_prompts],
+                            max(cfg.max_new_tokens_multi, cfg.max_new_tokens_single), window)
+    timings: dict[str, dict[str, float]] = {}
     preds: dict[str, list[str]] = {}
     bench_preds: dict[str, list[str]] = {}
     public_preds: dict[str, list[str]] = {}
@@ -256,34 +311,43 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     # the 2x2's hole bits per byte: each hole scored with and without context, from the
     # prefill its generation runs anyway (`predict(score=True)`); eval.bpb=false: not at all
     scoring = settings == ["file", "repo"] and cfg.bpb
-    for name, ctx in variants:
-        with ctx():
+    for variant in variants:
+        name, begun = variant.name, time.perf_counter()
+        # a llama.cpp variant's pass includes starting its server: what a user waits for too
+        with variant.open(slot_ctx) as engine:
+            score = scoring and engine is None  # llama-server cannot score given tokens
             with tqdm(total=len(tasks) * len(settings) + len(bench) + len(public),
                       desc=f"{name}: infilling", unit="task", disable=not progress) as bar:
                 if "repo" in settings:  # the same tasks with repository context: name+repo
                     label = name if settings == ["repo"] else f"{name}+repo"
-                    with_ctx = predict(loaded, tasks, cfg, bar, [c for c, _ in contexts],
-                                       score=scoring)
+                    with_ctx = predict(loaded, tasks, cfg, bar, score=score,
+                                       prompts=repo_prompts, engine=engine)
                     preds[label] = [g.text for g in with_ctx]
                     trims[label] = {"tasks": [g.trimmed_suffix for g in with_ctx],
                                     "benchmark": [False] * len(bench)}  # (file-level only)
-                    if scoring:  # and with it: what the context is worth
+                    if score:  # and with it: what the context is worth
                         holes[label] = [hole(t, g) for t, g in zip(tasks, with_ctx, strict=True)]
                     n_gen += len(tasks)
-                done = predict(loaded, tasks, cfg, bar, score=scoring) \
-                    if "file" in settings else []
-                if scoring:  # the hole's bits per byte, without context
+                done = predict(loaded, tasks, cfg, bar, score=score, prompts=file_prompts,
+                               engine=engine) if "file" in settings else []
+                if score:  # the hole's bits per byte, without context
                     holes[name] = [hole(t, g) for t, g in zip(tasks, done, strict=True)]
-                bench_done = predict(loaded, bench, cfg, bar) if bench else []
+                bench_done = predict(loaded, bench, cfg, bar, prompts=bench_prompts,
+                                     engine=engine) if bench else []
                 public_preds[name] = [g.text for g in predict(
-                    loaded, [b.task for b in public], cfg, bar)] if public else []
+                    loaded, [b.task for b in public], cfg, bar, prompts=public_prompts,
+                    engine=engine)] if public else []
             if "file" in settings:
                 preds[name] = [g.text for g in done]
                 trims[name] = {"tasks": [g.trimmed_suffix for g in done],
                                "benchmark": [g.trimmed_suffix for g in bench_done]}
             bench_preds[name] = [g.text for g in bench_done]
             n_gen += len(tasks) * ("file" in settings) + len(bench) + len(public)
-            if cfg.bpb and rows:
+            made, took = (len(tasks) * len(settings) + len(bench) + len(public),
+                          time.perf_counter() - begun)
+            timings[name] = {"seconds": round(took, 1), "tasks": made,
+                             "tasks_per_second": round(made / max(took, 1e-9), 2)}
+            if cfg.bpb and rows and engine is None:
                 ltr, fim = [], []
                 for r in tqdm(rows, desc=f"{name}: bits per byte", disable=not progress):
                     ltr.append(ltr_nll(loaded, r["content"], cfg.bpb_window))
@@ -292,7 +356,9 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
                 bpb[name] = {"ltr_nll": ltr, "fim_nll": [f[0] for f in fim],
                              "fim_bytes": [f[1] for f in fim]}
     seconds = time.perf_counter() - started
-    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes, cross)
+    llama_names = [v.name for v in llama]
+    result = summarise(tasks, preds, bench, bench_preds, rows, bpb, cfg, holes, cross,
+                       comparisons(list(preds), llama_names, settings))
     result.context = {"settings": settings, "tokens": cfg.repo_context_tokens,
                       "with_snippets": sum(1 for _, p in contexts if p), "tasks": len(tasks),
                       "cross_file": sum(cross), "definition_found": found,
@@ -306,6 +372,8 @@ def evaluate(target: str, cfg: EvalConfig, out_dir: str | Path | None = None,
     result.seconds = round(seconds, 1)
     result.tasks_per_second = round(n_gen / max(seconds, 1e-9), 2)
     result.out_dir = str(out)
+    result.engines = {v.name: {"engine": v.engine, "what": v.what} for v in variants}
+    result.timings = timings
     extra = {}
     if public:
         from codetune.evaluation.benchmarks import score_benchmark

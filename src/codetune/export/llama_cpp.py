@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,53 +35,10 @@ from typing import Any
 
 from codetune.errors import CodetuneError
 from codetune.export.gguf import _add
+from codetune.runtimes import BUILD_IT, ENV, find, runtime_dir  # noqa: F401  (re-exported)
 
-ENV = "LLAMA_CPP_DIR"
-RUNTIMES_ENV = "CODETUNE_RUNTIMES"
 GET_IT = ("git clone https://github.com/ggml-org/llama.cpp && cd llama.cpp && "
           "cmake -B build && cmake --build build --config Release --target llama-quantize")
-
-
-def runtime_dir() -> Path:
-    """Where llama.cpp is built and cached when codetune (or CI) builds it from source."""
-    root = os.environ.get(RUNTIMES_ENV) or Path.home() / ".cache" / "codetune-runtimes"
-    return Path(root) / "llama.cpp"
-
-
-def _roots() -> list[Path]:
-    """Folders searched after PATH, in order: $LLAMA_CPP_DIR, then the runtime cache."""
-    roots = [Path(os.environ[ENV])] if os.environ.get(ENV) else []
-    return roots + [runtime_dir()]
-
-
-def _binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for root in _roots():
-        for folder in (root / "build" / "bin", root / "bin", root):
-            b = folder / name
-            if b.is_file() and os.access(b, os.X_OK):
-                return str(b)
-    return None
-
-
-def find() -> dict[str, str | None]:
-    """Paths of the converter, the quantizer and the server; None where not installed."""
-    convert = None
-    for root in _roots():
-        for c in (root / "convert_hf_to_gguf.py", root / "convert" / "convert_hf_to_gguf.py"):
-            if c.is_file():
-                convert = str(c)
-                break
-        if convert:
-            break
-    convert = convert or shutil.which("convert_hf_to_gguf.py")
-    return {"convert": convert, "quantize": _binary("llama-quantize"),
-            "server": _binary("llama-server")}
-
-
-BUILD_IT = "bash scripts/llama-cpp.sh"
 
 
 def need_quantize(ftype: str) -> str:

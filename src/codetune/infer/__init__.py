@@ -1,5 +1,5 @@
 """Inference: loading a run or model, prompts, generation, where a completion ends, and
-`complete`. The names below are the public API (what a notebook user calls); the code lives in
+`complete`; llama.cpp's llama-server as an engine (`LlamaServer`). The names below are the public API (what a notebook user calls); the code lives in
 the submodules."""
 
 from codetune.infer.complete import Completion, complete, hole_in_file
@@ -12,6 +12,7 @@ from codetune.infer.generate import (
     generate,
     generations,
 )
+from codetune.infer.llama_server import LlamaServer
 from codetune.infer.loader import (
     Loaded,
     check_run_finished,
@@ -30,7 +31,8 @@ from codetune.infer.prompts import (
     stop_ids,
 )
 
-__all__ = ["GREEDY_BELOW", "Completion", "Finisher", "GenParams", "Generation", "Loaded",
+__all__ = ["GREEDY_BELOW", "Completion", "Finisher", "GenParams", "Generation", "LlamaServer",
+           "Loaded",
            "GenerationStream", "check_run_finished", "complete", "completion_prompt",
            "context_window", "cut_at_stops", "fim_prompt", "generate", "generations",
            "hole_in_file", "is_run_dir", "load", "plain_prompt",
