@@ -160,14 +160,19 @@ def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tm
                                                            monkeypatch):
     from codetune.data.scale import steps
 
-    ran: list[int] = []
-    failed: list[int] = []
+    # one worker's tasks run in one forked process: what they did is written to files
+    ran_log, failed_log = tmp_path / "ran", tmp_path / "failed"
+
+    def ran() -> list[int]:
+        return [int(x) for x in ran_log.read_text().split()] if ran_log.exists() else []
+
     real = steps.FilterFiles.run
 
     def flaky(self, data, rank=0, world_size=1):
-        ran.append(rank)
-        if rank == 1 and not failed:  # task 1 dies the first time, mid-stream
-            failed.append(rank)
+        with open(ran_log, "a") as fh:
+            fh.write(f"{rank}\n")
+        if rank == 1 and not failed_log.exists():  # task 1 dies the first time, mid-stream
+            failed_log.write_text("1")
             for i, doc in enumerate(real(self, data, rank, world_size)):
                 if i == 3:
                     raise RuntimeError("node lost")
@@ -190,13 +195,19 @@ def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tm
     # the chunk task 1 died in left no partial file behind (a file left open by it, closed
     # whenever it is collected, must not write into the resumed attempt's file)
 
-    ran.clear()
-    written: list[int] = []
+    ran_log.unlink()
+    written_log = tmp_path / "written"
     close = steps.WriteResults._close_chunk
-    monkeypatch.setattr(steps.WriteResults, "_close_chunk", staticmethod(
-        lambda work, k, fh: (written.append(k), close(work, k, fh))))
+
+    def closing(work, k, fh):
+        with open(written_log, "a") as log:
+            log.write(f"{k}\n")
+        return close(work, k, fh)
+
+    monkeypatch.setattr(steps.WriteResults, "_close_chunk", staticmethod(closing))
     summary = prepare(corpus, out, cfg, progress=False)
-    assert ran == [1, 2]  # task 0 finished before: not run again
+    assert ran() == [1, 2]  # task 0 finished before: not run again
+    written = [int(x) for x in written_log.read_text().split()]
     assert sorted(written) == [k for k in range(chunks) if k % 3]  # each other chunk once
     assert not work.exists()
     assert_same_dataset(out, reference)

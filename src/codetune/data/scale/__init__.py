@@ -11,7 +11,8 @@ Shape (the steps are in `steps.py`, the executors in `executors.py`):
    (`prepare.Scan`, shared with the single-machine path), shards, index, report, manifest,
    and the rename into DIR. On `local` and on a Ray on this machine it runs here, in this
    process; with the scan in other processes it runs beside it, replaying each chunk as soon
-   as it and all before it are written (one worker: after it, in this process as the scan).
+   as it and all before it are written (one local worker: the scan runs in one forked
+   process, so `--workers` counts scan processes on every executor).
 
 WORK is `prepare.work_dir`, by default `.DIR.partial-scale` beside DIR (hidden, on the same
 file system, skipped as a build folder if it ever sits inside a source). It holds datatrove's
@@ -102,9 +103,9 @@ def prepare_scaled(sources: list[str], out_dir: str | Path, cfg: PrepareConfig,
 
         w = str(work)
         here = executors.final_here(cfg)
-        # Beside the scan when the scan runs in other processes; after it when it runs here.
-        follow = here and (cfg.executor == "ray" or min(cfg.workers or os.cpu_count() or 1,
-                                                        state["tasks"]) > 1)
+        # Beside the scan, which runs in other processes (one local worker: one forked
+        # process, `executors.run_forked`), so the final task uses a core of its own.
+        follow = here
         scan = [steps.ReadPlan(w), steps.FilterFiles(cfg), steps.WriteResults(w, cfg)]
         final = [steps.GlobalDedup(w, str(out), cfg, follow), steps.WriteShards(w, cfg),
                  steps.Finish(w, str(out), cfg, overwrite, inputs, started, context_index)]
@@ -133,8 +134,8 @@ def _run_stage(executor, name: str, work: Path, run=None) -> None:
     try:
         run(executor) if run else executor.run()
     except Exception as e:  # a task's exception (local) arrives here as it was raised
-        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else \
-            type(e).__name__
+        error = str(e) if isinstance(e, executors.ScanFailed) else \
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
     left = executor.get_incomplete_ranks()
     if left or error:
         log = work / "logs" / name / "logs" / f"task_{(left or [0])[0]:05d}.log"
@@ -152,9 +153,13 @@ def _run_beside(scan, final, work: Path) -> None:
 
     failed: list[BaseException] = []
     with steps.scan_running(work) as done:
+        # datatrove runs one local worker's tasks in the calling process: fork it instead
+        alone = getattr(scan, "workers", 0) == 1 and hasattr(scan, "start_method")
+        run = executors.run_forked if alone else None
+
         def scan_stage() -> None:
             try:
-                _run_stage(scan, "scan", work)
+                _run_stage(scan, "scan", work, run)
             except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
                 failed.append(e)
             finally:

@@ -188,6 +188,41 @@ def run_here(executor) -> None:
         executor._run_for_rank(0)
 
 
+class ScanFailed(RuntimeError):
+    """A task's error in the forked scan process (`run_forked`), as "Type: message"."""
+
+
+def run_forked(executor) -> None:
+    """A local stage of one worker in one forked process (datatrove would run its tasks in
+    this one), so that the final task can follow it here on another core. A task's error comes
+    back as `ScanFailed` with its type and first line; its log has the traceback."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(executor.start_method)
+    get, put = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_run_and_tell, args=(executor, put), name="codetune-scan")
+    proc.start()
+    put.close()
+    try:
+        error = get.recv()
+    except EOFError:  # died without a word (killed)
+        error = None
+    proc.join()
+    if error or proc.exitcode:
+        raise ScanFailed(error or f"the scan process exited with code {proc.exitcode}")
+
+
+def _run_and_tell(executor, put) -> None:
+    error = None
+    try:
+        executor.run()
+    except BaseException as e:  # noqa: BLE001  (told to the parent, which reports it)
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else \
+            type(e).__name__
+    put.send(error)
+    put.close()
+
+
 def submit_slurm(final, dry_run: bool, scripts: Path) -> list[str]:
     """Submit the final executor (and, through `depends`, the scan) with sbatch. A dry run
     writes each script that would be submitted to `scripts/` instead and returns their paths.
