@@ -149,12 +149,14 @@ def _run_beside(scan, final, work: Path) -> None:
     """The scan stage on its executor, from a thread; the final task here meanwhile, replaying
     each chunk as the scan writes it (`steps.GlobalDedup` with `follow`). A failed scan is the
     error reported (the final task then stops at the first chunk it lacks)."""
+    from datatrove.executor import LocalPipelineExecutor  # optional: datatrove (scale extra)
+
     from codetune.data.scale import steps  # optional: datatrove (the scale extra)
 
     failed: list[BaseException] = []
     with steps.scan_running(work) as done:
         # datatrove runs one local worker's tasks in the calling process: fork it instead
-        alone = getattr(scan, "workers", 0) == 1 and hasattr(scan, "start_method")
+        alone = isinstance(scan, LocalPipelineExecutor) and scan.workers == 1
         run = executors.run_forked if alone else None
 
         def scan_stage() -> None:
