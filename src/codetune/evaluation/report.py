@@ -402,16 +402,23 @@ def _engine_lines(result: EvalResult) -> list[str]:
         lines += ["", f"Paired differences (variant − {_reference(result)}) with 95 % "
                       "bootstrap intervals: what the export (merge, conversion, quantization) "
                       "and the runtime changed:", "",
-                  "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-        for name, m in result.metrics.items():
-            if not any(lbl in m.comparisons for lbl in labels):
-                continue
-            cells = [f"{m.comparisons[lbl][0]:+.4f} [{m.comparisons[lbl][1]:+.4f}, "
-                     f"{m.comparisons[lbl][2]:+.4f}]" if lbl in m.comparisons else ""
-                     for lbl in labels]
-            lines.append(f"| {name.replace('_', ' ')}"
-                         f"{' (lower is better)' if m.lower_is_better else ''} | "
-                         + " | ".join(cells) + " |")
+                  *_comparison_table(result, labels)]
+    return lines
+
+
+def _comparison_table(result: EvalResult, labels: list[str]) -> list[str]:
+    """A Markdown table: a row per metric compared under any of `labels`, a column per label,
+    each cell the paired difference and its 95 % interval."""
+    lines = ["| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, m in result.metrics.items():
+        if not any(lbl in m.comparisons for lbl in labels):
+            continue
+        cells = [f"{m.comparisons[lbl][0]:+.4f} [{m.comparisons[lbl][1]:+.4f}, "
+                 f"{m.comparisons[lbl][2]:+.4f}]" if lbl in m.comparisons else ""
+                 for lbl in labels]
+        lines.append(f"| {name.replace('_', ' ')}"
+                     f"{' (lower is better)' if m.lower_is_better else ''} | "
+                     + " | ".join(cells) + " |")
     return lines
 
 
@@ -436,16 +443,7 @@ def _context_lines(result: EvalResult) -> list[str]:
              "definition of what they name in their snippets (retrieval's share; what the "
              "model makes of it is below). The `cross file` rows are those tasks alone, where "
              "context can matter most. Paired differences with 95 % bootstrap intervals:", "",
-             "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    for name, m in result.metrics.items():
-        if not m.comparisons:
-            continue
-        cells = [f"{m.comparisons[lbl][0]:+.4f} [{m.comparisons[lbl][1]:+.4f}, "
-                 f"{m.comparisons[lbl][2]:+.4f}]" if lbl in m.comparisons else ""
-                 for lbl in labels]
-        lines.append(f"| {name.replace('_', ' ')}"
-                     f"{' (lower is better)' if m.lower_is_better else ''} | "
-                     + " | ".join(cells) + " |")
+             *_comparison_table(result, labels)]
     return lines
 
 
