@@ -52,6 +52,11 @@ REPO = {
 }
 
 
+def _chunk_text(index_dir: Path) -> str:
+    """Every chunk's text of an index on disk (the parquet file itself is compressed)."""
+    return "\n".join(pq.read_table(index_dir / "chunks.parquet").column("text").to_pylist())
+
+
 def _write(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         p = root / rel
@@ -513,7 +518,7 @@ def test_an_index_built_under_older_secret_rules_is_rebuilt_not_updated(tmp_path
     index_tree(root, tmp_path / "idx")
     info = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert info["secret_rules"] >= 2
-    assert value not in (tmp_path / "idx" / "chunks.parquet").read_bytes().decode("latin-1")
+    assert value not in _chunk_text(tmp_path / "idx")
     # an index from before: rules 1, and the value left in its chunks as those rules did
     info["secret_rules"] = 1
     (tmp_path / "idx" / "index.json").write_text(json.dumps(info))
@@ -598,3 +603,39 @@ def test_retrieval_ranks_the_imports_the_cursor_is_about_to_use_first(tmp_path):
     modules, defines, imports_of = idx._import_env(0)
     assert [n for _, n in import_targets(whole, "app.py", "", modules, defines,
                                          imports_of)] == names
+
+
+def test_update_filters_as_the_build_did_and_new_filters_rebuild(tmp_path):
+    """`codetune index -s prepare.exclude=...` then `update()` (what serve's refresh calls):
+    the update keeps the build's filters. Re-indexing under other filters chunks everything
+    again, so an unchanged file is never reused from text those filters would now change."""
+    import random
+    import string
+
+    from codetune.config import PrepareConfig
+
+    rng = random.Random()
+    folder = "".join(rng.choice(string.ascii_lowercase) for _ in range(9))
+    value = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(16))
+    root = _write(tmp_path / "tree", {**REPO, f"{folder}/gen.py": "def made():\n    return 1\n",
+                                      "deploy/settings.py":
+                                      f'DB_HOST = "db"\nDB_PASSWORD = "{value}"\n'})
+    out = tmp_path / "idx"
+    cfg = PrepareConfig(exclude=[f"{folder}/*"], secrets="off")
+    idx = index_tree(root, out, cfg=cfg)
+    paths = {p for _, p, _ in idx.files()}
+    assert "deploy/settings.py" in paths and f"{folder}/gen.py" not in paths
+    assert value in _chunk_text(out)
+    (root / "shop" / "tax.py").write_text("def vat_rate(country):\n    return 0\n")
+    stats = idx.update()
+    assert (stats.chunked, stats.removed) == (1, 0)
+    assert {p for _, p, _ in RepoIndex.open(out).files()} == paths
+    # the same tree under the default filters (secrets redacted): nothing reused
+    stats = index_tree(root, out, previous=RepoIndex.open(out)).last_build
+    assert stats.reused == 0
+    assert value not in _chunk_text(out)
+    # an index that recorded no filters (written before they were) is rebuilt, not updated
+    info = json.loads((out / "index.json").read_text())
+    del info["source"]["filters"]
+    (out / "index.json").write_text(json.dumps(info))
+    assert RepoIndex.open(out).update().reused == 0

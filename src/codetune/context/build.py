@@ -16,9 +16,11 @@ only tokens that other files contain too, since the others cannot match anything
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -110,6 +112,32 @@ def build_index(files: Iterable[tuple[str, str, str]], out_dir: str | Path, *,
                    _build(entries, out, previous, neighbours, source or {"kind": "files"}))
 
 
+# The prepare.* settings that decide which files of a working tree are indexed and what their
+# text becomes; an index records them so that `RepoIndex.update()` filters as its build did.
+TREE_FILTERS = ("max_file_bytes", "max_line_length", "max_mean_line_length",
+                "min_alphanum_fraction", "data_file_min_bytes", "data_file_max_bytes",
+                "autogen_markers", "autogen_lines", "vendored_dirs", "lock_files", "include",
+                "exclude", "languages", "notebook_markdown", "secrets", "secret_placeholder",
+                "git_submodules")
+
+
+def tree_filters(cfg: Any) -> dict[str, Any]:
+    """The TREE_FILTERS of a PrepareConfig, as JSON."""
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in TREE_FILTERS}))
+
+
+def filters_config(filters: Mapping[str, Any] | None) -> Any:
+    """The PrepareConfig an index was built with, from its recorded `tree_filters` (defaults
+    for an index written before they were recorded, or for a setting since added)."""
+    from codetune.config import PrepareConfig
+
+    cfg = PrepareConfig()
+    for k, v in (filters or {}).items():
+        if k in TREE_FILTERS:
+            setattr(cfg, k, copy.deepcopy(v))
+    return cfg
+
+
 def index_tree(root: str | Path, out_dir: str | Path | None = None, *,
                previous: RepoIndex | None = None, neighbours: bool = False,
                cfg=None) -> RepoIndex:
@@ -141,6 +169,11 @@ def index_tree(root: str | Path, out_dir: str | Path | None = None, *,
     filt = FileFilter(cfg)
     if previous is not None and previous.info.get("secret_rules") != _secret_rules():
         previous = None  # chunked under older secret rules: reuse none of it
+    filters = tree_filters(cfg)
+    if previous is not None and previous.info.get("source", {}).get("filters") != filters:
+        # filtered (or redacted) under other settings, or unrecorded ones: an unchanged file
+        # is reused unfiltered, so reuse none of it
+        previous = None
     known: Mapping[tuple[str, str], int] = previous._s.file_of if previous is not None else {}
     prev_sha = previous._s.sha if previous is not None else []
 
@@ -167,7 +200,7 @@ def index_tree(root: str | Path, out_dir: str | Path | None = None, *,
                 yield repo_id, path, sha, res.content
 
     source = {"kind": "tree", "root": str(root), "repo_id": repo_id,
-              "commit": src.info.commit}
+              "commit": src.info.commit, "filters": filters}
     return _opened(out, previous, _build(entries(), out, previous, neighbours, source))
 
 

@@ -264,14 +264,15 @@ class RepoIndex:
         the BM25 statistics rebuilt from the stored chunks. The new index replaces this one
         on disk and in this object (one assignment: a thread retrieving meanwhile sees the old
         index or the new one). Call it from one thread at a time."""
-        from codetune.context.build import index_tree
+        from codetune.context.build import filters_config, index_tree
 
         root = Path(root) if root is not None else self.root
         if root is None:
             raise CodetuneError(f"the index {self.path} was built by `codetune prepare` from a "
                                 "dataset's train split; prepare the dataset again to change it")
         new = index_tree(root, self.path, previous=self,
-                         neighbours=bool(self._s.info.get("neighbours")))
+                         neighbours=bool(self._s.info.get("neighbours")),
+                         cfg=filters_config(self._s.info.get("source", {}).get("filters")))
         if new.last_build.changed:
             self._s = new._s
         self.last_build = new.last_build
