@@ -130,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
          "torch": g.text, "torch_trimmed_suffix": g.trimmed_suffix}
         for t, g in zip(tasks, ref, strict=True)]
     summary: dict[str, dict[str, Any]] = {}
+
+    def write(summary: dict[str, dict[str, Any]]) -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps({"summary": summary, "tasks": records,
+                                   "torch_seconds": round(torch_s, 1)}, indent=1))
+        os.replace(tmp, args.out)
+
     for gguf in args.gguf:
         name = Path(gguf).name
         t0 = time.perf_counter()
@@ -176,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[ftype] = {"file": name, "seconds": round(seconds, 1),
                           **{r: dict(counts[r]) for r in ROUTES}}
         print(f"{ftype}: {seconds:.0f} s", file=sys.stderr)
+        write(summary)  # after every file: a long run cut off keeps what it measured
 
     n = len(tasks)
     print(f"\n{Path(args.merged).name} on {Path(args.dataset).name}: {n} held-out holes "
@@ -191,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
             same = c.get("identical", 0)
             print(f"| {ftype} | {route} | {same}/{n} ({100 * same / n:.1f} %) | " +
                   " | ".join(str(c.get(k, 0)) for k in CLASSES) + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "tasks": records,
-                                    "torch_seconds": round(torch_s, 1)}, indent=1))
     print(f"\nevery task: {args.out}")
     return 0
 
