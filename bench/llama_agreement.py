@@ -58,10 +58,12 @@ ROUTES = ("ids", "v1", "infill")
 
 
 def classify(ref: str, got: str, prompt_same: bool,
-             ended: tuple[str, str | None] | None) -> str:
+             ended: tuple[str, str | None] | None, encode=None) -> str:
     """The first class that explains `got` != `ref` (see the module's docstring). `ended`:
     codetune's ending applied to `got` and why it cut (None when the route's text was already
-    ended by codetune)."""
+    ended by codetune). `encode(text) -> ids`: a text that is a prefix of the other is a stop
+    only where its tokens are a prefix too ("=" * 50 is not the start of "=" * 58's tokens:
+    the paths parted at a token, a near tie)."""
     if got == ref:
         return "identical"
     if ended is not None and ended[0] == ref:
@@ -69,8 +71,50 @@ def classify(ref: str, got: str, prompt_same: bool,
     if not prompt_same:
         return "tokenization"
     if got.startswith(ref) or ref.startswith(got):
-        return "stop"
+        if encode is None:
+            return "stop"
+        a, b = encode(ref), encode(got)
+        short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+        return "stop" if long_[:len(short)] == short else "sampling"
     return "sampling"
+
+
+def print_table(summary: dict[str, dict[str, Any]], n: int, args: argparse.Namespace,
+                note: str) -> None:
+    print(f"\n{Path(args.merged).name} on {Path(args.dataset).name}: {n} held-out holes "
+          f"({args.single} single-line, {args.multi} block bodies), prompts of "
+          f"{args.prompt_tokens} tokens; {len(os.sched_getaffinity(0))} CPUs, "
+          f"{platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}; {note}")
+    print("\n| file | route | identical | " + " | ".join(CLASSES) + " |")
+    print("|---|---|---|" + "---|" * len(CLASSES))
+    for ftype, s in summary.items():
+        for route in ROUTES:
+            c = s[route]
+            same = c.get("identical", 0)
+            print(f"| {ftype} | {route} | {same}/{n} ({100 * same / n:.1f} %) | " +
+                  " | ".join(str(c.get(k, 0)) for k in CLASSES) + " |")
+
+
+def reclassify(args: argparse.Namespace, tasks: dict[str, Any], finisher, encode) -> int:
+    """Classify every text of --out again with today's `classify`; rewrite --out."""
+    data = json.loads(args.out.read_text(encoding="utf-8"))
+    summary = data["summary"]
+    for ftype, s in summary.items():
+        counts = {r: Counter() for r in ROUTES}
+        for rec in data["tasks"]:
+            fin = finisher(tasks[rec["task"]])
+            for route in ROUTES:
+                got = rec[ftype][route]
+                ended = None if route == "ids" else codetune_ending(fin, got["text"])
+                got["class"] = classify(rec["torch"], got["text"], got["prompt_same"], ended,
+                                        encode)
+                counts[route][got["class"]] += 1
+        s.update({r: dict(counts[r]) for r in ROUTES})
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, args.out)
+    print_table(summary, len(data["tasks"]), args, "reclassified")
+    return 0
 
 
 def codetune_ending(fin, text: str) -> tuple[str, str | None]:
@@ -83,13 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("merged")
     ap.add_argument("dataset")
-    ap.add_argument("--gguf", action="append", required=True)
+    ap.add_argument("--gguf", action="append", default=[])
     ap.add_argument("--single", type=int, default=40, help="single-line holes")
     ap.add_argument("--multi", type=int, default=10, help="block-body holes")
     ap.add_argument("--prompt-tokens", type=int, default=1024)
     ap.add_argument("--threads", type=int, help="llama-server threads (default: all CPUs)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/llama_agreement.json"))
+    ap.add_argument("--reclassify", action="store_true",
+                    help="classify the texts in --out again (no model, no server): for a "
+                         "JSON written before a change to the classes")
     args = ap.parse_args(argv)
+    if not args.gguf and not args.reclassify:
+        ap.error("give --gguf FILE (one or more), or --reclassify")
 
     from codetune import runtimes
     from codetune.config import EvalConfig
@@ -102,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     from codetune.infer.llama_server import LlamaServer
     from codetune.infer.prompts import stop_ids
 
-    if runtimes.binary("llama-server") is None:
-        raise SystemExit(runtimes.missing("llama-server"))
     cfg = EvalConfig(single_line_per_file=8, multi_line_per_file=2, cross_file_per_file=0,
                      max_tasks=10**6, prompt_tokens=args.prompt_tokens, context="off",
                      bpb=False)
@@ -111,19 +158,34 @@ def main(argv: list[str] | None = None) -> int:
     every = build_tasks(rows, cfg)
     tasks = (capped([t for t in every if t.kind == "single_line"], args.single, 0) +
              capped([t for t in every if t.kind == "multi_line"], args.multi, 0))
-    loaded = loader.load(args.merged, quantization="none")
-    prompts = task_prompts(loaded, tasks, cfg)
-    t0 = time.perf_counter()
-    ref = predict(loaded, tasks, cfg, prompts=prompts)
-    torch_s = time.perf_counter() - t0
-    print(f"torch reference: {len(tasks)} holes in {torch_s:.0f} s", file=sys.stderr)
-    stops = set(stop_ids(loaded))
 
     def params(task: Any) -> GenParams:
         single = task.kind == "single_line"
         return GenParams(max_new_tokens=cfg.max_new_tokens_single if single
                          else cfg.max_new_tokens_multi, greedy=True,
                          stop=("\n",) if single else ())
+
+    def finisher(task: Any) -> Finisher:
+        return Finisher(params(task).stop, suffix=task.suffix, prefix=task.prefix)
+
+    if args.reclassify:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(args.merged)
+        return reclassify(args, {t.task_id: t for t in tasks}, finisher,
+                          lambda text: tok.encode(text, add_special_tokens=False))
+    if runtimes.binary("llama-server") is None:
+        raise SystemExit(runtimes.missing("llama-server"))
+    loaded = loader.load(args.merged, quantization="none")
+    prompts = task_prompts(loaded, tasks, cfg)
+
+    def encode(text: str) -> list[int]:
+        return loaded.tokenizer.encode(text, add_special_tokens=False)
+    t0 = time.perf_counter()
+    ref = predict(loaded, tasks, cfg, prompts=prompts)
+    torch_s = time.perf_counter() - t0
+    print(f"torch reference: {len(tasks)} holes in {torch_s:.0f} s", file=sys.stderr)
+    stops = set(stop_ids(loaded))
 
     records: list[dict[str, Any]] = [
         {"task": t.task_id, "kind": t.kind, "path": t.path, "truth": t.middle,
@@ -170,13 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                     "repeat_penalty": 1.0, **srv._sampling(gp)})
                 inf_text = inf.get("content", "")
                 inf_same = srv.tokenize(inf.get("prompt", "")) == list(p)
-                fin = Finisher(gp.stop, suffix=t.suffix, prefix=t.prefix)
+                fin = finisher(t)
                 out = {}
                 for route, got, same, ended in (
                         ("ids", ids_text, True, None),
                         ("v1", v1_text, same_tokens, codetune_ending(fin, v1_text)),
                         ("infill", inf_text, inf_same, codetune_ending(fin, inf_text))):
-                    c = classify(rec["torch"], got, same, ended)
+                    c = classify(rec["torch"], got, same, ended, encode)
                     counts[route][c] += 1
                     out[route] = {"text": got, "class": c, "prompt_same": same}
                 rec[ftype] = out
@@ -186,20 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ftype}: {seconds:.0f} s", file=sys.stderr)
         write(summary)  # after every file: a long run cut off keeps what it measured
 
-    n = len(tasks)
-    print(f"\n{Path(args.merged).name} on {Path(args.dataset).name}: {n} held-out holes "
-          f"({args.single} single-line, {args.multi} block bodies), prompts of "
-          f"{args.prompt_tokens} tokens; {len(os.sched_getaffinity(0))} CPUs, "
-          f"{platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}; torch "
-          f"reference {torch_s:.0f} s")
-    print("\n| file | route | identical | " + " | ".join(CLASSES) + " |")
-    print("|---|---|---|" + "---|" * len(CLASSES))
-    for ftype, s in summary.items():
-        for route in ROUTES:
-            c = s[route]
-            same = c.get("identical", 0)
-            print(f"| {ftype} | {route} | {same}/{n} ({100 * same / n:.1f} %) | " +
-                  " | ".join(str(c.get(k, 0)) for k in CLASSES) + " |")
+    print_table(summary, len(tasks), args, f"torch reference {torch_s:.0f} s")
     print(f"\nevery task: {args.out}")
     return 0
 
