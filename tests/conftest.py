@@ -51,6 +51,17 @@ def llama_cpp(monkeypatch) -> dict[str, str]:
     return found
 
 
+def bench_module(name: str):
+    """bench/NAME.py imported as a module (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def prep_cfg(**kw) -> PrepareConfig:
     cfg = dataclasses.replace(PrepareConfig(), **{"workers": 1, **kw})
     cfg.validate()

@@ -3,20 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 import string
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "llama_agreement.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("llama_agreement", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .conftest import bench_module
 
 
 def _encode(width: int):
@@ -32,7 +23,7 @@ def _encode(width: int):
 
 
 def test_every_difference_gets_the_first_class_that_explains_it():
-    classify = _bench().classify
+    classify = bench_module("llama_agreement").classify
     rng = random.Random()
     for _ in range(50):
         name = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(4, 12)))

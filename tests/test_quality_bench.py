@@ -4,25 +4,16 @@ of a real model go in bench/RESULTS.md; this only checks the loop and the table.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality_bench.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("quality_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .conftest import bench_module
 
 
 @pytest.mark.slow
 def test_quality_bench_runs_the_loop_and_writes_the_table(tiny_run, tmp_path):
-    bench = _bench()
+    bench = bench_module("quality_bench")
     repo = tmp_path / "shop"
     (repo / "shop").mkdir(parents=True)
     for k in range(4):
@@ -66,7 +57,7 @@ def test_quality_bench_runs_the_loop_and_writes_the_table(tiny_run, tmp_path):
 
 
 def test_format_table_marks_differences_outside_their_interval():
-    bench = _bench()
+    bench = bench_module("quality_bench")
     rec = {"repo": "r", "metrics": {
         "single_line_exact_match": {"n": 100, "lower_is_better": False, "base": 0.1,
                                     "tuned": 0.2, "delta": 0.1, "ci95": [0.03, 0.17]},
