@@ -163,8 +163,8 @@ def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tm
     # one worker's tasks run in one forked process: what they did is written to files
     ran_log, failed_log = tmp_path / "ran", tmp_path / "failed"
 
-    def ran() -> list[int]:
-        return [int(x) for x in ran_log.read_text().split()] if ran_log.exists() else []
+    def logged(log) -> list[int]:
+        return [int(x) for x in log.read_text().split()] if log.exists() else []
 
     real = steps.FilterFiles.run
 
@@ -206,8 +206,8 @@ def test_killed_run_resumes_without_redoing_finished_tasks(corpus, reference, tm
 
     monkeypatch.setattr(steps.WriteResults, "_close_chunk", staticmethod(closing))
     summary = prepare(corpus, out, cfg, progress=False)
-    assert ran() == [1, 2]  # task 0 finished before: not run again
-    written = [int(x) for x in written_log.read_text().split()]
+    assert logged(ran_log) == [1, 2]  # task 0 finished before: not run again
+    written = logged(written_log)
     assert sorted(written) == [k for k in range(chunks) if k % 3]  # each other chunk once
     assert not work.exists()
     assert_same_dataset(out, reference)

@@ -134,8 +134,7 @@ def _run_stage(executor, name: str, work: Path, run=None) -> None:
     try:
         run(executor) if run else executor.run()
     except Exception as e:  # a task's exception (local) arrives here as it was raised
-        error = str(e) if isinstance(e, executors.ScanFailed) else \
-            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+        error = str(e) if isinstance(e, executors.ScanFailed) else executors.task_error(e)
     left = executor.get_incomplete_ranks()
     if left or error:
         log = work / "logs" / name / "logs" / f"task_{(left or [0])[0]:05d}.log"

@@ -188,6 +188,11 @@ def run_here(executor) -> None:
         executor._run_for_rank(0)
 
 
+def task_error(e: BaseException) -> str:
+    """A task's exception in one line: "Type: first line of its message"."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+
+
 class ScanFailed(RuntimeError):
     """A task's error in the forked scan process (`run_forked`), as "Type: message"."""
 
@@ -217,8 +222,7 @@ def _run_and_tell(executor, put) -> None:
     try:
         executor.run()
     except BaseException as e:  # noqa: BLE001  (told to the parent, which reports it)
-        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else \
-            type(e).__name__
+        error = task_error(e)
     put.send(error)
     put.close()
 
