@@ -97,6 +97,8 @@ def print_table(summary: dict[str, dict[str, Any]], n: int, args: argparse.Names
 
 def reclassify(args: argparse.Namespace, tasks: dict[str, Any], finisher, encode) -> int:
     """Classify every text of --out again with today's `classify`; rewrite --out."""
+    from codetune import outputs
+
     data = json.loads(args.out.read_text(encoding="utf-8"))
     summary = data["summary"]
     for ftype, s in summary.items():
@@ -110,9 +112,7 @@ def reclassify(args: argparse.Namespace, tasks: dict[str, Any], finisher, encode
                                         encode)
                 counts[route][got["class"]] += 1
         s.update({r: dict(counts[r]) for r in ROUTES})
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, args.out)
+    outputs.write_json(args.out, data)
     print_table(summary, len(data["tasks"]), args, "reclassified")
     return 0
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.gguf and not args.reclassify:
         ap.error("give --gguf FILE (one or more), or --reclassify")
 
-    from codetune import runtimes
+    from codetune import outputs, runtimes
     from codetune.config import EvalConfig
     from codetune.data import store
     from codetune.evaluation.context import fitted
@@ -195,10 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(summary: dict[str, dict[str, Any]]) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps({"summary": summary, "tasks": records,
-                                   "torch_seconds": round(torch_s, 1)}, indent=1))
-        os.replace(tmp, args.out)
+        outputs.write_json(args.out, {"summary": summary, "tasks": records,
+                                      "torch_seconds": round(torch_s, 1)})
 
     for gguf in args.gguf:
         name = Path(gguf).name
