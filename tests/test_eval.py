@@ -600,8 +600,11 @@ def test_context_verdict_wording():
         "repository context helped the fine-tuned model on em")
     hurt = _context_verdict({"em": score(-0.3, -0.1), "bpb": score(0.01, 0.02, lower=True)})
     assert hurt.startswith("repository context hurt the fine-tuned model on em, bpb")
+    assert "--context-tokens 0" in hurt and "data.context=repo" in hurt  # the remedy
+    assert "--context-tokens" not in _context_verdict({"em": score(0.1, 0.3)})
     both = _context_verdict({"em": score(0.1, 0.3), "bpb": score(0.01, 0.02, lower=True)})
     assert both.startswith("repository context helped the fine-tuned model on em; it hurt on bpb")
+    assert "--context-tokens" not in both  # a mixed verdict is no call to turn it off
 
 
 def test_holes_are_scored_from_the_generations_prefill(tiny_run):

@@ -265,7 +265,12 @@ def _context_verdict(metrics: dict[str, Score]) -> str:
     if worse:
         parts.append(("it hurt on " if better else f"repository context hurt {who} on ")
                      + ", ".join(worse))
-    return "; ".join(parts) + " (95 % bootstrap intervals)"
+    out = "; ".join(parts) + " (95 % bootstrap intervals)"
+    if worse and not better:  # what a user does about it: serving adds context by default
+        out += ("; serve it without context (`codetune serve RUN --context-tokens 0`) "
+                "until context helps: train with data.context=repo, from a base checkpoint rather "
+                "than a chat (-Instruct) one, which may not know the repository layout")
+    return out
 
 
 def _verdict(metrics: dict[str, Score]) -> str:
