@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/out/context_layout"))
     args = ap.parse_args(argv)
 
+    from codetune import outputs
     from codetune.config import EvalConfig
     from codetune.context import RepoIndex
     from codetune.evaluation.run import predict
@@ -220,21 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load(args.model, args.adapter, quantization="none")
     print(f"{len(tasks)} tasks, in-file budget {cfg.prompt_tokens}, context budget {budget}, "
           f"{loaded.description}", flush=True)
-    outputs: dict[str, list[str]] = {}
+    completions: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}
     args.out.mkdir(parents=True, exist_ok=True)
     for layout in args.layouts:
         started = time.perf_counter()
         ids = prompts(loaded, tasks, index, layout, cfg.prompt_tokens, budget)
-        outputs[layout] = [g.text for g in predict(loaded, tasks, cfg, prompts=ids)]
+        completions[layout] = [g.text for g in predict(loaded, tasks, cfg, prompts=ids)]
         seconds[layout] = time.perf_counter() - started
-        rows = score_rows(tasks, reference, outputs, seconds, args.bootstrap)
+        rows = score_rows(tasks, reference, completions, seconds, args.bootstrap)
         print(format_table(rows[:1] + rows[-1:]).splitlines()[-1], flush=True)
-        (args.out / "layouts.json").write_text(json.dumps(
-            {"model": args.model, "adapter": args.adapter, "eval": str(args.eval_json),
-             "tasks": [t.task_id for t in tasks], "reference": reference, "rows": rows,
-             "outputs": outputs}, indent=1))
-    table = format_table(score_rows(tasks, reference, outputs, seconds, args.bootstrap))
+        outputs.write_json(args.out / "layouts.json", {
+            "model": args.model, "adapter": args.adapter, "eval": str(args.eval_json),
+            "tasks": [t.task_id for t in tasks], "reference": reference, "rows": rows,
+            "outputs": completions})
+    table = format_table(rows)  # the last layout's rows hold every layout
     (args.out / "layouts.md").write_text(table)
     print(table)
     return 0
